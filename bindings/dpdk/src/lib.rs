@@ -1,0 +1,31 @@
+//! A thin safe layer over `dpdk-sys`: the EAL, packet mempools, owned mbufs,
+//! bursts, ports with their queues, and rings.
+//!
+//! Ownership follows DPDK's rules, expressed in types: an [`Mbuf`] frees itself
+//! on drop; a [`Burst`] owns up to [`BURST_SIZE`] of them and, after a
+//! transmit, keeps only what the driver refused; an [`RxQueue`] or [`TxQueue`]
+//! is handed to exactly one thread, because DPDK queues are not thread-safe.
+
+mod burst;
+mod eal;
+mod error;
+mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+mod ring;
+
+pub use burst::{Burst, BURST_SIZE};
+pub use eal::Eal;
+pub use error::{DpdkError, Result};
+pub use lcore::{prefetch, register_thread, tsc, tsc_hz};
+pub use mbuf::Mbuf;
+pub use mempool::Mempool;
+pub use port::{
+    DeviceInfo, Link, Port, PortConfig, PortStats, RingPort, RxQueue, Steering, TxQueue,
+    SYMMETRIC_RSS_KEY,
+};
+pub use ring::{MbufRing, RingConsumer, RingProducer};
+
+/// The raw bindings, for the few callers that need a constant or a type.
+pub use dpdk_sys as sys;

@@ -87,6 +87,15 @@ impl Mbuf {
         self.raw().port
     }
 
+    /// Records which port this frame belongs to. Not every driver stamps
+    /// received mbufs (the ring PMD does not), so code that hands frames
+    /// between threads stamps them itself.
+    #[inline(always)]
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: we own the mbuf; `port` is a plain field.
+        unsafe { self.0.as_mut().port = port };
+    }
+
     /// The NIC's RSS hash, when the driver filled one in.
     #[inline(always)]
     pub fn rss_hash(&self) -> Option<u32> {

@@ -35,7 +35,12 @@ fn ring_ports_move_owned_mbufs_and_nothing_leaks() {
     let pool = Mempool::pktmbuf("test_pool", 255, 0, 2176, 0).expect("pool");
     let rx_ring = MbufRing::new("test_rx", 64).unwrap();
     let tx_ring = MbufRing::new("test_tx", 32).unwrap(); // 31 usable slots
-    let dev = RingPort::new("test0", &[rx_ring.clone()], &[tx_ring.clone()]).unwrap();
+    let dev = RingPort::new(
+        "test0",
+        std::slice::from_ref(&rx_ring),
+        std::slice::from_ref(&tx_ring),
+    )
+    .unwrap();
     assert_eq!(dev.name, "net_ring_test0");
     assert_eq!(Port::lookup("net_ring_test0").unwrap(), dev.id);
     assert!(Port::lookup("net_nonexistent9").is_err());

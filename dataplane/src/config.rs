@@ -1,0 +1,631 @@
+//! Start-up configuration: a TOML file, overridden by command-line flags.
+//! Every error names the key that is wrong and what would be right, on one
+//! line, because this is what an operator sees when the service won't start.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {reason}")]
+    Read { file: PathBuf, reason: String },
+    #[error("config {file}: {location}{message}")]
+    Syntax {
+        file: PathBuf,
+        location: String,
+        message: String,
+    },
+    #[error("config: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// What to do with a frame that cannot be handled as asked: pass it on (a
+/// bump in the wire that fails open) or drop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameAction {
+    #[default]
+    Forward,
+    Drop,
+}
+
+impl std::str::FromStr for FrameAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "forward" => Ok(FrameAction::Forward),
+            "drop" => Ok(FrameAction::Drop),
+            other => Err(format!("{other:?} is not an action: use forward or drop")),
+        }
+    }
+}
+
+impl std::fmt::Display for FrameAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameAction::Forward => "forward",
+            FrameAction::Drop => "drop",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// Extra EAL arguments, passed through as they are.
+    pub args: Vec<String>,
+    /// Run without hugepages (slower; for labs and machines without them).
+    pub no_huge: bool,
+    /// Memory for the EAL in MiB (`-m`); 0 lets DPDK decide (hugepages only).
+    pub memory_mb: u32,
+    /// Keeps several DPDK processes on one host apart (`--file-prefix`).
+    pub file_prefix: String,
+    /// DPDK's own log level (`--log-level`), e.g. "notice", "warning".
+    pub log_level: String,
+}
+
+impl Default for EalConfig {
+    fn default() -> Self {
+        EalConfig {
+            args: Vec::new(),
+            no_huge: false,
+            memory_mb: 0,
+            file_prefix: "tollgate".into(),
+            log_level: "notice".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsConfig {
+    /// The port facing the protected side (clients): a PCI address or a
+    /// virtual device string such as `net_af_packet0,iface=eth1,qpairs=2`.
+    pub inside: String,
+    /// The port facing the far side (servers).
+    pub outside: String,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    /// Packet buffers in the pool shared by both ports.
+    pub mbufs: u32,
+    /// Per-worker mbuf cache.
+    pub mbuf_cache: u32,
+    /// Ask NICs for symmetric RSS; off forces software steering.
+    pub rss: bool,
+    /// How many times a worker offers the driver frames it refused, before
+    /// dropping them (counted as tx_full).
+    pub tx_retries: u32,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig {
+            inside: String::new(),
+            outside: String::new(),
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            mbufs: 16383,
+            mbuf_cache: 256,
+            rss: true,
+            tx_retries: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// One worker per listed CPU core, pinned there.
+    pub cores: Vec<usize>,
+    /// 0 polls without pause (the DPDK way, for dedicated cores). Otherwise
+    /// an idle worker sleeps this many microseconds between polls, which
+    /// leaves CPU to other processes on shared or small machines at the cost
+    /// of latency.
+    pub idle_sleep_us: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            cores: vec![0],
+            idle_sleep_us: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Flows tracked at once, over all workers (each worker gets its share).
+    pub capacity: usize,
+    /// A new flow when the table is full: forward it untracked, or drop it.
+    pub on_full: FrameAction,
+    pub tcp_embryonic_timeout_secs: u64,
+    pub tcp_established_timeout_secs: u64,
+    pub tcp_closing_timeout_secs: u64,
+    pub tcp_closed_timeout_secs: u64,
+    pub udp_timeout_secs: u64,
+    pub other_timeout_secs: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            capacity: 1 << 20,
+            on_full: FrameAction::Forward,
+            tcp_embryonic_timeout_secs: 30,
+            tcp_established_timeout_secs: 3600,
+            tcp_closing_timeout_secs: 120,
+            tcp_closed_timeout_secs: 10,
+            udp_timeout_secs: 120,
+            other_timeout_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MalformedConfig {
+    /// Frames that fail parsing: forward them unchanged (a bump in the wire
+    /// should not be the one to break a network) or drop them. Counted by
+    /// reason either way.
+    pub action: FrameAction,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// Write a JSON counters snapshot here every `interval_secs` and at exit.
+    pub file: Option<PathBuf>,
+    pub interval_secs: u64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            file: None,
+            interval_secs: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Written once the ports forward; removed at exit.
+    pub pid_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub eal: EalConfig,
+    pub ports: PortsConfig,
+    pub workers: WorkersConfig,
+    pub flows: FlowsConfig,
+    pub malformed: MalformedConfig,
+    pub stats: StatsConfig,
+    pub daemon: DaemonConfig,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Syntax {
+                location, message, ..
+            } => ConfigError::Syntax {
+                file: path.to_owned(),
+                location,
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let location = match inner.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    if path.is_empty() || path == "." {
+                        format!("line {line}: ")
+                    } else {
+                        format!("line {line}: {path}: ")
+                    }
+                }
+                None if !path.is_empty() && path != "." => format!("{path}: "),
+                None => String::new(),
+            };
+            ConfigError::Syntax {
+                file: PathBuf::new(),
+                location,
+                message: inner.message().replace('\n', " ").trim().to_owned(),
+            }
+        })
+    }
+
+    /// Checks what types alone cannot. Run after flags are applied.
+    pub fn validate(&self, available_cores: &[usize]) -> Result<(), ConfigError> {
+        if self.ports.inside.trim().is_empty() {
+            return Err(invalid("ports.inside", "missing: name the inside port's device (PCI address or vdev string), or pass --inside"));
+        }
+        if self.ports.outside.trim().is_empty() {
+            return Err(invalid("ports.outside", "missing: name the outside port's device (PCI address or vdev string), or pass --outside"));
+        }
+        if device_name(&self.ports.inside) == device_name(&self.ports.outside) {
+            return Err(invalid(
+                "ports.outside",
+                format!(
+                    "is the same device as ports.inside ({})",
+                    device_name(&self.ports.inside)
+                ),
+            ));
+        }
+        for (key, n) in [
+            ("ports.rx_descriptors", self.ports.rx_descriptors),
+            ("ports.tx_descriptors", self.ports.tx_descriptors),
+        ] {
+            if !(32..=32768).contains(&n) || !n.is_power_of_two() {
+                return Err(invalid(
+                    key,
+                    format!("{n} is not a power of two between 32 and 32768"),
+                ));
+            }
+        }
+        let cores = &self.workers.cores;
+        if cores.is_empty() {
+            return Err(invalid(
+                "workers.cores",
+                "empty: list at least one CPU core for a worker",
+            ));
+        }
+        for (i, c) in cores.iter().enumerate() {
+            if cores[..i].contains(c) {
+                return Err(invalid(
+                    "workers.cores",
+                    format!("core {c} is listed twice"),
+                ));
+            }
+            if !available_cores.is_empty() && !available_cores.contains(c) {
+                return Err(invalid("workers.cores", format!("core {c} is not available to this process (available: {available_cores:?})")));
+            }
+        }
+        if cores.len() > 64 {
+            return Err(invalid(
+                "workers.cores",
+                format!("{} workers; at most 64 are supported", cores.len()),
+            ));
+        }
+        let workers = cores.len() as u64;
+        // Every RX descriptor of every queue holds an mbuf, TX rings hold
+        // mbufs until the driver recycles them, and each worker keeps a cache
+        // and bursts in flight.
+        let needed =
+            2 * workers * (self.ports.rx_descriptors as u64 + self.ports.tx_descriptors as u64)
+                + workers * (self.ports.mbuf_cache as u64 + 8 * dpdk::BURST_SIZE as u64);
+        if (self.ports.mbufs as u64) < needed {
+            return Err(invalid("ports.mbufs", format!("{} is too few for {workers} worker(s) with {} RX and {} TX descriptors per queue: use at least {needed}", self.ports.mbufs, self.ports.rx_descriptors, self.ports.tx_descriptors)));
+        }
+        if self.ports.mbuf_cache > 512 {
+            return Err(invalid(
+                "ports.mbuf_cache",
+                format!("{} is above DPDK's limit of 512", self.ports.mbuf_cache),
+            ));
+        }
+        if self.flows.capacity < cores.len() {
+            return Err(invalid(
+                "flows.capacity",
+                format!("{} is below one flow per worker", self.flows.capacity),
+            ));
+        }
+        if self.flows.capacity > 1 << 28 {
+            return Err(invalid(
+                "flows.capacity",
+                format!("{} is above the supported 268435456", self.flows.capacity),
+            ));
+        }
+        for (key, secs) in [
+            (
+                "flows.tcp_embryonic_timeout_secs",
+                self.flows.tcp_embryonic_timeout_secs,
+            ),
+            (
+                "flows.tcp_established_timeout_secs",
+                self.flows.tcp_established_timeout_secs,
+            ),
+            (
+                "flows.tcp_closing_timeout_secs",
+                self.flows.tcp_closing_timeout_secs,
+            ),
+            (
+                "flows.tcp_closed_timeout_secs",
+                self.flows.tcp_closed_timeout_secs,
+            ),
+            ("flows.udp_timeout_secs", self.flows.udp_timeout_secs),
+            ("flows.other_timeout_secs", self.flows.other_timeout_secs),
+        ] {
+            if secs == 0 || secs > 7 * 24 * 3600 {
+                return Err(invalid(
+                    key,
+                    format!("{secs} is outside 1..=604800 seconds"),
+                ));
+            }
+        }
+        if self.workers.idle_sleep_us > 1_000_000 {
+            return Err(invalid(
+                "workers.idle_sleep_us",
+                format!("{} is above one second", self.workers.idle_sleep_us),
+            ));
+        }
+        if self.stats.interval_secs == 0 {
+            return Err(invalid("stats.interval_secs", "must be at least 1"));
+        }
+        if self.eal.no_huge && self.eal.memory_mb == 0 {
+            return Err(invalid("eal.memory_mb", "set it (e.g. 512) when eal.no_huge is on: without hugepages DPDK needs an explicit size"));
+        }
+        if self.eal.file_prefix.is_empty() || self.eal.file_prefix.contains('/') {
+            return Err(invalid(
+                "eal.file_prefix",
+                format!(
+                    "{:?} must be a non-empty name without '/'",
+                    self.eal.file_prefix
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The EAL argument list this configuration implies.
+    pub fn eal_args(&self, program: &str) -> Vec<String> {
+        let mut args = vec![program.to_owned()];
+        // Workers are our own pinned threads registered with DPDK; the EAL
+        // needs just its main lcore.
+        args.push("-l".into());
+        args.push(self.workers.cores[0].to_string());
+        args.push("--file-prefix".into());
+        args.push(self.eal.file_prefix.clone());
+        args.push("--log-level".into());
+        args.push(self.eal.log_level.clone());
+        if self.eal.no_huge {
+            args.push("--no-huge".into());
+        }
+        if self.eal.memory_mb > 0 {
+            args.push("-m".into());
+            args.push(self.eal.memory_mb.to_string());
+        }
+        let mut pci = false;
+        for dev in [&self.ports.inside, &self.ports.outside] {
+            if is_pci_address(device_name(dev)) {
+                pci = true;
+                args.push("-a".into());
+            } else {
+                args.push("--vdev".into());
+            }
+            args.push(dev.clone());
+        }
+        if !pci {
+            // Only virtual devices: don't touch the host's PCI devices.
+            args.push("--no-pci".into());
+        }
+        args.extend(self.eal.args.iter().cloned());
+        args
+    }
+}
+
+/// The device name in a DPDK device string (the part before the first comma).
+pub fn device_name(dev: &str) -> &str {
+    dev.split(',').next().unwrap_or("").trim()
+}
+
+/// `0000:01:00.0` or `01:00.0`.
+pub fn is_pci_address(name: &str) -> bool {
+    let parts: Vec<&str> = name.split(':').collect();
+    let (bus_dev_fn, domain_ok) = match parts.as_slice() {
+        [dom, bus, df] => (
+            Some((*bus, *df)),
+            dom.len() == 4 && dom.chars().all(|c| c.is_ascii_hexdigit()),
+        ),
+        [bus, df] => (Some((*bus, *df)), true),
+        _ => (None, false),
+    };
+    let Some((bus, df)) = bus_dev_fn else {
+        return false;
+    };
+    let Some((dev, func)) = df.split_once('.') else {
+        return false;
+    };
+    domain_ok
+        && bus.len() == 2
+        && bus.chars().all(|c| c.is_ascii_hexdigit())
+        && dev.len() == 2
+        && dev.chars().all(|c| c.is_ascii_hexdigit())
+        && func.len() == 1
+        && func.chars().all(|c| c.is_ascii_digit())
+}
+
+/// Parses a core list such as `0,2-4`.
+pub fn parse_core_list(s: &str) -> Result<Vec<usize>, String> {
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => {
+                let a: usize = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{part:?} is not a core range like 2-5"))?;
+                let b: usize = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{part:?} is not a core range like 2-5"))?;
+                if b < a {
+                    return Err(format!("{part:?}: the range runs backwards"));
+                }
+                a..=b
+            }
+            None => {
+                let c: usize = part
+                    .parse()
+                    .map_err(|_| format!("{part:?} is not a core number"))?;
+                c..=c
+            }
+        };
+        cores.extend(range);
+    }
+    if cores.is_empty() {
+        return Err("no cores listed".into());
+    }
+    Ok(cores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab() -> Config {
+        let mut c = Config::default();
+        c.ports.inside = "net_af_packet0,iface=tg-cl".into();
+        c.ports.outside = "net_af_packet1,iface=tg-sv".into();
+        c
+    }
+
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../tollgate.example.toml");
+        let c = Config::from_toml(text).expect("example parses");
+        c.validate(&[]).expect("example validates");
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key_and_line() {
+        let err = Config::from_toml("[flows]\ncapacity = \"lots\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("flows.capacity"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = Config::from_toml("[flows]\ncapacty = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("capacty"), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_says_where() {
+        let err = Config::from_toml("[ports\ninside = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = lab();
+        c.flows.udp_timeout_secs = 0;
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("flows.udp_timeout_secs"));
+        let mut c = lab();
+        c.workers.cores = vec![0, 0];
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
+        let mut c = lab();
+        c.workers.cores = vec![7];
+        assert!(c
+            .validate(&[0, 1])
+            .unwrap_err()
+            .to_string()
+            .contains("workers.cores"));
+        let mut c = lab();
+        c.ports.mbufs = 100;
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("ports.mbufs"));
+        let mut c = lab();
+        c.ports.outside = "net_af_packet0,iface=x".into();
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("same device"));
+        let mut c = lab();
+        c.ports.rx_descriptors = 1000;
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("ports.rx_descriptors"));
+        let mut c = lab();
+        c.eal.no_huge = true;
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("eal.memory_mb"));
+        let c = Config::default();
+        assert!(c
+            .validate(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("ports.inside"));
+    }
+
+    #[test]
+    fn eal_arguments_follow_the_devices() {
+        let mut c = lab();
+        c.eal.no_huge = true;
+        c.eal.memory_mb = 256;
+        let args = c.eal_args("tollgate");
+        assert!(args
+            .windows(2)
+            .any(|w| w[0] == "--vdev" && w[1] == "net_af_packet0,iface=tg-cl"));
+        assert!(args.contains(&"--no-pci".to_string()));
+        assert!(args.windows(2).any(|w| w[0] == "-m" && w[1] == "256"));
+        c.ports.inside = "0000:01:00.0".into();
+        let args = c.eal_args("tollgate");
+        assert!(args
+            .windows(2)
+            .any(|w| w[0] == "-a" && w[1] == "0000:01:00.0"));
+        assert!(!args.contains(&"--no-pci".to_string()));
+    }
+
+    #[test]
+    fn pci_addresses_and_core_lists() {
+        assert!(is_pci_address("0000:01:00.0"));
+        assert!(is_pci_address("3b:00.1"));
+        assert!(!is_pci_address("net_ring0"));
+        assert!(!is_pci_address("0000:01:00"));
+        assert_eq!(parse_core_list("0,2-4").unwrap(), vec![0, 2, 3, 4]);
+        assert!(parse_core_list("4-2").is_err());
+        assert!(parse_core_list("x").is_err());
+        assert!(parse_core_list("").is_err());
+    }
+}

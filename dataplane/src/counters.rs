@@ -1,0 +1,92 @@
+//! Per-worker counters: plain integers owned by one worker (no atomics on the
+//! per-packet path), copied out between bursts for the control plane.
+
+use crate::parse::Malformed;
+
+/// Why tollgate dropped a frame. Every drop has one, and each is a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// The frame failed parsing and `malformed.action` is drop.
+    Malformed,
+    /// A new flow found the table full and `flows.on_full` is drop.
+    TableFull,
+    /// The driver refused the frame `ports.tx_retries` times.
+    TxFull,
+    /// The ring to the worker that owns the flow was full.
+    HandoffFull,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 4;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::Malformed,
+        DropReason::TableFull,
+        DropReason::TxFull,
+        DropReason::HandoffFull,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::TableFull => "table_full",
+            DropReason::TxFull => "tx_full",
+            DropReason::HandoffFull => "handoff_full",
+        }
+    }
+
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    /// ARP, LLDP and every other non-IP frame, passed through.
+    pub non_ip: u64,
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    /// New flows that found the table full (forwarded untracked or dropped).
+    pub flows_table_full: u64,
+    /// Frames sent to the worker that owns their flow (software steering).
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    /// Malformed frames forwarded anyway (`malformed.action = forward`).
+    pub malformed_forwarded: u64,
+    pub malformed: [u64; Malformed::COUNT],
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            non_ip: 0,
+            flows_created: 0,
+            flows_expired: 0,
+            flows_table_full: 0,
+            handoff_out: 0,
+            handoff_in: 0,
+            malformed_forwarded: 0,
+            malformed: [0; Malformed::COUNT],
+            drops: [0; DropReason::COUNT],
+        }
+    }
+}
+
+impl WorkerCounters {
+    #[inline(always)]
+    pub fn drop(&mut self, reason: DropReason, frames: u64) {
+        self.drops[reason.index()] += frames;
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}

@@ -1,0 +1,300 @@
+//! Bringing the data plane up on two DPDK ports and taking it down again:
+//! queues, steering, worker threads, the split audit and counters.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use crossbeam::channel::{bounded, Receiver};
+use dpdk::{MbufRing, Mempool, Port, PortConfig, Steering};
+use tollgate_control::{MempoolStats, StatsSnapshot};
+
+use crate::config::Config;
+use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
+use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
+use crate::stats::{port_counters, snapshot, SnapshotInputs};
+use crate::steering::SplitAudit;
+use crate::worker::{Worker, WorkerReport};
+
+/// Slots in each worker-to-worker handoff ring.
+const HANDOFF_RING_SLOTS: u32 = 4096;
+
+struct RunningWorker {
+    id: usize,
+    core: Option<usize>,
+    thread: Option<JoinHandle<WorkerReport>>,
+    report: Arc<Mutex<WorkerReport>>,
+}
+
+/// The running data plane.
+pub struct Dataplane {
+    ports: [Port; 2],
+    workers: Vec<RunningWorker>,
+    running: Arc<AtomicBool>,
+    audit_rx: Receiver<(u16, Vec<FlowKey>)>,
+    audit: SplitAudit,
+    steering: Steering,
+    pool: Arc<Mempool>,
+    started: Instant,
+}
+
+pub fn flow_table_config(config: &Config) -> FlowTableConfig {
+    let f = &config.flows;
+    let workers = config.workers.cores.len().max(1);
+    FlowTableConfig {
+        capacity: f.capacity.div_ceil(workers),
+        timeouts: FlowTimeouts {
+            tcp_embryonic_ms: f.tcp_embryonic_timeout_secs * 1000,
+            tcp_established_ms: f.tcp_established_timeout_secs * 1000,
+            tcp_closing_ms: f.tcp_closing_timeout_secs * 1000,
+            tcp_closed_ms: f.tcp_closed_timeout_secs * 1000,
+            udp_ms: f.udp_timeout_secs * 1000,
+            other_ms: f.other_timeout_secs * 1000,
+        },
+        ..FlowTableConfig::default()
+    }
+}
+
+impl Dataplane {
+    /// Configures both ports with one queue pair per worker, picks the
+    /// steering, starts the ports and the pinned worker threads.
+    pub fn start(
+        config: &Config,
+        port_ids: [u16; 2],
+        pool: Arc<Mempool>,
+    ) -> anyhow::Result<Dataplane> {
+        let workers = config.workers.cores.len();
+        let queues = u16::try_from(workers).context("too many workers")?;
+        let port_cfg = PortConfig {
+            rx_queues: queues,
+            tx_queues: queues,
+            rx_descriptors: config.ports.rx_descriptors,
+            tx_descriptors: config.ports.tx_descriptors,
+            rss: config.ports.rss,
+            promiscuous: true,
+        };
+        let names = [&config.ports.inside, &config.ports.outside];
+        let mut ports = Vec::with_capacity(2);
+        for side in PortSide::BOTH {
+            let name = crate::config::device_name(names[side.index()]);
+            let port = Port::configure(port_ids[side.index()], name, &port_cfg, &pool)
+                .with_context(|| format!("ports.{}: {name}", side.name()))?;
+            ports.push(port);
+        }
+        let [mut inside, mut outside]: [Port; 2] =
+            ports.try_into().map_err(|_| anyhow::anyhow!("two ports"))?;
+
+        // The NIC's hash can stand in for ours only if both ports compute the
+        // same symmetric one; otherwise the two directions would disagree.
+        let steering = if inside.steering() == Steering::SymmetricRss
+            && outside.steering() == Steering::SymmetricRss
+        {
+            Steering::SymmetricRss
+        } else {
+            Steering::Software
+        };
+        let software = steering == Steering::Software && workers > 1;
+
+        let (in_rx, in_tx) = inside.take_queues()?;
+        let (out_rx, out_tx) = outside.take_queues()?;
+
+        // handoff[from][to]: the single-producer ring from one worker to another.
+        let mut producers: Vec<Vec<Option<dpdk::RingProducer>>> = (0..workers)
+            .map(|_| (0..workers).map(|_| None).collect())
+            .collect();
+        let mut consumers: Vec<Vec<dpdk::RingConsumer>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        if software {
+            let tag = std::process::id();
+            for (from, row) in producers.iter_mut().enumerate() {
+                for (to, slot) in row.iter_mut().enumerate() {
+                    if from != to {
+                        let (p, c) =
+                            MbufRing::spsc(&format!("tg{tag}h{from}to{to}"), HANDOFF_RING_SLOTS)?;
+                        *slot = Some(p);
+                        consumers[to].push(c);
+                    }
+                }
+            }
+        }
+
+        let running = Arc::new(AtomicBool::new(true));
+        let (audit_tx, audit_rx) = bounded(1024);
+        let idle_sleep = (config.workers.idle_sleep_us > 0)
+            .then(|| Duration::from_micros(config.workers.idle_sleep_us));
+        let mut queue_sets: Vec<_> = in_rx
+            .into_iter()
+            .zip(in_tx)
+            .zip(out_rx.into_iter().zip(out_tx))
+            .collect();
+        let mut producers = producers.into_iter();
+        let mut consumers = consumers.into_iter();
+        let available: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+
+        inside.start()?;
+        outside.start()?;
+
+        let mut running_workers = Vec::with_capacity(workers);
+        for (id, ((in_rxq, in_txq), (out_rxq, out_txq))) in queue_sets.drain(..).enumerate() {
+            let core = config.workers.cores[id];
+            let report = Arc::new(Mutex::new(WorkerReport::default()));
+            let worker = Worker {
+                id,
+                core: Some(core),
+                pipeline: Pipeline::new(PipelineConfig {
+                    flows: flow_table_config(config),
+                    malformed: config.malformed.action,
+                    on_table_full: config.flows.on_full,
+                    audit_new_flows: workers > 1,
+                }),
+                rx: [in_rxq, out_rxq],
+                tx: [in_txq, out_txq],
+                port_ids: [inside.id(), outside.id()],
+                steer: software.then_some(Steer {
+                    worker: id,
+                    workers,
+                }),
+                use_nic_hash: steering == Steering::SymmetricRss,
+                handoff_out: producers.next().unwrap_or_default(),
+                handoff_in: consumers.next().unwrap_or_default(),
+                tx_retries: config.ports.tx_retries,
+                idle_sleep,
+                running: running.clone(),
+                report: report.clone(),
+                audit: (workers > 1).then(|| audit_tx.clone()),
+            };
+            let pin = available.contains(&core);
+            let thread = std::thread::Builder::new()
+                .name(format!("tollgate-w{id}"))
+                .spawn(move || {
+                    if pin && !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        eprintln!(
+                            "tollgate: worker {id}: could not pin to core {core}; running unpinned"
+                        );
+                    }
+                    if let Err(e) = dpdk::register_thread() {
+                        eprintln!("tollgate: worker {id}: {e}; running without a mempool cache");
+                    }
+                    worker.run()
+                })
+                .context("spawning a worker thread")?;
+            running_workers.push(RunningWorker {
+                id,
+                core: Some(core),
+                thread: Some(thread),
+                report,
+            });
+        }
+
+        let retention = config.flows.tcp_established_timeout_secs * 1000;
+        Ok(Dataplane {
+            ports: [inside, outside],
+            workers: running_workers,
+            running,
+            audit_rx,
+            audit: SplitAudit::new(config.flows.capacity.min(1 << 20), retention),
+            steering,
+            pool,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn steering(&self) -> Steering {
+        self.steering
+    }
+
+    pub fn port(&self, side: PortSide) -> &Port {
+        &self.ports[side.index()]
+    }
+
+    /// Checks the flows workers reported since the last call.
+    pub fn poll_audit(&mut self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        while let Ok((worker, keys)) = self.audit_rx.try_recv() {
+            self.audit.record(worker, &keys, now);
+        }
+        self.audit.prune(now);
+    }
+
+    fn snapshot_from(&self, reports: &[(usize, Option<usize>, WorkerReport)]) -> StatsSnapshot {
+        let port = |side: PortSide| {
+            let p = &self.ports[side.index()];
+            (
+                side.name(),
+                p.stats().map(|s| port_counters(&s)).unwrap_or_default(),
+            )
+        };
+        snapshot(SnapshotInputs {
+            uptime_secs: self.started.elapsed().as_secs(),
+            steering: self.steering.to_string(),
+            ports: [port(PortSide::Inside), port(PortSide::Outside)],
+            workers: reports,
+            split_flows: self.audit.split_flows,
+            split_unchecked: self.audit.unchecked,
+            mempool: MempoolStats {
+                size: self.pool.size() as u64,
+                in_use: self.pool.in_use() as u64,
+                available: self.pool.available() as u64,
+            },
+        })
+    }
+
+    /// The counters as the workers last published them.
+    pub fn snapshot(&mut self) -> StatsSnapshot {
+        self.poll_audit();
+        let reports: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                (
+                    w.id,
+                    w.core,
+                    w.report.lock().map(|r| r.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        self.snapshot_from(&reports)
+    }
+
+    /// Stops the workers (each flushes what it holds), then the ports, and
+    /// returns the final counters.
+    pub fn stop(mut self) -> anyhow::Result<StatsSnapshot> {
+        self.running.store(false, Ordering::Relaxed);
+        let mut reports = Vec::new();
+        let mut failed = Vec::new();
+        for w in &mut self.workers {
+            match w.thread.take().map(JoinHandle::join) {
+                Some(Ok(report)) => reports.push((w.id, w.core, report)),
+                _ => failed.push(w.id),
+            }
+        }
+        self.poll_audit();
+        let snap = self.snapshot_from(&reports);
+        for port in &mut self.ports {
+            port.stop()?;
+        }
+        if !failed.is_empty() {
+            bail!("worker(s) {failed:?} stopped abnormally");
+        }
+        Ok(snap)
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // A data plane dropped without stop(): make sure no worker polls a
+        // port that is about to close.
+        self.running.store(false, Ordering::Relaxed);
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

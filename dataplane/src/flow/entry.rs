@@ -1,0 +1,367 @@
+//! One flow's state: what the per-packet path reads and updates.
+
+use super::key::{FlowKey, Orientation, TCP};
+use super::table::{FlowTimeouts, PacketMeta};
+use super::timer::TimerHandle;
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// A packet's direction relative to the flow: `Original` is initiator to
+/// responder (conntrack's words), `Reply` the way back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Original,
+    Reply,
+}
+
+impl Direction {
+    fn index(self) -> usize {
+        match self {
+            Direction::Original => 0,
+            Direction::Reply => 1,
+        }
+    }
+}
+
+/// How the data plane handles the flow's packets.
+///
+/// A mode's own state goes in its variant, so changing mode cannot leave
+/// another mode's state behind. The entry's first cache line has eight bytes
+/// left for `mode`, and the layout test fails if it outgrows them: `Proxy(u32)`
+/// (an index into the worker's proxy slab) fits; a `Bypass` carrying a
+/// sequence offset per direction (12 bytes with the tag) would need the hash
+/// moved to the second line, which costs little: the probe can compare keys
+/// alone, and only a rehash reads the stored hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlowMode {
+    /// Forwarded as it came, with nothing but counters and TCP phase kept.
+    #[default]
+    PassThrough,
+}
+
+/// Where a TCP flow is in its life, as far as idle expiry cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TcpPhase {
+    /// A SYN, and no SYN back yet.
+    Embryonic,
+    Established,
+    /// A FIN one way.
+    Closing,
+    /// A FIN both ways, or a RST.
+    Closed,
+}
+
+/// What the TCP flags of a flow's packets have shown so far: one byte of bits,
+/// from which the phase is derived rather than stored, so the two can never
+/// disagree.
+///
+/// No sequence checks: a spoofed RST closes the flow here. That only makes it
+/// age out sooner; judging segments is the TCP proxy's job.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpTracker(u8);
+
+impl TcpTracker {
+    const SYN_ORIGINAL: u8 = 1 << 0;
+    const SYN_REPLY: u8 = 1 << 1;
+    const FIN_ORIGINAL: u8 = 1 << 2;
+    const FIN_REPLY: u8 = 1 << 3;
+    const RST: u8 = 1 << 4;
+    /// The flow's first packet was not a bare SYN: we joined mid-stream and
+    /// will never see the handshake.
+    const MID_STREAM: u8 = 1 << 5;
+
+    /// The tracker after a flow's first packet (which is `Original` by
+    /// definition).
+    pub fn first(flags: u8) -> TcpTracker {
+        let bare_syn = flags & (SYN | ACK) == SYN;
+        let mut tracker = TcpTracker(if bare_syn { 0 } else { Self::MID_STREAM });
+        tracker.record(flags, Direction::Original);
+        tracker
+    }
+
+    /// Folds in one packet's flags.
+    pub fn record(&mut self, flags: u8, direction: Direction) {
+        if flags & (SYN | ACK) == SYN && self.phase() == TcpPhase::Closed {
+            // A new connection on the same 5-tuple (a client reusing a port
+            // soon after the last close): track it afresh, or it would keep
+            // the closed timeout for its whole life.
+            self.0 = 0;
+        }
+        let (syn, fin) = match direction {
+            Direction::Original => (Self::SYN_ORIGINAL, Self::FIN_ORIGINAL),
+            Direction::Reply => (Self::SYN_REPLY, Self::FIN_REPLY),
+        };
+        if flags & SYN != 0 {
+            self.0 |= syn;
+        }
+        if flags & FIN != 0 {
+            self.0 |= fin;
+        }
+        if flags & RST != 0 {
+            self.0 |= Self::RST;
+        }
+    }
+
+    pub fn phase(self) -> TcpPhase {
+        let fins = self.0 & (Self::FIN_ORIGINAL | Self::FIN_REPLY);
+        let syns = self.0 & (Self::SYN_ORIGINAL | Self::SYN_REPLY);
+        if self.0 & Self::RST != 0 || fins == Self::FIN_ORIGINAL | Self::FIN_REPLY {
+            TcpPhase::Closed
+        } else if fins != 0 {
+            TcpPhase::Closing
+        } else if self.0 & Self::MID_STREAM != 0 || syns == Self::SYN_ORIGINAL | Self::SYN_REPLY {
+            TcpPhase::Established
+        } else {
+            TcpPhase::Embryonic
+        }
+    }
+
+    pub fn syn_seen(self, direction: Direction) -> bool {
+        self.0 & self.pick(direction, Self::SYN_ORIGINAL, Self::SYN_REPLY) != 0
+    }
+
+    pub fn fin_seen(self, direction: Direction) -> bool {
+        self.0 & self.pick(direction, Self::FIN_ORIGINAL, Self::FIN_REPLY) != 0
+    }
+
+    pub fn rst_seen(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+
+    /// Whether the flow was picked up without its handshake.
+    pub fn mid_stream(self) -> bool {
+        self.0 & Self::MID_STREAM != 0
+    }
+
+    fn pick(self, direction: Direction, original: u8, reply: u8) -> u8 {
+        match direction {
+            Direction::Original => original,
+            Direction::Reply => reply,
+        }
+    }
+}
+
+/// A flow table entry: exactly two cache lines, 128-aligned.
+///
+/// The first line holds everything a lookup and the per-packet update read:
+/// the key compared on every probe, the hash, `last_seen`, the mode that
+/// decides the packet's fate, the TCP bits and the initiator. The counters
+/// follow, then what only expiry and listings read. 128-byte alignment
+/// makes the pair one unit for the L2 spatial prefetcher (which fetches
+/// 128-byte-aligned pairs of lines), so the miss on the first line brings the
+/// counters along. `repr(C)` pins the field order that this depends on.
+#[derive(Clone, Debug)]
+#[repr(C, align(128))]
+pub struct FlowEntry {
+    // First line.
+    key: FlowKey,
+    tcp: TcpTracker,
+    initiator: Orientation,
+    hash: u64,
+    last_seen_ms: u64,
+    mode: FlowMode,
+    // From here on, the second line (once `mode` has state).
+    packets: [u64; 2],
+    bytes: [u64; 2],
+    first_seen_ms: u64,
+    pub(crate) timer: TimerHandle,
+    ingress: u8,
+}
+
+impl FlowEntry {
+    pub(crate) fn new(pkt: &PacketMeta, now_ms: u64, timer: TimerHandle) -> FlowEntry {
+        let tcp = match (pkt.key.protocol(), pkt.tcp_flags) {
+            (TCP, Some(flags)) => TcpTracker::first(flags),
+            // A TCP packet without flags (a later fragment) still says the
+            // flow is under way.
+            (TCP, None) => TcpTracker(TcpTracker::MID_STREAM),
+            _ => TcpTracker::default(),
+        };
+        FlowEntry {
+            key: pkt.key,
+            tcp,
+            initiator: pkt.orientation,
+            hash: pkt.hash,
+            last_seen_ms: now_ms,
+            mode: FlowMode::PassThrough,
+            packets: [1, 0],
+            bytes: [u64::from(pkt.len), 0],
+            first_seen_ms: now_ms,
+            timer,
+            ingress: pkt.ingress,
+        }
+    }
+
+    /// Counts a packet of an existing flow. Returns the TCP phase before the
+    /// packet if the packet changed it.
+    #[inline]
+    pub(crate) fn record(&mut self, pkt: &PacketMeta, now_ms: u64) -> Option<TcpPhase> {
+        let direction = self.direction(pkt.orientation);
+        let i = direction.index();
+        // Wrapping: a counter cannot realistically wrap, and packet input
+        // must never be able to panic a debug build.
+        self.packets[i] = self.packets[i].wrapping_add(1);
+        self.bytes[i] = self.bytes[i].wrapping_add(u64::from(pkt.len));
+        self.last_seen_ms = now_ms;
+        match pkt.tcp_flags {
+            Some(flags) if self.key.protocol() == TCP => {
+                let before = self.tcp.phase();
+                self.tcp.record(flags, direction);
+                let after = self.tcp.phase();
+                (after != before).then_some(before)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    /// The hash the entry is stored under (NIC or software, as the worker
+    /// passed it).
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub fn mode(&self) -> FlowMode {
+        self.mode
+    }
+
+    pub fn set_mode(&mut self, mode: FlowMode) {
+        self.mode = mode;
+    }
+
+    /// The orientation of the flow's first packet: the initiator's, unless the
+    /// flow was picked up mid-stream on a packet of the responder's.
+    pub fn initiator(&self) -> Orientation {
+        self.initiator
+    }
+
+    /// The direction of a packet that went this way.
+    #[inline]
+    pub fn direction(&self, orientation: Orientation) -> Direction {
+        if orientation == self.initiator {
+            Direction::Original
+        } else {
+            Direction::Reply
+        }
+    }
+
+    pub fn packets(&self, direction: Direction) -> u64 {
+        self.packets[direction.index()]
+    }
+
+    /// Frame bytes, as the worker counted them.
+    pub fn bytes(&self, direction: Direction) -> u64 {
+        self.bytes[direction.index()]
+    }
+
+    pub fn first_seen_ms(&self) -> u64 {
+        self.first_seen_ms
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms
+    }
+
+    /// The port index the first packet came in on.
+    pub fn ingress(&self) -> u8 {
+        self.ingress
+    }
+
+    pub fn tcp(&self) -> TcpTracker {
+        self.tcp
+    }
+
+    /// `None` unless the flow is TCP.
+    pub fn tcp_phase(&self) -> Option<TcpPhase> {
+        (self.key.protocol() == TCP).then(|| self.tcp.phase())
+    }
+
+    /// When the flow expires if no further packet comes.
+    pub fn deadline_ms(&self, timeouts: &FlowTimeouts) -> u64 {
+        let idle = timeouts.idle_ms(self.key.protocol(), self.tcp.phase());
+        self.last_seen_ms.saturating_add(idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn entry_is_two_cache_lines_with_the_hot_fields_in_the_first() {
+        assert_eq!(size_of::<FlowEntry>(), 128);
+        assert_eq!(align_of::<FlowEntry>(), 128);
+        assert_eq!(size_of::<FlowKey>(), 38);
+        for (field, end) in [
+            ("key", offset_of!(FlowEntry, key) + size_of::<FlowKey>()),
+            ("hash", offset_of!(FlowEntry, hash) + 8),
+            ("last_seen", offset_of!(FlowEntry, last_seen_ms) + 8),
+            ("mode", offset_of!(FlowEntry, mode) + size_of::<FlowMode>()),
+            ("tcp", offset_of!(FlowEntry, tcp) + 1),
+            ("initiator", offset_of!(FlowEntry, initiator) + 1),
+        ] {
+            assert!(end <= 64, "{field} ends at byte {end}, past the first line");
+        }
+        // `FlowMode` is zero-sized while it has one variant; the first line
+        // keeps eight bytes for the state later modes will carry.
+        assert!(offset_of!(FlowEntry, mode) <= 56);
+    }
+
+    #[test]
+    fn handshake_and_close_go_through_the_phases() {
+        let mut tcp = TcpTracker::first(SYN);
+        assert_eq!(tcp.phase(), TcpPhase::Embryonic);
+        assert!(!tcp.mid_stream());
+        tcp.record(SYN | ACK, Direction::Reply);
+        assert_eq!(tcp.phase(), TcpPhase::Established);
+        tcp.record(ACK, Direction::Original);
+        tcp.record(FIN | ACK, Direction::Reply);
+        assert_eq!(tcp.phase(), TcpPhase::Closing);
+        assert!(tcp.fin_seen(Direction::Reply) && !tcp.fin_seen(Direction::Original));
+        tcp.record(FIN | ACK, Direction::Original);
+        assert_eq!(tcp.phase(), TcpPhase::Closed);
+        assert!(tcp.syn_seen(Direction::Original) && tcp.syn_seen(Direction::Reply));
+    }
+
+    #[test]
+    fn rst_closes_from_any_phase() {
+        let mut tcp = TcpTracker::first(SYN);
+        tcp.record(RST | ACK, Direction::Reply);
+        assert_eq!(tcp.phase(), TcpPhase::Closed);
+        assert!(tcp.rst_seen());
+    }
+
+    #[test]
+    fn a_flow_picked_up_mid_stream_is_established() {
+        for flags in [ACK, SYN | ACK, FIN | ACK, 0] {
+            let tcp = TcpTracker::first(flags);
+            assert!(tcp.mid_stream(), "flags {flags:#x}");
+        }
+        assert_eq!(TcpTracker::first(ACK).phase(), TcpPhase::Established);
+        assert_eq!(TcpTracker::first(SYN | ACK).phase(), TcpPhase::Established);
+        assert_eq!(TcpTracker::first(FIN | ACK).phase(), TcpPhase::Closing);
+        assert_eq!(TcpTracker::first(RST).phase(), TcpPhase::Closed);
+    }
+
+    #[test]
+    fn a_new_syn_on_a_closed_flow_starts_over() {
+        let mut tcp = TcpTracker::first(SYN);
+        tcp.record(RST, Direction::Reply);
+        tcp.record(SYN, Direction::Reply);
+        assert_eq!(tcp.phase(), TcpPhase::Embryonic);
+        assert!(!tcp.rst_seen());
+        tcp.record(SYN | ACK, Direction::Original);
+        assert_eq!(tcp.phase(), TcpPhase::Established);
+        // A SYN-ACK retransmission is not a new connection.
+        tcp.record(RST, Direction::Original);
+        tcp.record(SYN | ACK, Direction::Reply);
+        assert_eq!(tcp.phase(), TcpPhase::Closed);
+    }
+}

@@ -1,0 +1,14 @@
+//! Per-worker flow state: the canonical flow key, the flow entry with its
+//! counters and TCP phase, the table that finds an entry in one hash lookup
+//! per packet, and the timer wheel that ages idle flows out.
+//!
+//! Each worker owns one `FlowTable`; nothing here locks or uses atomics.
+
+mod entry;
+mod key;
+mod table;
+mod timer;
+
+pub use entry::{Direction, FlowEntry, FlowMode, TcpPhase, TcpTracker};
+pub use key::{FlowKey, Orientation};
+pub use table::{FlowTable, FlowTableConfig, FlowTimeouts, Observation, PacketMeta};

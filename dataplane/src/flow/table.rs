@@ -1,0 +1,824 @@
+//! A worker's flow table: one hash lookup per packet, no allocation after
+//! construction, idle flows aged out through a lazy timer wheel.
+//!
+//! # Storage: entries inline in the hash table
+//!
+//! The `FlowEntry`s are the `HashTable`'s elements. A hit then costs a miss on
+//! the probed control group and a miss on the entry (whose first line holds
+//! everything the probe compares and the packet updates; see `FlowEntry`).
+//! Indices into a slab would put a third, dependent miss on the 4-byte index
+//! slot between those two. At a million flows per worker nothing of the table
+//! stays in cache, so that is 3 DRAM round trips instead of 2 per packet
+//! (roughly 240 ns instead of 160 ns when a burst cannot overlap them); no
+//! other cost here comes near it.
+//!
+//! The price is memory, because of how hashbrown reclaims deleted slots: when
+//! it runs out of never-used slots it rehashes *in place* if at most half its
+//! capacity is in use, and otherwise reallocates at twice the size. The latter
+//! would be an allocation of hundreds of megabytes on the packet path, so the
+//! table is reserved at twice the flow capacity and never holds more than
+//! that: every rehash is in place. The cost is
+//! `next_power_of_two(16/7 × capacity)` buckets of 129 bytes: 4 Mi buckets,
+//! 516 MiB, for a capacity anywhere from 917,505 to 1,835,008 flows (a slab
+//! would need about 150 MiB for 1 M). Choosing a capacity just under 7/16 of a
+//! power of two uses all of it. At that load (at most ~44 %) a hit rarely
+//! probes past its first group. Churn does leave tombstones, but few enough
+//! that the in-place rehash (an O(buckets) stall, the only one) stays rare:
+//! 20 M replacements at 44 % load settled with about a fifth of the buckets
+//! tombstoned and triggered no rehash at all.
+//!
+//! Inline entries move when hashbrown rehashes, so nothing may point at them:
+//! a timer finds its flow again by the flow's hash and its timer handle.
+//!
+//! # No prefetch
+//!
+//! A `prefetch(hash)` would need the address of the control group a hash
+//! probes first; hashbrown exposes that only through its unsafe raw API, and
+//! the prefetch instruction itself (`_mm_prefetch`) is still an unsafe call.
+//! Both would need `unsafe` outside `bindings/`, so there is none here; the
+//! worker gets overlap from processing a burst's lookups back to back.
+
+use hashbrown::HashTable;
+
+use super::entry::{FlowEntry, TcpPhase};
+use super::key::{FlowKey, Orientation, TCP, UDP};
+use super::timer::TimerWheel;
+
+/// How long a flow may stay idle, by protocol and TCP phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// A SYN with no answer yet. 30 s lets a client's SYN retransmissions
+    /// (1, 3, 7, 15 s after the first with Linux's 1 s initial RTO) through,
+    /// while keeping what a SYN flood occupies short-lived.
+    pub tcp_embryonic_ms: u64,
+    /// An open connection. One hour, as common firewalls do (Cisco ASA's
+    /// default connection timeout), so quiet database pools, SSH sessions and
+    /// IPsec-over-TCP tunnels idle between rekeys keep their state; anything
+    /// idle longer is picked up mid-stream when it speaks again.
+    pub tcp_established_ms: u64,
+    /// A FIN one way: the other side may still send for a while (half-close).
+    /// 120 s covers the 2 × MSL a closing endpoint itself waits.
+    pub tcp_closing_ms: u64,
+    /// FIN both ways, or a RST: only the last ACK and retransmitted FINs are
+    /// still to come. 10 s lets them pass and frees the entry fast.
+    pub tcp_closed_ms: u64,
+    /// UDP has no close. 120 s outlasts the keepalive interval of the
+    /// long-lived UDP users (IPsec NAT-T's 20 s, QUIC's and VPNs' keepalives)
+    /// and matches Linux conntrack's timeout for UDP streams.
+    pub udp_ms: u64,
+    /// ICMP, GRE, ESP and the rest: no connection state to go by. 60 s holds
+    /// an echo exchange or a tunnel between its keepalives without keeping
+    /// one-off packets around.
+    pub other_ms: u64,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        FlowTimeouts {
+            tcp_embryonic_ms: 30_000,
+            tcp_established_ms: 3_600_000,
+            tcp_closing_ms: 120_000,
+            tcp_closed_ms: 10_000,
+            udp_ms: 120_000,
+            other_ms: 60_000,
+        }
+    }
+}
+
+impl FlowTimeouts {
+    /// The idle timeout of a flow of `protocol`; `phase` counts only for TCP.
+    pub fn idle_ms(&self, protocol: u8, phase: TcpPhase) -> u64 {
+        match protocol {
+            TCP => match phase {
+                TcpPhase::Embryonic => self.tcp_embryonic_ms,
+                TcpPhase::Established => self.tcp_established_ms,
+                TcpPhase::Closing => self.tcp_closing_ms,
+                TcpPhase::Closed => self.tcp_closed_ms,
+            },
+            UDP => self.udp_ms,
+            _ => self.other_ms,
+        }
+    }
+
+    fn longest_ms(&self) -> u64 {
+        [
+            self.tcp_embryonic_ms,
+            self.tcp_established_ms,
+            self.tcp_closing_ms,
+            self.tcp_closed_ms,
+            self.udp_ms,
+            self.other_ms,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTableConfig {
+    /// The most flows the table holds; all memory for them is reserved by
+    /// `FlowTable::new` (see the module docs for how much). At most
+    /// `FlowTable::MAX_CAPACITY`.
+    pub capacity: usize,
+    pub timeouts: FlowTimeouts,
+    /// The timer wheel's resolution: a flow expires within one tick after its
+    /// deadline (given `expire` is called that often). At least 1.
+    pub tick_ms: u64,
+    /// The most timers one `expire` call examines. Each costs about two
+    /// cache misses (~250 ns), so 64 adds at most ~16 µs between bursts,
+    /// well inside the ~69 µs a 1024-descriptor RX ring takes to fill at
+    /// 10 GbE line rate; and 64 per call is still millions a second when the
+    /// worker polls between bursts.
+    pub expire_budget: usize,
+}
+
+impl Default for FlowTableConfig {
+    fn default() -> Self {
+        FlowTableConfig {
+            capacity: 65_536,
+            timeouts: FlowTimeouts::default(),
+            tick_ms: 100,
+            expire_budget: 64,
+        }
+    }
+}
+
+/// What the worker knows about a packet when it looks up its flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub key: FlowKey,
+    pub orientation: Orientation,
+    /// `FlowTable::spread_hash` of the NIC's symmetric RSS hash, or
+    /// `FlowKey::software_hash`. Every port that feeds one table must use the
+    /// same source (and NICs the same RSS key and fields): a flow whose two
+    /// directions arrive with different hashes becomes two entries.
+    pub hash: u64,
+    /// Frame bytes.
+    pub len: u32,
+    /// The TCP header's flags byte; `None` for other protocols (and for TCP
+    /// packets without a TCP header, such as later fragments).
+    pub tcp_flags: Option<u8>,
+    /// The port index the packet came in on.
+    pub ingress: u8,
+}
+
+#[derive(Debug)]
+pub enum Observation<'a> {
+    Existing(&'a mut FlowEntry),
+    /// A new flow, already counted, in `FlowMode::PassThrough` until the
+    /// worker classifies it.
+    Created(&'a mut FlowEntry),
+    /// A new flow, and no room for it: the table is at capacity. Existing
+    /// flows are unaffected.
+    Full,
+}
+
+/// The wheel need not reach further than the longest timeout, and past 4096
+/// slots its list heads (16 bytes each) would outgrow L2, where linking a new
+/// flow finds them. Longer timeouts fire early once per revolution and are
+/// rescheduled: an hour-long idle flow at 100 ms ticks is looked at 9 times.
+const MAX_WHEEL_SLOTS: usize = 4096;
+
+pub struct FlowTable {
+    flows: HashTable<FlowEntry>,
+    wheel: TimerWheel,
+    timeouts: FlowTimeouts,
+    capacity: usize,
+    expire_budget: usize,
+}
+
+impl FlowTable {
+    /// Timer handles are `u32` node indices; this keeps every flow one.
+    pub const MAX_CAPACITY: usize = 1 << 31;
+
+    /// Reserves everything up front. `capacity` is clamped to
+    /// `MAX_CAPACITY`, `tick_ms` and `expire_budget` to at least 1; checking
+    /// them with a helpful message is the configuration's job.
+    pub fn new(config: FlowTableConfig) -> FlowTable {
+        let tick_ms = config.tick_ms.max(1);
+        let slots = config
+            .timeouts
+            .longest_ms()
+            .div_ceil(tick_ms)
+            .try_into()
+            .unwrap_or(usize::MAX)
+            .clamp(1, MAX_WHEEL_SLOTS)
+            .next_power_of_two();
+        let capacity = config
+            .capacity
+            .min(Self::MAX_CAPACITY)
+            .min(TimerWheel::max_timers(slots));
+        FlowTable {
+            // Twice the capacity: see "Storage" in the module docs.
+            flows: HashTable::with_capacity(capacity * 2),
+            wheel: TimerWheel::new(tick_ms, slots, capacity),
+            timeouts: config.timeouts,
+            capacity,
+            expire_budget: config.expire_budget.max(1),
+        }
+    }
+
+    /// Finds the packet's flow or creates it, and counts the packet.
+    ///
+    /// The wheel is touched only when a flow is created and when a TCP flag
+    /// shortens a flow's timeout (a FIN or RST: at most a few times in a
+    /// connection's life); otherwise only `last_seen` moves, and expiry finds
+    /// out for itself.
+    #[inline]
+    pub fn observe(&mut self, pkt: &PacketMeta, now_ms: u64) -> Observation<'_> {
+        let hash = pkt.hash;
+        match self
+            .flows
+            .find_entry(hash, |e| e.hash() == hash && *e.key() == pkt.key)
+        {
+            Ok(found) => {
+                let entry = found.into_mut();
+                if let Some(before) = entry.record(pkt, now_ms) {
+                    let protocol = entry.key().protocol();
+                    let after = entry.tcp().phase();
+                    // A longer timeout needs nothing: the timer fires no
+                    // later than it should and is moved on then.
+                    if self.timeouts.idle_ms(protocol, after)
+                        < self.timeouts.idle_ms(protocol, before)
+                    {
+                        self.wheel
+                            .schedule(entry.timer, entry.deadline_ms(&self.timeouts));
+                    }
+                }
+                Observation::Existing(entry)
+            }
+            Err(absent) => {
+                let flows = absent.into_table();
+                if flows.len() >= self.capacity {
+                    return Observation::Full;
+                }
+                // The pool holds `capacity` timers, so this only fails if the
+                // table's own accounting were broken; a full table is the
+                // honest answer then too.
+                let Some(timer) = self.wheel.allocate(hash) else {
+                    return Observation::Full;
+                };
+                let entry = FlowEntry::new(pkt, now_ms, timer);
+                self.wheel
+                    .schedule(timer, entry.deadline_ms(&self.timeouts));
+                let entry = flows.insert_unique(hash, entry, FlowEntry::hash).into_mut();
+                Observation::Created(entry)
+            }
+        }
+    }
+
+    /// Advances the wheel to `now_ms` and removes the flows found idle past
+    /// their timeout; returns how many.
+    ///
+    /// Work is bounded by `expire_budget` timers examined per call (the rest
+    /// wait for the next call, which resumes where this one stopped) plus, at
+    /// most, one O(1) look at each of the wheel's slots after a long pause.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        self.expire_with(now_ms, |_| {})
+    }
+
+    /// `expire`, handing each removed flow to `on_expired` (for logging, or to
+    /// release state a mode keeps outside the entry).
+    pub fn expire_with(&mut self, now_ms: u64, mut on_expired: impl FnMut(FlowEntry)) -> usize {
+        let mut removed = 0;
+        for _ in 0..self.expire_budget {
+            let Some(timer) = self.wheel.next_fired(now_ms) else {
+                break;
+            };
+            let hash = self.wheel.payload(timer);
+            // The handle, not the key, identifies the flow: it is unique among
+            // live flows and the wheel cannot hold one for a removed flow.
+            match self.flows.find_entry(hash, |e| e.timer == timer) {
+                Ok(found) => {
+                    let deadline = found.get().deadline_ms(&self.timeouts);
+                    if deadline <= now_ms {
+                        let (entry, _) = found.remove();
+                        self.wheel.cancel(timer);
+                        removed += 1;
+                        on_expired(entry);
+                    } else {
+                        self.wheel.schedule(timer, deadline);
+                    }
+                }
+                // Every removal cancels its timer, so no timer should be
+                // without a flow; if one ever is, it goes back to the pool.
+                Err(_) => self.wheel.cancel(timer),
+            }
+        }
+        removed
+    }
+
+    pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&FlowEntry> {
+        self.flows
+            .find(hash, |e| e.hash() == hash && e.key() == key)
+    }
+
+    pub fn get_mut(&mut self, key: &FlowKey, hash: u64) -> Option<&mut FlowEntry> {
+        self.flows
+            .find_mut(hash, |e| e.hash() == hash && e.key() == key)
+    }
+
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) -> Option<FlowEntry> {
+        let found = self
+            .flows
+            .find_entry(hash, |e| e.hash() == hash && e.key() == key)
+            .ok()?;
+        let (entry, _) = found.remove();
+        self.wheel.cancel(entry.timer);
+        Some(entry)
+    }
+
+    /// Removes every flow; the memory stays reserved.
+    pub fn clear(&mut self) {
+        self.flows.clear();
+        self.wheel.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// The most flows the table holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn timeouts(&self) -> &FlowTimeouts {
+        &self.timeouts
+    }
+
+    /// In no particular order. Walks every bucket: for listings, not for the
+    /// packet path.
+    pub fn iter(&self) -> impl Iterator<Item = &FlowEntry> {
+        self.flows.iter()
+    }
+
+    /// A 32-bit NIC hash spread to 64 bits. A multiply by an odd constant
+    /// (a bijection) fills the high half, from which hashbrown takes its
+    /// 7-bit tag; folding that half onto the low one gives the bucket index
+    /// every input bit too. That matters because RSS steers to queues by the
+    /// hash's low bits, so all the hashes one worker sees agree there.
+    #[inline]
+    pub fn spread_hash(nic_hash: u32) -> u64 {
+        let x = u64::from(nic_hash).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^ (x >> 32)
+    }
+
+    /// Which of `shards` workers owns a flow, for software steering.
+    ///
+    /// It must not use the bits the table uses, or every flow on one worker
+    /// would share them: hashbrown indexes buckets with the low bits (fewer
+    /// than 32 for any table that fits in memory) and tags with the top 7.
+    /// Bits 32..57 are free; a multiply-shift maps them onto `0..shards`.
+    #[inline]
+    pub fn shard_of(hash: u64, shards: usize) -> usize {
+        let bits = u128::from((hash >> 32) & ((1 << 25) - 1));
+        ((bits * shards as u128) >> 25) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::entry::{Direction, FlowMode};
+    use crate::flow::key::tests::assert_spread;
+
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+
+    fn packet(src: &str, sport: u16, dst: &str, dport: u16, protocol: u8) -> PacketMeta {
+        let (key, orientation) = FlowKey::from_packet(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            protocol,
+            sport,
+            dport,
+        );
+        PacketMeta {
+            key,
+            orientation,
+            hash: key.software_hash(),
+            len: 100,
+            tcp_flags: None,
+            ingress: 0,
+        }
+    }
+
+    fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> PacketMeta {
+        PacketMeta {
+            tcp_flags: Some(flags),
+            ..packet(src, sport, dst, dport, TCP)
+        }
+    }
+
+    fn udp(src: &str, sport: u16, dst: &str, dport: u16) -> PacketMeta {
+        packet(src, sport, dst, dport, UDP)
+    }
+
+    /// Default timeouts and tick; no expiry budget unless a test is about it.
+    fn table(capacity: usize) -> FlowTable {
+        FlowTable::new(FlowTableConfig {
+            capacity,
+            expire_budget: usize::MAX,
+            ..FlowTableConfig::default()
+        })
+    }
+
+    fn created(observation: Observation<'_>) -> &mut FlowEntry {
+        match observation {
+            Observation::Created(entry) => entry,
+            other => panic!("expected a new flow, got {other:?}"),
+        }
+    }
+
+    fn existing(observation: Observation<'_>) -> &mut FlowEntry {
+        match observation {
+            Observation::Existing(entry) => entry,
+            other => panic!("expected an existing flow, got {other:?}"),
+        }
+    }
+
+    fn present(table: &FlowTable, pkt: &PacketMeta) -> bool {
+        table.get(&pkt.key, pkt.hash).is_some()
+    }
+
+    #[test]
+    fn both_directions_hit_one_entry_with_per_direction_counters() {
+        for (client, server) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::2", "2001:db8::1")] {
+            let mut table = table(16);
+            let syn = tcp(client, 40000, server, 80, SYN);
+            let syn_ack = tcp(server, 80, client, 40000, SYN | ACK);
+            let ack = PacketMeta {
+                len: 1500,
+                ..tcp(client, 40000, server, 80, ACK)
+            };
+            let entry = created(table.observe(&syn, 10));
+            assert_eq!(entry.initiator(), syn.orientation);
+            assert_eq!(entry.tcp_phase(), Some(TcpPhase::Embryonic));
+            let entry = existing(table.observe(&syn_ack, 11));
+            assert_eq!(entry.direction(syn_ack.orientation), Direction::Reply);
+            assert_eq!(entry.tcp_phase(), Some(TcpPhase::Established));
+            existing(table.observe(&ack, 12));
+
+            assert_eq!(table.len(), 1);
+            let entry = table.get(&syn.key, syn.hash).unwrap();
+            assert_eq!(entry.packets(Direction::Original), 2);
+            assert_eq!(entry.bytes(Direction::Original), 1600);
+            assert_eq!(entry.packets(Direction::Reply), 1);
+            assert_eq!(entry.bytes(Direction::Reply), 100);
+            assert_eq!(entry.first_seen_ms(), 10);
+            assert_eq!(entry.last_seen_ms(), 12);
+            assert_eq!(entry.key().endpoints(entry.initiator()).0.port(), 40000);
+        }
+    }
+
+    #[test]
+    fn the_initiator_is_whoever_spoke_first_even_from_the_high_side() {
+        let mut table = table(16);
+        // 198.18.0.9 > 198.18.0.1: the first packet goes high to low.
+        let query = PacketMeta {
+            ingress: 1,
+            ..udp("198.18.0.9", 5353, "198.18.0.1", 53)
+        };
+        let answer = udp("198.18.0.1", 53, "198.18.0.9", 5353);
+        assert_eq!(query.orientation, Orientation::HighToLow);
+        let entry = created(table.observe(&query, 0));
+        assert_eq!(entry.initiator(), Orientation::HighToLow);
+        assert_eq!(entry.tcp_phase(), None);
+        table.observe(&answer, 1);
+        table.observe(&answer, 2);
+        let entry = table.get(&query.key, query.hash).unwrap();
+        assert_eq!(entry.packets(Direction::Original), 1);
+        assert_eq!(entry.packets(Direction::Reply), 2);
+        assert_eq!(entry.ingress(), 1);
+    }
+
+    #[test]
+    fn a_full_table_refuses_new_flows_and_keeps_serving_the_old() {
+        let mut table = table(2);
+        let a = udp("198.18.0.1", 1, "198.18.0.2", 53);
+        let b = udp("198.18.0.1", 2, "198.18.0.2", 53);
+        let c = udp("198.18.0.1", 3, "198.18.0.2", 53);
+        created(table.observe(&a, 0));
+        created(table.observe(&b, 0));
+        assert!(matches!(table.observe(&c, 0), Observation::Full));
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.capacity(), 2);
+        assert!(!present(&table, &c));
+        let entry = existing(table.observe(&a, 1));
+        assert_eq!(entry.packets(Direction::Original), 2);
+
+        table.remove(&b.key, b.hash).unwrap();
+        created(table.observe(&c, 2));
+        assert!(matches!(table.observe(&b, 3), Observation::Full));
+    }
+
+    #[test]
+    fn the_table_is_reserved_at_twice_its_capacity() {
+        for capacity in [0, 1, 2, 3, 100, 1_000, 65_536] {
+            let table = table(capacity);
+            assert!(table.flows.capacity() >= 2 * capacity, "{capacity}");
+        }
+    }
+
+    /// hashbrown reallocates only when it runs out of free slots with more
+    /// than half its capacity in use; churn at full capacity must never get
+    /// there.
+    #[test]
+    fn churn_at_full_capacity_never_grows_the_table() {
+        const CAPACITY: u16 = 1_000;
+        let mut table = table(CAPACITY.into());
+        let reserved = table.flows.capacity();
+        let flow = |n: u32| {
+            let src = std::net::Ipv4Addr::from(0xC612_0000 | n >> 16).to_string();
+            udp(&src, n as u16, "198.19.0.1", 53)
+        };
+        for n in 0..u32::from(CAPACITY) {
+            created(table.observe(&flow(n), 0));
+        }
+        for n in u32::from(CAPACITY)..200_000 {
+            let old = flow(n - u32::from(CAPACITY));
+            table.remove(&old.key, old.hash).unwrap();
+            created(table.observe(&flow(n), 0));
+            assert!(table.flows.capacity() <= reserved, "grew after {n} flows");
+        }
+        assert_eq!(table.len(), usize::from(CAPACITY));
+    }
+
+    #[test]
+    fn an_idle_udp_flow_expires_at_its_timeout_and_not_before() {
+        let mut table = table(16);
+        let flow = udp("198.18.0.1", 4500, "198.18.0.2", 4500);
+        table.observe(&flow, 1_000);
+        let mut now = 1_000;
+        while now < 121_000 {
+            assert_eq!(table.expire(now), 0, "removed early at {now} ms");
+            now += 100;
+        }
+        assert_eq!(table.expire(120_999), 0);
+        assert_eq!(table.expire(121_000), 1);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn an_active_flow_is_kept_and_expires_after_its_last_packet() {
+        let mut table = table(16);
+        let flow = udp("198.18.0.1", 4500, "198.18.0.2", 4500);
+        let mut last = 0;
+        for now in (0..=600_000).step_by(100) {
+            if now % 60_000 == 0 {
+                table.observe(&flow, now);
+                last = now;
+            }
+            assert_eq!(table.expire(now), 0, "active flow removed at {now} ms");
+        }
+        assert_eq!(last, 600_000);
+        for now in (600_100..720_000).step_by(100) {
+            assert_eq!(table.expire(now), 0, "removed early at {now} ms");
+        }
+        assert_eq!(table.expire(720_000), 1);
+    }
+
+    #[test]
+    fn a_flow_beyond_the_wheels_horizon_expires_on_time() {
+        let mut table = table(16);
+        let horizon_ms = table.wheel.slots() as u64 * 100;
+        assert!(horizon_ms < table.timeouts().tcp_established_ms);
+        // Picked up mid-stream: established, one hour.
+        let flow = tcp("198.18.0.1", 40000, "198.18.0.2", 22, ACK);
+        table.observe(&flow, 50);
+        for now in (0..3_600_050).step_by(1_000) {
+            assert_eq!(table.expire(now), 0, "removed early at {now} ms");
+        }
+        assert_eq!(table.expire(3_600_049), 0);
+        assert_eq!(table.expire(3_600_100), 1);
+    }
+
+    /// An established flow's timer sits an hour away; a RST or the second FIN
+    /// must bring it forward.
+    fn closes_after_the_closed_timeout(closing: &[PacketMeta]) {
+        let mut table = table(16);
+        let c = "198.18.0.1";
+        let s = "198.18.0.2";
+        table.observe(&tcp(c, 40000, s, 443, SYN), 0);
+        table.observe(&tcp(s, 443, c, 40000, SYN | ACK), 0);
+        table.observe(&tcp(c, 40000, s, 443, ACK), 0);
+        for pkt in closing {
+            table.observe(pkt, 5_000);
+        }
+        let flow = &closing[0];
+        assert_eq!(
+            table.get(&flow.key, flow.hash).unwrap().tcp_phase(),
+            Some(TcpPhase::Closed)
+        );
+        for now in (0..15_000).step_by(100) {
+            assert_eq!(table.expire(now), 0, "removed early at {now} ms");
+        }
+        assert_eq!(table.expire(15_000), 1);
+    }
+
+    #[test]
+    fn a_reset_flow_goes_after_the_closed_timeout() {
+        closes_after_the_closed_timeout(&[tcp("198.18.0.2", 443, "198.18.0.1", 40000, RST)]);
+    }
+
+    #[test]
+    fn a_flow_closed_both_ways_goes_after_the_closed_timeout() {
+        closes_after_the_closed_timeout(&[
+            tcp("198.18.0.1", 40000, "198.18.0.2", 443, FIN | ACK),
+            tcp("198.18.0.2", 443, "198.18.0.1", 40000, FIN | ACK),
+        ]);
+    }
+
+    #[test]
+    fn a_half_closed_flow_gets_the_closing_timeout() {
+        let mut table = table(16);
+        let flow = tcp("198.18.0.1", 40000, "198.18.0.2", 443, ACK);
+        table.observe(&flow, 0);
+        table.observe(
+            &tcp("198.18.0.2", 443, "198.18.0.1", 40000, FIN | ACK),
+            1_000,
+        );
+        assert_eq!(table.expire(120_900), 0);
+        assert_eq!(table.expire(121_000), 1);
+    }
+
+    #[test]
+    fn an_unanswered_syn_goes_after_the_embryonic_timeout() {
+        let mut table = table(16);
+        let syn = tcp("198.18.0.1", 40000, "198.18.0.2", 443, SYN);
+        table.observe(&syn, 0);
+        table.observe(&syn, 1_000);
+        table.observe(&syn, 3_000);
+        assert_eq!(table.expire(32_900), 0);
+        assert_eq!(table.expire(33_000), 1);
+    }
+
+    #[test]
+    fn a_port_reused_after_a_reset_lives_as_a_new_connection() {
+        let mut table = table(16);
+        let c = "198.18.0.1";
+        let s = "198.18.0.2";
+        table.observe(&tcp(c, 40000, s, 443, SYN), 0);
+        table.observe(&tcp(s, 443, c, 40000, RST | ACK), 0);
+        let entry = existing(table.observe(&tcp(c, 40000, s, 443, SYN), 5_000));
+        assert_eq!(entry.tcp_phase(), Some(TcpPhase::Embryonic));
+        // The closed timer still fires at 10 s; it finds the flow younger.
+        assert_eq!(table.expire(10_000), 0);
+        assert_eq!(table.expire(34_900), 0);
+        assert_eq!(table.expire(35_000), 1);
+    }
+
+    #[test]
+    fn a_removed_flows_timer_cannot_remove_its_successor() {
+        let mut table = table(16);
+        let flow = udp("198.18.0.1", 4500, "198.18.0.2", 4500);
+        created(table.observe(&flow, 0));
+        let old = table.remove(&flow.key, flow.hash).unwrap();
+        assert_eq!(old.packets(Direction::Original), 1);
+        assert!(table.remove(&flow.key, flow.hash).is_none());
+        assert!(table.is_empty());
+
+        let entry = created(table.observe(&flow, 100_000));
+        assert_eq!(entry.packets(Direction::Original), 1);
+        assert_eq!(table.expire(120_000), 0);
+        assert!(present(&table, &flow));
+        assert_eq!(table.expire(219_900), 0);
+        assert_eq!(table.expire(220_000), 1);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_hundred_thousand_flows_all_expire() {
+        const FLOWS: usize = 100_000;
+        let mut table = FlowTable::new(FlowTableConfig {
+            capacity: FLOWS,
+            ..FlowTableConfig::default()
+        });
+        for i in 0..FLOWS {
+            let src = std::net::Ipv4Addr::from(0xC612_0000 + (i as u32 >> 8));
+            let pkt = udp(&src.to_string(), 1024 + (i & 0xff) as u16, "198.19.0.1", 53);
+            // Spread over the first 10 s, so the flows sit in many slots.
+            assert!(matches!(
+                table.observe(&pkt, (i as u64 * 10_000) / FLOWS as u64),
+                Observation::Created(_)
+            ));
+        }
+        assert_eq!(table.len(), FLOWS);
+        assert_eq!(table.iter().count(), FLOWS);
+
+        let mut removed = 0;
+        for now in (0..=130_000).step_by(100) {
+            // The worker calls expire between bursts; several times a tick.
+            for _ in 0..50 {
+                let n = table.expire(now);
+                assert!(n == 0 || now >= 120_000, "removed early at {now} ms");
+                removed += n;
+            }
+        }
+        assert_eq!(removed, FLOWS);
+        assert_eq!(table.len(), 0);
+        assert!(table.is_empty());
+        assert_eq!(table.iter().count(), 0);
+    }
+
+    #[test]
+    fn expire_examines_at_most_its_budget_per_call() {
+        let mut table = FlowTable::new(FlowTableConfig {
+            capacity: 1_000,
+            expire_budget: 64,
+            ..FlowTableConfig::default()
+        });
+        for port in 0..1_000 {
+            table.observe(&udp("198.18.0.1", port, "198.18.0.2", 53), 0);
+        }
+        let mut calls = 0;
+        let mut expired = Vec::new();
+        while !table.is_empty() {
+            let n = table.expire_with(120_000, |entry| expired.push(*entry.key()));
+            assert!(n <= 64);
+            calls += 1;
+        }
+        assert_eq!(calls, 1_000usize.div_ceil(64));
+        assert_eq!(expired.len(), 1_000);
+    }
+
+    #[test]
+    fn get_mut_and_iter_see_the_stored_entries() {
+        let mut table = table(16);
+        let a = udp("198.18.0.1", 1, "198.18.0.2", 53);
+        let b = tcp("2001:db8::1", 2, "2001:db8::2", 80, SYN);
+        table.observe(&a, 0);
+        table.observe(&b, 0);
+        let entry = table.get_mut(&a.key, a.hash).unwrap();
+        entry.set_mode(FlowMode::PassThrough);
+        assert_eq!(entry.mode(), FlowMode::PassThrough);
+        let mut keys: Vec<String> = table.iter().map(|e| e.key().to_string()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "tcp [2001:db8::1]:2 <-> [2001:db8::2]:80",
+                "udp 198.18.0.1:1 <-> 198.18.0.2:53"
+            ]
+        );
+        // The wrong hash finds nothing: the caller's hash is the truth.
+        assert!(table.get(&a.key, a.hash ^ 1).is_none());
+    }
+
+    #[test]
+    fn clear_empties_the_table_and_its_timers() {
+        let mut table = table(4);
+        for port in 0..4 {
+            table.observe(&udp("198.18.0.1", port, "198.18.0.2", 53), 0);
+        }
+        table.clear();
+        assert!(table.is_empty());
+        for port in 10..14 {
+            created(table.observe(&udp("198.18.0.1", port, "198.18.0.2", 53), 60_000));
+        }
+        assert_eq!(table.expire(120_000), 0);
+        assert_eq!(table.expire(180_000), 4);
+    }
+
+    #[test]
+    fn nic_hashes_that_share_their_low_bits_still_spread() {
+        // RSS picks the queue from the low bits through the redirection
+        // table, so one worker sees hashes that agree there.
+        let spread: Vec<u64> = (0..65_536u32)
+            .map(|i| FlowTable::spread_hash(i << 7 | 0x2a))
+            .collect();
+        assert_spread(&spread);
+        let sequential: Vec<u64> = (0..65_536u32).map(FlowTable::spread_hash).collect();
+        assert_spread(&sequential);
+    }
+
+    #[test]
+    fn one_shards_hashes_still_spread_where_the_table_looks() {
+        let mut shards = [0usize; 6];
+        let mut shard_zero = Vec::new();
+        for port in 0..=u16::MAX {
+            let hash = packet("198.18.0.1", port, "198.18.0.2", 80, TCP)
+                .key
+                .software_hash();
+            let shard = FlowTable::shard_of(hash, shards.len());
+            shards[shard] += 1;
+            if shard == 0 {
+                shard_zero.push(hash);
+            }
+        }
+        let mean = 65_536 / shards.len();
+        assert!(
+            shards.iter().all(|&n| n.abs_diff(mean) * 20 <= mean),
+            "{shards:?}"
+        );
+        assert_spread(&shard_zero);
+    }
+}

@@ -1,0 +1,14 @@
+//! Tollgate's data plane. `parse`, `flow`, `pipeline` and `steering` are the
+//! sans-IO core: plain Rust over byte slices, testable without DPDK. `worker`
+//! and `daemon` drive it with DPDK.
+
+pub mod config;
+pub mod counters;
+pub mod daemon;
+pub mod flow;
+pub mod parse;
+pub mod pipeline;
+pub mod stats;
+pub mod steering;
+pub mod synth;
+pub mod worker;

@@ -1,0 +1,279 @@
+//! `tollgate`: the data-plane daemon.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use dpdk::{Eal, Mempool, Port};
+use tollgate::config::{device_name, parse_core_list, Config, FrameAction};
+use tollgate::daemon::Dataplane;
+use tollgate::pipeline::PortSide;
+use tollgate::stats;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Tollgate: a DPDK data plane for a stateful middlebox. It sits between two
+/// ports as a transparent bump in the wire: frames received on one port leave
+/// on the other, every flow tracked by the worker core that owns it.
+///
+/// Settings come from the TOML file given with --config (see
+/// dataplane/tollgate.example.toml); flags override it. Runs as root (or with
+/// the capabilities DPDK needs). SIGINT or SIGTERM stops it cleanly: it
+/// prints final counters and exits 0.
+#[derive(Parser, Debug)]
+#[command(name = "tollgate", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Inside port (faces clients): a PCI address (0000:3b:00.0) or a DPDK
+    /// virtual device string (net_af_packet0,iface=eth1,qpairs=2). [ports.inside]
+    #[arg(long, value_name = "DEVICE")]
+    inside: Option<String>,
+
+    /// Outside port (faces servers), as for --inside. [ports.outside]
+    #[arg(long, value_name = "DEVICE")]
+    outside: Option<String>,
+
+    /// Worker cores, one worker pinned to each: "1,2" or "2-5". [workers.cores]
+    #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
+    cores: Option<Vec<usize>>,
+
+    /// Microseconds an idle worker sleeps between polls; 0 polls without
+    /// pause. [workers.idle_sleep_us]
+    #[arg(long, value_name = "US")]
+    idle_sleep_us: Option<u64>,
+
+    /// Flows tracked at once over all workers. [flows.capacity]
+    #[arg(long, value_name = "N")]
+    flow_capacity: Option<usize>,
+
+    /// A new flow when the table is full: forward (untracked) or drop. [flows.on_full]
+    #[arg(long, value_name = "ACTION")]
+    on_table_full: Option<FrameAction>,
+
+    /// Idle timeout of established TCP flows, seconds. [flows.tcp_established_timeout_secs]
+    #[arg(long, value_name = "SECS")]
+    tcp_timeout: Option<u64>,
+
+    /// Idle timeout of UDP flows, seconds. [flows.udp_timeout_secs]
+    #[arg(long, value_name = "SECS")]
+    udp_timeout: Option<u64>,
+
+    /// Frames that fail parsing: forward or drop (counted by reason either
+    /// way). [malformed.action]
+    #[arg(long, value_name = "ACTION")]
+    malformed: Option<FrameAction>,
+
+    /// Packet buffers in the pool shared by both ports. [ports.mbufs]
+    #[arg(long, value_name = "N")]
+    mbufs: Option<u32>,
+
+    /// Run without hugepages (needs --memory). [eal.no_huge]
+    #[arg(long)]
+    no_huge: bool,
+
+    /// EAL memory in MiB (-m). [eal.memory_mb]
+    #[arg(long, value_name = "MB")]
+    memory: Option<u32>,
+
+    /// DPDK file prefix, to run several DPDK processes on one host. [eal.file_prefix]
+    #[arg(long, value_name = "NAME")]
+    file_prefix: Option<String>,
+
+    /// An extra EAL argument, passed through; repeat for more. [eal.args]
+    #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
+    eal_args: Vec<String>,
+
+    /// Write the process id here once forwarding; removed at exit. [daemon.pid_file]
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
+
+    /// Write a JSON counters snapshot here every --stats-interval and at exit. [stats.file]
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+
+    /// Seconds between stats file writes. [stats.interval_secs]
+    #[arg(long, value_name = "SECS")]
+    stats_interval: Option<u64>,
+
+    /// Check the configuration and exit (0 if valid) without touching DPDK.
+    #[arg(long)]
+    check: bool,
+}
+
+impl Cli {
+    fn apply(self, c: &mut Config) {
+        if let Some(v) = self.inside {
+            c.ports.inside = v;
+        }
+        if let Some(v) = self.outside {
+            c.ports.outside = v;
+        }
+        if let Some(v) = self.cores {
+            c.workers.cores = v;
+        }
+        if let Some(v) = self.idle_sleep_us {
+            c.workers.idle_sleep_us = v;
+        }
+        if let Some(v) = self.flow_capacity {
+            c.flows.capacity = v;
+        }
+        if let Some(v) = self.on_table_full {
+            c.flows.on_full = v;
+        }
+        if let Some(v) = self.tcp_timeout {
+            c.flows.tcp_established_timeout_secs = v;
+        }
+        if let Some(v) = self.udp_timeout {
+            c.flows.udp_timeout_secs = v;
+        }
+        if let Some(v) = self.malformed {
+            c.malformed.action = v;
+        }
+        if let Some(v) = self.mbufs {
+            c.ports.mbufs = v;
+        }
+        if self.no_huge {
+            c.eal.no_huge = true;
+        }
+        if let Some(v) = self.memory {
+            c.eal.memory_mb = v;
+        }
+        if let Some(v) = self.file_prefix {
+            c.eal.file_prefix = v;
+        }
+        c.eal.args.extend(self.eal_args);
+        if let Some(v) = self.pid_file {
+            c.daemon.pid_file = Some(v);
+        }
+        if let Some(v) = self.stats_file {
+            c.stats.file = Some(v);
+        }
+        if let Some(v) = self.stats_interval {
+            c.stats.interval_secs = v;
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => {}
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("tollgate: error: {}", msg.join(": "));
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let check_only = cli.check;
+    let mut config = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    cli.apply(&mut config);
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    config.validate(&available)?;
+    if check_only {
+        println!("tollgate: configuration is valid");
+        return Ok(());
+    }
+
+    // Signals first: a SIGTERM during start-up must still stop us cleanly.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+
+    let eal_args = config.eal_args("tollgate");
+    let eal = Eal::init(&eal_args).map_err(|e| {
+        anyhow::anyhow!(
+            "DPDK EAL initialisation failed ({e}); EAL arguments were: {}",
+            eal_args[1..].join(" ")
+        )
+    })?;
+
+    let pool = Arc::new(Mempool::pktmbuf(
+        "tollgate_mbufs",
+        config.ports.mbufs,
+        config.ports.mbuf_cache,
+        dpdk::sys::consts::MBUF_DEFAULT_BUF_SIZE,
+        -1,
+    )?);
+    let mut ids = [0u16; 2];
+    for side in PortSide::BOTH {
+        let dev = if side == PortSide::Inside {
+            &config.ports.inside
+        } else {
+            &config.ports.outside
+        };
+        ids[side.index()] = Port::lookup(device_name(dev))
+            .map_err(|e| anyhow::anyhow!("ports.{}: {e}", side.name()))?;
+    }
+    let mut dataplane = Dataplane::start(&config, ids, pool)?;
+    for side in PortSide::BOTH {
+        let p = dataplane.port(side);
+        let link = p.link();
+        let info = Port::info(p.id()).map(|i| i.driver).unwrap_or_default();
+        eprintln!(
+            "tollgate: {} port {} (driver {info}, port id {}): link {} {} Mb/s",
+            side.name(),
+            p.name(),
+            p.id(),
+            if link.up { "up" } else { "down" },
+            link.speed_mbps
+        );
+    }
+    eprintln!(
+        "tollgate: forwarding between inside and outside with {} worker(s) on cores {:?}, steering {}, DPDK {}",
+        config.workers.cores.len(),
+        config.workers.cores,
+        dataplane.steering(),
+        Eal::version()
+    );
+    if let Some(pid_file) = &config.daemon.pid_file {
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .map_err(|e| anyhow::anyhow!("daemon.pid_file {}: {e}", pid_file.display()))?;
+    }
+
+    let interval = Duration::from_secs(config.stats.interval_secs);
+    let mut last_stats = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        dataplane.poll_audit();
+        if let Some(file) = &config.stats.file {
+            if last_stats.elapsed() >= interval {
+                last_stats = Instant::now();
+                if let Err(e) = stats::write_file(file, &dataplane.snapshot()) {
+                    eprintln!("tollgate: stats.file {}: {e}", file.display());
+                }
+            }
+        }
+    }
+
+    eprintln!("tollgate: stopping");
+    let final_stats = dataplane.stop()?;
+    eprint!("{}", final_stats.render_table());
+    if let Some(file) = &config.stats.file {
+        stats::write_file(file, &final_stats)
+            .map_err(|e| anyhow::anyhow!("stats.file {}: {e}", file.display()))?;
+    }
+    if let Some(pid_file) = &config.daemon.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    drop(eal);
+    eprintln!("tollgate: stopped");
+    Ok(())
+}

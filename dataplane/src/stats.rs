@@ -1,0 +1,93 @@
+//! Turning worker reports, device counters and the split audit into the
+//! snapshot operators read.
+
+use tollgate_control::{MempoolStats, PortCounters, StatsSnapshot, WorkerStats};
+
+use crate::counters::DropReason;
+use crate::parse::Malformed;
+use crate::worker::WorkerReport;
+
+pub struct SnapshotInputs<'a> {
+    pub uptime_secs: u64,
+    pub steering: String,
+    pub ports: [(&'static str, PortCounters); 2],
+    pub workers: &'a [(usize, Option<usize>, WorkerReport)],
+    pub split_flows: u64,
+    pub split_unchecked: u64,
+    pub mempool: MempoolStats,
+}
+
+pub fn port_counters(s: &dpdk::PortStats) -> PortCounters {
+    PortCounters {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        ibytes: s.ibytes,
+        obytes: s.obytes,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    }
+}
+
+pub fn snapshot(inputs: SnapshotInputs<'_>) -> StatsSnapshot {
+    let mut snap = StatsSnapshot {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_secs: inputs.uptime_secs,
+        steering: inputs.steering,
+        flows_split_across_workers: inputs.split_flows,
+        split_audit_unchecked: inputs.split_unchecked,
+        mempool: inputs.mempool,
+        ..Default::default()
+    };
+    for (name, counters) in inputs.ports {
+        snap.ports.insert(name.to_string(), counters);
+    }
+    let mut drops = [0u64; DropReason::COUNT];
+    let mut malformed = [0u64; Malformed::COUNT];
+    for (id, core, report) in inputs.workers {
+        let c = &report.counters;
+        let w = WorkerStats {
+            id: Some(*id as u16),
+            core: *core,
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            non_ip: c.non_ip,
+            flows_active: report.flows_active as u64,
+            flows_created: c.flows_created,
+            flows_expired: c.flows_expired,
+            flows_table_full: c.flows_table_full,
+            flow_capacity: report.flow_capacity as u64,
+            handoff_out: c.handoff_out,
+            handoff_in: c.handoff_in,
+            malformed_forwarded: c.malformed_forwarded,
+            drops: c.total_drops(),
+        };
+        snap.totals.add(&w);
+        snap.workers.push(w);
+        for (total, v) in drops.iter_mut().zip(c.drops) {
+            *total += v;
+        }
+        for (total, v) in malformed.iter_mut().zip(c.malformed) {
+            *total += v;
+        }
+    }
+    for reason in DropReason::ALL {
+        snap.drops
+            .insert(reason.name().to_string(), drops[reason.index()]);
+    }
+    for reason in Malformed::ALL {
+        snap.malformed
+            .insert(reason.name().to_string(), malformed[reason.index()]);
+    }
+    snap
+}
+
+/// Writes the snapshot as JSON, atomically (a reader never sees half a file).
+pub fn write_file(path: &std::path::Path, snap: &StatsSnapshot) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(snap).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

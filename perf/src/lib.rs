@@ -1,0 +1,1 @@
+//! Benchmarks, harnesses and traffic tools for Tollgate.

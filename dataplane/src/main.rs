@@ -40,8 +40,8 @@ struct Cli {
     outside: Option<String>,
 
     /// Worker cores, one worker pinned to each: "1,2" or "2-5". [workers.cores]
-    #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
-    cores: Option<Vec<usize>>,
+    #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_core_list(s).map(CoreList))]
+    cores: Option<CoreList>,
 
     /// Microseconds an idle worker sleeps between polls; 0 polls without
     /// pause. [workers.idle_sleep_us]
@@ -106,6 +106,11 @@ struct Cli {
     check: bool,
 }
 
+/// A worker core list as one flag value (clap would otherwise read a `Vec`
+/// as repeated flags).
+#[derive(Debug, Clone)]
+struct CoreList(Vec<usize>);
+
 impl Cli {
     fn apply(self, c: &mut Config) {
         if let Some(v) = self.inside {
@@ -114,7 +119,7 @@ impl Cli {
         if let Some(v) = self.outside {
             c.ports.outside = v;
         }
-        if let Some(v) = self.cores {
+        if let Some(CoreList(v)) = self.cores {
             c.workers.cores = v;
         }
         if let Some(v) = self.idle_sleep_us {
@@ -237,7 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "tollgate: forwarding between inside and outside with {} worker(s) on cores {:?}, steering {}, DPDK {}",
+        "tollgate: forwarding between inside and outside with {} worker(s) on cores {:?}, steering {}, {}",
         config.workers.cores.len(),
         config.workers.cores,
         dataplane.steering(),

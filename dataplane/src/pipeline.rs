@@ -184,3 +184,194 @@ impl Pipeline {
         Some(FlowKey::from_packet(ip.src, ip.dst, ip.protocol, s, d).0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+
+    fn pipeline(capacity: usize, malformed: FrameAction, on_full: FrameAction) -> Pipeline {
+        Pipeline::new(PipelineConfig {
+            flows: FlowTableConfig {
+                capacity,
+                ..FlowTableConfig::default()
+            },
+            malformed,
+            on_table_full: on_full,
+            audit_new_flows: true,
+        })
+    }
+
+    fn flow(port: u16) -> Addressing {
+        Addressing::new(
+            format!("198.18.0.1:{port}").parse().unwrap(),
+            "198.18.0.2:443".parse().unwrap(),
+        )
+    }
+
+    fn syn(a: &Addressing) -> Vec<u8> {
+        synth::tcp(
+            a,
+            TcpHeader {
+                flags: TCP_SYN,
+                ..Default::default()
+            },
+            b"",
+        )
+    }
+
+    #[test]
+    fn a_frame_leaves_by_the_other_port_and_both_directions_share_a_flow() {
+        let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        let a = flow(1000);
+        assert_eq!(
+            p.handle(&syn(&a), PortSide::Inside, None, None, 0),
+            Verdict::Forward(PortSide::Outside)
+        );
+        let reply = synth::tcp(
+            &a.reversed(),
+            TcpHeader {
+                flags: TCP_SYN | TCP_ACK,
+                ..Default::default()
+            },
+            b"",
+        );
+        assert_eq!(
+            p.handle(&reply, PortSide::Outside, None, None, 1),
+            Verdict::Forward(PortSide::Inside)
+        );
+        assert_eq!(p.counters.flows_created, 1);
+        assert_eq!(p.flows().len(), 1);
+        assert_eq!(p.take_new_flows().len(), 1);
+        assert!(!p.has_new_flows());
+    }
+
+    #[test]
+    fn non_ip_frames_pass_untracked() {
+        let mut p = pipeline(16, FrameAction::Drop, FrameAction::Drop);
+        let arp = synth::arp_request(synth::CLIENT_MAC, [198, 18, 0, 1], [198, 18, 0, 2]);
+        assert_eq!(
+            p.handle(&arp, PortSide::Outside, None, None, 0),
+            Verdict::Forward(PortSide::Inside)
+        );
+        assert_eq!(p.counters.non_ip, 1);
+        assert!(p.flows().is_empty());
+    }
+
+    #[test]
+    fn malformed_frames_are_counted_by_reason_and_handled_per_config() {
+        let mut bad = syn(&flow(1));
+        bad[14 + 20 + 12] = 0x20; // TCP data offset 2 words: below the minimum
+        let reason = parse_frame(&bad).unwrap_err();
+
+        let mut forward = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        assert_eq!(
+            forward.handle(&bad, PortSide::Inside, None, None, 0),
+            Verdict::Forward(PortSide::Outside)
+        );
+        assert_eq!(forward.counters.malformed[reason.index()], 1);
+        assert_eq!(forward.counters.malformed_forwarded, 1);
+
+        let mut drop = pipeline(16, FrameAction::Drop, FrameAction::Forward);
+        assert_eq!(
+            drop.handle(&bad, PortSide::Inside, None, None, 0),
+            Verdict::Drop(DropReason::Malformed)
+        );
+        assert_eq!(drop.counters.malformed[reason.index()], 1);
+        assert!(drop.flows().is_empty());
+        // Garbage of every length up to a full header: never a panic.
+        for len in 0..bad.len() {
+            let _ = drop.handle(&bad[..len], PortSide::Outside, None, None, 0);
+        }
+    }
+
+    #[test]
+    fn a_full_table_fails_open_or_drops_per_config_and_known_flows_still_pass() {
+        for (action, verdict) in [
+            (FrameAction::Forward, Verdict::Forward(PortSide::Outside)),
+            (FrameAction::Drop, Verdict::Drop(DropReason::TableFull)),
+        ] {
+            let mut p = pipeline(2, FrameAction::Forward, action);
+            p.handle(&syn(&flow(1)), PortSide::Inside, None, None, 0);
+            p.handle(&syn(&flow(2)), PortSide::Inside, None, None, 0);
+            assert_eq!(
+                p.handle(&syn(&flow(3)), PortSide::Inside, None, None, 0),
+                verdict
+            );
+            assert_eq!(p.counters.flows_table_full, 1);
+            assert_eq!(
+                p.handle(&syn(&flow(1)), PortSide::Inside, None, None, 1),
+                Verdict::Forward(PortSide::Outside),
+                "existing flows keep working"
+            );
+        }
+    }
+
+    #[test]
+    fn software_steering_hands_over_what_another_worker_owns_in_both_directions() {
+        let mut workers = [
+            pipeline(64, FrameAction::Forward, FrameAction::Forward),
+            pipeline(64, FrameAction::Forward, FrameAction::Forward),
+        ];
+        let mut handed = 0;
+        for port in 1000..1064 {
+            let a = flow(port);
+            let there = syn(&a);
+            let back = synth::tcp(
+                &a.reversed(),
+                TcpHeader {
+                    flags: TCP_SYN | TCP_ACK,
+                    ..Default::default()
+                },
+                b"",
+            );
+            // Both directions arrive at worker 0 first; each must end on the
+            // same owner.
+            let mut owners = Vec::new();
+            for (frame, side) in [(&there, PortSide::Inside), (&back, PortSide::Outside)] {
+                let steer = Steer {
+                    worker: 0,
+                    workers: 2,
+                };
+                let owner = match workers[0].handle(frame, side, None, Some(steer), 0) {
+                    Verdict::HandOff(w) => {
+                        handed += 1;
+                        assert_eq!(
+                            workers[w].handle(frame, side, None, None, 0),
+                            Verdict::Forward(side.other())
+                        );
+                        w
+                    }
+                    Verdict::Forward(_) => 0,
+                    v => panic!("unexpected {v:?}"),
+                };
+                owners.push(owner);
+            }
+            assert_eq!(
+                owners[0], owners[1],
+                "both directions of {port} on one worker"
+            );
+        }
+        assert!(handed > 0);
+        assert_eq!(workers[0].flows().len() + workers[1].flows().len(), 64);
+    }
+
+    #[test]
+    fn a_nic_hash_replaces_the_software_hash() {
+        let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        let a = flow(7);
+        p.handle(&syn(&a), PortSide::Inside, Some(0xabcd_1234), None, 0);
+        let reply = synth::tcp(
+            &a.reversed(),
+            TcpHeader {
+                flags: TCP_ACK,
+                ..Default::default()
+            },
+            b"",
+        );
+        p.handle(&reply, PortSide::Outside, Some(0xabcd_1234), None, 1);
+        assert_eq!(p.flows().len(), 1);
+        let entry = p.flows().iter().next().unwrap();
+        assert_eq!(entry.hash(), FlowTable::spread_hash(0xabcd_1234));
+    }
+}

@@ -1,7 +1,8 @@
-//! Tollgate's control-plane model, shared by the daemon and its clients. For
-//! now: the counters snapshot the daemon publishes (stats file, exit report);
-//! the policy model and the control socket build on it.
+//! Tollgate's control-plane model, shared by the daemon and `tollgatectl`:
+//! the policy model, the wire protocol and the counters snapshot.
 
+pub mod policy;
+pub mod protocol;
 pub mod stats;
 
 pub use stats::{MempoolStats, PortCounters, StatsSnapshot, WorkerStats};

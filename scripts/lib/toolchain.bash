@@ -2,7 +2,7 @@
 # Sourced by the scripts that run cargo. Not executable on its own.
 
 # The workspace's minimum Rust (Cargo.toml: rust-version).
-TG_MIN_RUST=1.80
+TG_MIN_RUST=1.82
 
 # find_cargo: make sure cargo is on PATH. sudo resets PATH, which drops ~/.cargo/bin,
 # so look in the usual rustup places too (including the invoking user's home under sudo).

@@ -1,0 +1,417 @@
+//! The control protocol: newline-delimited JSON over a Unix stream socket, one
+//! request per line and one reply line per request, versioned so clients and
+//! daemons of different releases fail clearly rather than misunderstand.
+//!
+//! ```text
+//! {"version":1,"op":"policy.add","rule":{"match":{"proto":"tcp","dst_port":10000},"action":"bypass"}}
+//! {"version":1,"ok":true,"result":{"id":1,"generation":2,"in_force_us":140}}
+//! ```
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Action, Ingress, Prefix, Protocol, Rule, RuleSpec};
+use crate::stats::StatsSnapshot;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request or reply line, newline included.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Most flows one `flows.list` page returns.
+pub const MAX_PAGE_SIZE: u32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    /// Echoed in the reply, for clients that pipeline requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", deny_unknown_fields)]
+pub enum Op {
+    /// Appends a rule (or inserts it at `position`, 0 = first).
+    #[serde(rename = "policy.add")]
+    PolicyAdd {
+        rule: RuleSpec,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<usize>,
+        /// Also switch live flows the rule matches (by default, as on an ASA,
+        /// a new rule applies to new flows only).
+        #[serde(default)]
+        apply_existing: bool,
+    },
+    #[serde(rename = "policy.delete")]
+    PolicyDelete { id: u32 },
+    #[serde(rename = "policy.list")]
+    PolicyList {},
+    /// Replaces the whole rule list atomically: all or nothing.
+    #[serde(rename = "policy.replace")]
+    PolicyReplace {
+        rules: Vec<RuleSpec>,
+        #[serde(default)]
+        apply_existing: bool,
+    },
+    /// Validates a rule list without applying it.
+    #[serde(rename = "policy.check")]
+    PolicyCheck { rules: Vec<RuleSpec> },
+    /// Which rule a flow would match and what tollgate would do with it.
+    #[serde(rename = "explain")]
+    Explain(ExplainQuery),
+    #[serde(rename = "flows.list")]
+    FlowsList {
+        #[serde(default)]
+        filter: FlowFilter,
+        #[serde(default)]
+        page: u32,
+        #[serde(default = "default_page_size")]
+        page_size: u32,
+    },
+    #[serde(rename = "flows.clear")]
+    FlowsClear {
+        #[serde(default)]
+        filter: FlowFilter,
+    },
+    #[serde(rename = "stats")]
+    Stats {},
+    #[serde(rename = "health")]
+    Health {},
+    #[serde(rename = "version")]
+    Version {},
+}
+
+fn default_page_size() -> u32 {
+    1000
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainQuery {
+    pub proto: Protocol,
+    /// The flow's first frame: its source and destination (port 0 for
+    /// protocols without ports).
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    #[serde(default = "default_ingress")]
+    pub ingress: Ingress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+fn default_ingress() -> Ingress {
+    Ingress::Inside
+}
+
+/// Selects flows; absent fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFilter {
+    /// Either endpoint's address is in this prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<Prefix>,
+    /// Either endpoint's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Protocol>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Action>,
+    /// Flows classified by this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or not a request this daemon understands.
+    BadRequest,
+    UnsupportedVersion,
+    TooLarge,
+    /// A rule or query that fails validation.
+    Invalid,
+    NotFound,
+    PermissionDenied,
+    /// The daemon could not answer in time (e.g. a worker is stuck).
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Response {
+    pub fn ok(seq: Option<u64>, result: impl Serialize) -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            seq,
+            ok: true,
+            result: Some(serde_json::to_value(result).unwrap_or(serde_json::Value::Null)),
+            error: None,
+        }
+    }
+
+    pub fn error(seq: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            seq,
+            ok: false,
+            result: None,
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+        }
+    }
+
+    /// The result as a typed value, or the daemon's error.
+    pub fn into_result<T: for<'de> Deserialize<'de>>(self) -> Result<T, ErrorBody> {
+        match (self.ok, self.result, self.error) {
+            (true, Some(v), _) => serde_json::from_value(v).map_err(|e| ErrorBody {
+                code: ErrorCode::BadRequest,
+                message: format!("unexpected reply from the daemon: {e}"),
+            }),
+            (_, _, Some(e)) => Err(e),
+            _ => Err(ErrorBody {
+                code: ErrorCode::Internal,
+                message: "the daemon's reply has neither a result nor an error".into(),
+            }),
+        }
+    }
+}
+
+/// Parses one request line, checking size and version first so that a client
+/// of another release gets "unsupported version" rather than a parse error.
+pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
+    if line.len() > MAX_MESSAGE_BYTES {
+        return Err(Response::error(None, ErrorCode::TooLarge, format!("request is longer than {MAX_MESSAGE_BYTES} bytes")));
+    }
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| Response::error(None, ErrorCode::BadRequest, format!("not valid JSON: {e}")))?;
+    let seq = value.get("seq").and_then(serde_json::Value::as_u64);
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == PROTOCOL_VERSION as u64 => {}
+        Some(v) => {
+            return Err(Response::error(
+                seq,
+                ErrorCode::UnsupportedVersion,
+                format!("protocol version {v} is not supported; this daemon speaks version {PROTOCOL_VERSION}"),
+            ))
+        }
+        None => return Err(Response::error(seq, ErrorCode::BadRequest, "the request has no \"version\" number")),
+    }
+    serde_json::from_value(value).map_err(|e| Response::error(seq, ErrorCode::BadRequest, format!("not a valid request: {e}")))
+}
+
+/// One line of JSON, newline included.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut line = serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    line
+}
+
+// Replies, by operation.
+
+/// Hit counters of one rule, summed over workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleHits {
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub hits: RuleHits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyListReply {
+    pub generation: u64,
+    pub rules: Vec<RuleView>,
+    /// What flows matching no rule get, per protocol.
+    pub defaults: PolicyDefaults,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDefaults {
+    pub tcp: Action,
+    pub udp: Action,
+    pub other: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyChangeReply {
+    /// The new rule's id (policy.add).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    pub generation: u64,
+    /// Microseconds from the request until every worker used the new policy.
+    pub in_force_us: u64,
+    /// Live flows switched to the new policy (with apply_existing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows_switched: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyCheckReply {
+    pub rules: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainReply {
+    pub action: Action,
+    /// The rule that matched, or None when the protocol default applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
+    /// In words: "rule 3 (ctcp) matches: bypass" or "no rule matches: the default for tcp is proxy".
+    pub explanation: String,
+}
+
+/// One flow as the workers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowView {
+    pub worker: u16,
+    pub proto: Protocol,
+    /// The initiator (the side that sent the first frame seen).
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub ingress: Ingress,
+    pub mode: Action,
+    /// Why the flow has its mode: "rule 3 (ctcp)", "default for tcp".
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    pub packets_original: u64,
+    pub packets_reply: u64,
+    pub bytes_original: u64,
+    pub bytes_reply: u64,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_state: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsListReply {
+    /// Flows matching the filter, over all workers.
+    pub total: u64,
+    pub page: u32,
+    pub page_size: u32,
+    pub flows: Vec<FlowView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowsClearReply {
+    pub cleared: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReply {
+    /// "ok" when every worker answered and both links are up, else "degraded".
+    pub status: String,
+    pub workers: usize,
+    pub workers_responding: usize,
+    pub links_up: Vec<(String, bool)>,
+    pub uptime_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionReply {
+    pub tollgate: String,
+    pub protocol: u32,
+    pub dpdk: String,
+}
+
+/// The stats reply is the same snapshot the stats file holds.
+pub type StatsReply = StatsSnapshot;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let ops = vec![
+            Op::PolicyAdd {
+                rule: serde_json::from_str(r#"{"match":{"proto":"tcp","dst_port":10000},"action":"bypass"}"#).unwrap(),
+                position: None,
+                apply_existing: true,
+            },
+            Op::PolicyDelete { id: 4 },
+            Op::PolicyList {},
+            Op::PolicyReplace { rules: vec![], apply_existing: false },
+            Op::PolicyCheck { rules: vec![] },
+            Op::Explain(ExplainQuery {
+                proto: Protocol::TCP,
+                src: "198.18.0.1:40000".parse().unwrap(),
+                dst: "198.18.0.2:10000".parse().unwrap(),
+                ingress: Ingress::Inside,
+                vlan: None,
+            }),
+            Op::FlowsList { filter: FlowFilter { port: Some(5201), ..Default::default() }, page: 2, page_size: 50 },
+            Op::FlowsClear { filter: FlowFilter::default() },
+            Op::Stats {},
+            Op::Health {},
+            Op::Version {},
+        ];
+        for op in ops {
+            let req = Request { version: PROTOCOL_VERSION, seq: Some(9), op };
+            let line = encode(&req);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(decode_request(&line[..line.len() - 1]).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn the_wire_form_is_what_socat_users_type() {
+        let r = decode_request(br#"{"version":1,"op":"policy.add","rule":{"match":{"proto":"tcp","dst_port":"10000"},"action":"bypass"}}"#).unwrap();
+        assert!(matches!(r.op, Op::PolicyAdd { apply_existing: false, .. }));
+        let r = decode_request(br#"{"version":1,"op":"flows.list"}"#).unwrap();
+        assert_eq!(r.op, Op::FlowsList { filter: FlowFilter::default(), page: 0, page_size: 1000 });
+    }
+
+    #[test]
+    fn bad_requests_get_the_right_error() {
+        let code = |line: &[u8]| decode_request(line).unwrap_err().error.unwrap().code;
+        assert_eq!(code(b"{not json"), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"op":"stats"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"version":2,"op":"stats"}"#), ErrorCode::UnsupportedVersion);
+        assert_eq!(code(br#"{"version":1,"op":"reboot"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"version":1,"op":"policy.delete","id":"x"}"#), ErrorCode::BadRequest);
+        assert_eq!(code(br#"{"version":1,"op":"stats","surprise":1}"#), ErrorCode::BadRequest);
+        assert_eq!(code(&vec![b' '; MAX_MESSAGE_BYTES + 1]), ErrorCode::TooLarge);
+        let e = decode_request(br#"{"version":7,"seq":3,"op":"stats"}"#).unwrap_err();
+        assert_eq!(e.seq, Some(3), "the sequence number is echoed even on errors");
+    }
+
+    #[test]
+    fn responses_carry_typed_results() {
+        let r = Response::ok(Some(1), FlowsClearReply { cleared: 3 });
+        let line = encode(&r);
+        let back: Response = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back.into_result::<FlowsClearReply>().unwrap().cleared, 3);
+        let e = Response::error(None, ErrorCode::NotFound, "no rule with id 9");
+        assert_eq!(e.into_result::<FlowsClearReply>().unwrap_err().code, ErrorCode::NotFound);
+    }
+}

@@ -46,7 +46,10 @@ impl Prefix {
         }
         let p = Prefix { addr, len };
         if p.network() != addr {
-            return Err(format!("{addr}/{len} has host bits set (did you mean {}/{len}?)", p.network()));
+            return Err(format!(
+                "{addr}/{len} has host bits set (did you mean {}/{len}?)",
+                p.network()
+            ));
         }
         Ok(p)
     }
@@ -55,11 +58,19 @@ impl Prefix {
     pub fn network(&self) -> IpAddr {
         match self.addr {
             IpAddr::V4(a) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len as u32) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len as u32)
+                };
                 IpAddr::V4((u32::from(a) & mask).into())
             }
             IpAddr::V6(a) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len as u32) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len as u32)
+                };
                 IpAddr::V6((u128::from(a) & mask).into())
             }
         }
@@ -68,11 +79,19 @@ impl Prefix {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(p), IpAddr::V4(a)) => {
-                let mask = if self.len == 0 { 0 } else { u32::MAX << (32 - self.len as u32) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.len as u32)
+                };
                 u32::from(a) & mask == u32::from(p)
             }
             (IpAddr::V6(p), IpAddr::V6(a)) => {
-                let mask = if self.len == 0 { 0 } else { u128::MAX << (128 - self.len as u32) };
+                let mask = if self.len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.len as u32)
+                };
                 u128::from(a) & mask == u128::from(p)
             }
             _ => false,
@@ -87,9 +106,15 @@ impl FromStr for Prefix {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address or prefix"))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address or prefix"))?;
         let len = match len {
-            Some(l) => l.trim().parse::<u8>().map_err(|_| format!("{s:?}: the prefix length is not a number"))?,
+            Some(l) => l
+                .trim()
+                .parse::<u8>()
+                .map_err(|_| format!("{s:?}: the prefix length is not a number"))?,
             None if addr.is_ipv4() => 32,
             None => 128,
         };
@@ -125,7 +150,10 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn single(port: u16) -> PortRange {
-        PortRange { first: port, last: port }
+        PortRange {
+            first: port,
+            last: port,
+        }
     }
 
     pub fn contains(&self, port: u16) -> bool {
@@ -136,7 +164,11 @@ impl PortRange {
 impl FromStr for PortRange {
     type Err = String;
     fn from_str(s: &str) -> Result<PortRange, String> {
-        let parse = |p: &str| p.trim().parse::<u16>().map_err(|_| format!("{s:?} is not a port (0-65535) or a range like 1024-65535"));
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{s:?} is not a port (0-65535) or a range like 1024-65535"))
+        };
         let (first, last) = match s.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => {
@@ -247,7 +279,9 @@ impl<'de> Deserialize<'de> for Protocol {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Number(n) => u8::try_from(n).map(Protocol).map_err(|_| serde::de::Error::custom(format!("{n} is not a protocol number (0-255)"))),
+            Raw::Number(n) => u8::try_from(n).map(Protocol).map_err(|_| {
+                serde::de::Error::custom(format!("{n} is not a protocol number (0-255)"))
+            }),
             Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -338,6 +372,40 @@ pub struct Match {
     pub vlan: Option<u16>,
 }
 
+/// In the words of `tollgatectl`'s options: `proto tcp dst-port 10000`, or
+/// `any` for a match on everything.
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(p) = self.proto {
+            parts.push(format!("proto {p}"));
+        }
+        if let Some(p) = self.src {
+            parts.push(format!("src {p}"));
+        }
+        if let Some(p) = self.src_port {
+            parts.push(format!("src-port {p}"));
+        }
+        if let Some(p) = self.dst {
+            parts.push(format!("dst {p}"));
+        }
+        if let Some(p) = self.dst_port {
+            parts.push(format!("dst-port {p}"));
+        }
+        if let Some(i) = self.ingress {
+            parts.push(format!("ingress {i}"));
+        }
+        if let Some(v) = self.vlan {
+            parts.push(format!("vlan {v}"));
+        }
+        if parts.is_empty() {
+            f.write_str("any")
+        } else {
+            f.write_str(&parts.join(" "))
+        }
+    }
+}
+
 /// A rule as written by an operator, before it has an id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,24 +443,43 @@ impl RuleSpec {
         if m.src_port.is_some() || m.dst_port.is_some() {
             match m.proto {
                 Some(p) if p.has_ports() => {}
-                Some(p) => return Err(invalid("match.proto", format!("{p} has no ports: drop the port match or use tcp, udp or sctp"))),
-                None => return Err(invalid("match.proto", "a port match needs a protocol with ports (tcp, udp, sctp)")),
+                Some(p) => {
+                    return Err(invalid(
+                        "match.proto",
+                        format!("{p} has no ports: drop the port match or use tcp, udp or sctp"),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        "match.proto",
+                        "a port match needs a protocol with ports (tcp, udp, sctp)",
+                    ))
+                }
             }
         }
         if let Some(v) = m.vlan {
             if v == 0 || v > 4094 {
-                return Err(invalid("match.vlan", format!("{v} is not a VLAN id (1-4094)")));
+                return Err(invalid(
+                    "match.vlan",
+                    format!("{v} is not a VLAN id (1-4094)"),
+                ));
             }
         }
         if let Some(t) = self.idle_timeout_secs {
             if t == 0 || t > 7 * 24 * 3600 {
-                return Err(invalid("idle_timeout_secs", format!("{t} is outside 1..=604800 seconds")));
+                return Err(invalid(
+                    "idle_timeout_secs",
+                    format!("{t} is outside 1..=604800 seconds"),
+                ));
             }
         }
         for (field, text) in [("name", &self.name), ("comment", &self.comment)] {
             if let Some(t) = text {
                 if t.len() > MAX_TEXT {
-                    return Err(invalid(field, format!("is {} bytes; at most {MAX_TEXT}", t.len())));
+                    return Err(invalid(
+                        field,
+                        format!("is {} bytes; at most {MAX_TEXT}", t.len()),
+                    ));
                 }
                 if t.chars().any(char::is_control) {
                     return Err(invalid(field, "contains control characters"));
@@ -457,7 +544,13 @@ impl PolicySet {
             return Err(PolicyError::Full);
         }
         if position > self.rules.len() {
-            return Err(invalid("position", format!("{position} is past the end of the {} rules", self.rules.len())));
+            return Err(invalid(
+                "position",
+                format!(
+                    "{position} is past the end of the {} rules",
+                    self.rules.len()
+                ),
+            ));
         }
         let id = self.allocate_id();
         self.rules.insert(position, Rule { id, spec });
@@ -465,7 +558,11 @@ impl PolicySet {
     }
 
     pub fn delete(&mut self, id: u32) -> Result<Rule, PolicyError> {
-        let at = self.rules.iter().position(|r| r.id == id).ok_or(PolicyError::NoSuchRule(id))?;
+        let at = self
+            .rules
+            .iter()
+            .position(|r| r.id == id)
+            .ok_or(PolicyError::NoSuchRule(id))?;
         Ok(self.rules.remove(at))
     }
 
@@ -489,7 +586,14 @@ impl PolicySet {
         }
         for (i, spec) in specs.iter().enumerate() {
             spec.validate().map_err(|e| match e {
-                PolicyError::Invalid { field, message } => invalid(format!("rule {} ({}): {field}", i + 1, spec.name.as_deref().unwrap_or("unnamed")), message),
+                PolicyError::Invalid { field, message } => invalid(
+                    format!(
+                        "rule {} ({}): {field}",
+                        i + 1,
+                        spec.name.as_deref().unwrap_or("unnamed")
+                    ),
+                    message,
+                ),
                 other => other,
             })?;
         }
@@ -516,7 +620,10 @@ mod tests {
         assert!(p.contains("198.19.255.1".parse().unwrap()));
         assert!(!p.contains("198.20.0.1".parse().unwrap()));
         assert!(!p.contains("2001:2::1".parse().unwrap()));
-        assert!("198.18.0.1/15".parse::<Prefix>().unwrap_err().contains("host bits"));
+        assert!("198.18.0.1/15"
+            .parse::<Prefix>()
+            .unwrap_err()
+            .contains("host bits"));
         assert!("2001:2::/129".parse::<Prefix>().is_err());
         assert_eq!("2001:2::1".parse::<Prefix>().unwrap().len, 128);
         let any: Prefix = "0.0.0.0/0".parse().unwrap();
@@ -525,7 +632,13 @@ mod tests {
 
     #[test]
     fn ports_and_protocols_parse() {
-        assert_eq!("1024-65535".parse::<PortRange>().unwrap(), PortRange { first: 1024, last: 65535 });
+        assert_eq!(
+            "1024-65535".parse::<PortRange>().unwrap(),
+            PortRange {
+                first: 1024,
+                last: 65535
+            }
+        );
         assert!("70000".parse::<PortRange>().is_err());
         assert!("9-1".parse::<PortRange>().is_err());
         assert_eq!("TCP".parse::<Protocol>().unwrap(), Protocol::TCP);
@@ -535,7 +648,9 @@ mod tests {
 
     #[test]
     fn rules_round_trip_as_json() {
-        let s = spec(r#"{"match":{"proto":"tcp","dst_port":10000,"dst":"198.18.0.0/15"},"action":"bypass","name":"ctcp"}"#);
+        let s = spec(
+            r#"{"match":{"proto":"tcp","dst_port":10000,"dst":"198.18.0.0/15"},"action":"bypass","name":"ctcp"}"#,
+        );
         assert_eq!(s.matches.dst_port, Some(PortRange::single(10000)));
         let mut set = PolicySet::default();
         let id = set.add(s).unwrap();
@@ -547,13 +662,22 @@ mod tests {
 
     #[test]
     fn invalid_rules_name_the_field() {
-        let e = spec(r#"{"match":{"dst_port":"80"},"action":"drop"}"#).validate().unwrap_err();
+        let e = spec(r#"{"match":{"dst_port":"80"},"action":"drop"}"#)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("match.proto"), "{e}");
-        let e = spec(r#"{"match":{"proto":"icmp","dst_port":"80"},"action":"drop"}"#).validate().unwrap_err();
+        let e = spec(r#"{"match":{"proto":"icmp","dst_port":"80"},"action":"drop"}"#)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("has no ports"), "{e}");
-        let e = spec(r#"{"match":{"src":"198.18.0.0/15","dst":"2001:2::/48"},"action":"drop"}"#).validate().unwrap_err();
+        let e = spec(r#"{"match":{"src":"198.18.0.0/15","dst":"2001:2::/48"},"action":"drop"}"#)
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("address families"), "{e}");
-        assert!(serde_json::from_str::<RuleSpec>(r#"{"match":{"prot":"tcp"},"action":"drop"}"#).is_err());
+        assert!(
+            serde_json::from_str::<RuleSpec>(r#"{"match":{"prot":"tcp"},"action":"drop"}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<RuleSpec>(r#"{"action":"allow"}"#).is_err());
     }
 
@@ -562,7 +686,10 @@ mod tests {
         let mut set = PolicySet::default();
         let a = set.add(spec(r#"{"action":"drop"}"#)).unwrap();
         let b = set.insert(0, spec(r#"{"action":"bypass"}"#)).unwrap();
-        assert_eq!(set.rules.iter().map(|r| r.id).collect::<Vec<_>>(), vec![b, a]);
+        assert_eq!(
+            set.rules.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![b, a]
+        );
         set.delete(b).unwrap();
         let c = set.add(spec(r#"{"action":"proxy"}"#)).unwrap();
         assert!(c > b);
@@ -574,7 +701,10 @@ mod tests {
         let mut set = PolicySet::default();
         set.add(spec(r#"{"action":"drop"}"#)).unwrap();
         let before = set.clone();
-        let bad = vec![spec(r#"{"action":"bypass"}"#), spec(r#"{"match":{"vlan":5000},"action":"bypass","name":"second"}"#)];
+        let bad = vec![
+            spec(r#"{"action":"bypass"}"#),
+            spec(r#"{"match":{"vlan":5000},"action":"bypass","name":"second"}"#),
+        ];
         let e = set.replace(bad).unwrap_err();
         assert!(e.to_string().contains("rule 2 (second): match.vlan"), "{e}");
         assert_eq!(set, before);
@@ -586,8 +716,12 @@ mod tests {
     #[test]
     fn first_match_follows_order() {
         let mut set = PolicySet::default();
-        set.add(spec(r#"{"match":{"proto":"tcp","dst_port":"10000"},"action":"bypass"}"#)).unwrap();
-        set.add(spec(r#"{"match":{"proto":"tcp"},"action":"drop"}"#)).unwrap();
+        set.add(spec(
+            r#"{"match":{"proto":"tcp","dst_port":"10000"},"action":"bypass"}"#,
+        ))
+        .unwrap();
+        set.add(spec(r#"{"match":{"proto":"tcp"},"action":"drop"}"#))
+            .unwrap();
         let mut f = FlowFields {
             proto: 6,
             src: "198.18.0.1".parse().unwrap(),

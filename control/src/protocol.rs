@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Action, Ingress, Prefix, Protocol, Rule, RuleSpec};
+use crate::policy::{Action, FlowFields, Ingress, Prefix, Protocol, Rule, RuleSpec};
 use crate::stats::StatsSnapshot;
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -99,6 +99,21 @@ pub struct ExplainQuery {
     pub ingress: Ingress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+}
+
+impl ExplainQuery {
+    /// The flow this query describes, as the classifier sees it.
+    pub fn flow_fields(&self) -> FlowFields {
+        FlowFields {
+            proto: self.proto.0,
+            src: self.src.ip(),
+            dst: self.dst.ip(),
+            src_port: self.src.port(),
+            dst_port: self.dst.port(),
+            ingress: self.ingress,
+            vlan: self.vlan,
+        }
+    }
 }
 
 fn default_ingress() -> Ingress {
@@ -202,10 +217,15 @@ impl Response {
 /// of another release gets "unsupported version" rather than a parse error.
 pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
     if line.len() > MAX_MESSAGE_BYTES {
-        return Err(Response::error(None, ErrorCode::TooLarge, format!("request is longer than {MAX_MESSAGE_BYTES} bytes")));
+        return Err(Response::error(
+            None,
+            ErrorCode::TooLarge,
+            format!("request is longer than {MAX_MESSAGE_BYTES} bytes"),
+        ));
     }
-    let value: serde_json::Value = serde_json::from_slice(line)
-        .map_err(|e| Response::error(None, ErrorCode::BadRequest, format!("not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+        Response::error(None, ErrorCode::BadRequest, format!("not valid JSON: {e}"))
+    })?;
     let seq = value.get("seq").and_then(serde_json::Value::as_u64);
     match value.get("version").and_then(serde_json::Value::as_u64) {
         Some(v) if v == PROTOCOL_VERSION as u64 => {}
@@ -218,7 +238,13 @@ pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
         }
         None => return Err(Response::error(seq, ErrorCode::BadRequest, "the request has no \"version\" number")),
     }
-    serde_json::from_value(value).map_err(|e| Response::error(seq, ErrorCode::BadRequest, format!("not a valid request: {e}")))
+    serde_json::from_value(value).map_err(|e| {
+        Response::error(
+            seq,
+            ErrorCode::BadRequest,
+            format!("not a valid request: {e}"),
+        )
+    })
 }
 
 /// One line of JSON, newline included.
@@ -354,13 +380,19 @@ mod tests {
     fn requests_round_trip() {
         let ops = vec![
             Op::PolicyAdd {
-                rule: serde_json::from_str(r#"{"match":{"proto":"tcp","dst_port":10000},"action":"bypass"}"#).unwrap(),
+                rule: serde_json::from_str(
+                    r#"{"match":{"proto":"tcp","dst_port":10000},"action":"bypass"}"#,
+                )
+                .unwrap(),
                 position: None,
                 apply_existing: true,
             },
             Op::PolicyDelete { id: 4 },
             Op::PolicyList {},
-            Op::PolicyReplace { rules: vec![], apply_existing: false },
+            Op::PolicyReplace {
+                rules: vec![],
+                apply_existing: false,
+            },
             Op::PolicyCheck { rules: vec![] },
             Op::Explain(ExplainQuery {
                 proto: Protocol::TCP,
@@ -369,14 +401,27 @@ mod tests {
                 ingress: Ingress::Inside,
                 vlan: None,
             }),
-            Op::FlowsList { filter: FlowFilter { port: Some(5201), ..Default::default() }, page: 2, page_size: 50 },
-            Op::FlowsClear { filter: FlowFilter::default() },
+            Op::FlowsList {
+                filter: FlowFilter {
+                    port: Some(5201),
+                    ..Default::default()
+                },
+                page: 2,
+                page_size: 50,
+            },
+            Op::FlowsClear {
+                filter: FlowFilter::default(),
+            },
             Op::Stats {},
             Op::Health {},
             Op::Version {},
         ];
         for op in ops {
-            let req = Request { version: PROTOCOL_VERSION, seq: Some(9), op };
+            let req = Request {
+                version: PROTOCOL_VERSION,
+                seq: Some(9),
+                op,
+            };
             let line = encode(&req);
             assert_eq!(line.last(), Some(&b'\n'));
             assert_eq!(decode_request(&line[..line.len() - 1]).unwrap(), req);
@@ -386,9 +431,22 @@ mod tests {
     #[test]
     fn the_wire_form_is_what_socat_users_type() {
         let r = decode_request(br#"{"version":1,"op":"policy.add","rule":{"match":{"proto":"tcp","dst_port":"10000"},"action":"bypass"}}"#).unwrap();
-        assert!(matches!(r.op, Op::PolicyAdd { apply_existing: false, .. }));
+        assert!(matches!(
+            r.op,
+            Op::PolicyAdd {
+                apply_existing: false,
+                ..
+            }
+        ));
         let r = decode_request(br#"{"version":1,"op":"flows.list"}"#).unwrap();
-        assert_eq!(r.op, Op::FlowsList { filter: FlowFilter::default(), page: 0, page_size: 1000 });
+        assert_eq!(
+            r.op,
+            Op::FlowsList {
+                filter: FlowFilter::default(),
+                page: 0,
+                page_size: 1000
+            }
+        );
     }
 
     #[test]
@@ -396,13 +454,32 @@ mod tests {
         let code = |line: &[u8]| decode_request(line).unwrap_err().error.unwrap().code;
         assert_eq!(code(b"{not json"), ErrorCode::BadRequest);
         assert_eq!(code(br#"{"op":"stats"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(br#"{"version":2,"op":"stats"}"#), ErrorCode::UnsupportedVersion);
-        assert_eq!(code(br#"{"version":1,"op":"reboot"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(br#"{"version":1,"op":"policy.delete","id":"x"}"#), ErrorCode::BadRequest);
-        assert_eq!(code(br#"{"version":1,"op":"stats","surprise":1}"#), ErrorCode::BadRequest);
-        assert_eq!(code(&vec![b' '; MAX_MESSAGE_BYTES + 1]), ErrorCode::TooLarge);
+        assert_eq!(
+            code(br#"{"version":2,"op":"stats"}"#),
+            ErrorCode::UnsupportedVersion
+        );
+        assert_eq!(
+            code(br#"{"version":1,"op":"reboot"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(br#"{"version":1,"op":"policy.delete","id":"x"}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(br#"{"version":1,"op":"stats","surprise":1}"#),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(&vec![b' '; MAX_MESSAGE_BYTES + 1]),
+            ErrorCode::TooLarge
+        );
         let e = decode_request(br#"{"version":7,"seq":3,"op":"stats"}"#).unwrap_err();
-        assert_eq!(e.seq, Some(3), "the sequence number is echoed even on errors");
+        assert_eq!(
+            e.seq,
+            Some(3),
+            "the sequence number is echoed even on errors"
+        );
     }
 
     #[test]
@@ -412,6 +489,9 @@ mod tests {
         let back: Response = serde_json::from_slice(&line).unwrap();
         assert_eq!(back.into_result::<FlowsClearReply>().unwrap().cleared, 3);
         let e = Response::error(None, ErrorCode::NotFound, "no rule with id 9");
-        assert_eq!(e.into_result::<FlowsClearReply>().unwrap_err().code, ErrorCode::NotFound);
+        assert_eq!(
+            e.into_result::<FlowsClearReply>().unwrap_err().code,
+            ErrorCode::NotFound
+        );
     }
 }

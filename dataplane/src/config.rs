@@ -197,6 +197,51 @@ impl Default for StatsConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// What flows matching no rule get, per protocol. `proxy` is the full
+    /// TCP proxy (for other protocols, and until the proxy exists, tracked
+    /// pass-through); `bypass` is stateless pass-through.
+    pub default_tcp: tollgate_control::policy::Action,
+    pub default_udp: tollgate_control::policy::Action,
+    pub default_other: tollgate_control::policy::Action,
+    /// The policy is saved here on every change and restored at start-up.
+    /// Unset: policies live only as long as the process.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        use tollgate_control::policy::Action;
+        PolicyConfig {
+            default_tcp: Action::Proxy,
+            default_udp: Action::Bypass,
+            default_other: Action::Bypass,
+            state_file: Some(PathBuf::from("/var/lib/tollgate/policy.json")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The control socket (`tollgatectl --socket`); empty disables it.
+    pub socket: PathBuf,
+    /// Members of this group may use the socket besides root; the socket is
+    /// created root:GROUP, mode 0660. Empty: root only.
+    pub group: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: PathBuf::from("/run/tollgate/control.sock"),
+            group: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
@@ -214,6 +259,8 @@ pub struct Config {
     pub malformed: MalformedConfig,
     pub stats: StatsConfig,
     pub daemon: DaemonConfig,
+    pub policy: PolicyConfig,
+    pub control: ControlConfig,
 }
 
 impl Config {
@@ -375,6 +422,26 @@ impl Config {
         if self.stats.interval_secs == 0 {
             return Err(invalid("stats.interval_secs", "must be at least 1"));
         }
+        if !self.control.group.is_empty()
+            && !self
+                .control
+                .group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "control.group",
+                format!("{:?} is not a group name", self.control.group),
+            ));
+        }
+        if let Some(f) = &self.policy.state_file {
+            if f.as_os_str().is_empty() || f.file_name().is_none() {
+                return Err(invalid(
+                    "policy.state_file",
+                    format!("{} is not a file path", f.display()),
+                ));
+            }
+        }
         if self.eal.no_huge && self.eal.memory_mb == 0 {
             return Err(invalid("eal.memory_mb", "set it (e.g. 512) when eal.no_huge is on: without hugepages DPDK needs an explicit size"));
         }
@@ -388,6 +455,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// What flows matching no rule get, per protocol.
+    pub fn policy_defaults(&self) -> tollgate_control::protocol::PolicyDefaults {
+        tollgate_control::protocol::PolicyDefaults {
+            tcp: self.policy.default_tcp,
+            udp: self.policy.default_udp,
+            other: self.policy.default_other,
+        }
     }
 
     /// The EAL argument list this configuration implies.

@@ -15,15 +15,18 @@ pub enum DropReason {
     TxFull,
     /// The ring to the worker that owns the flow was full.
     HandoffFull,
+    /// The flow's policy says drop.
+    Policy,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::TableFull,
         DropReason::TxFull,
         DropReason::HandoffFull,
+        DropReason::Policy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +35,7 @@ impl DropReason {
             DropReason::TableFull => "table_full",
             DropReason::TxFull => "tx_full",
             DropReason::HandoffFull => "handoff_full",
+            DropReason::Policy => "policy",
         }
     }
 
@@ -86,7 +90,13 @@ impl WorkerCounters {
         self.drops[reason.index()] += frames;
     }
 
+    /// Frames dropped because something was wrong or full: every reason but
+    /// a policy's own drop, which is the operator's intent.
     pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
+        DropReason::ALL
+            .iter()
+            .filter(|r| **r != DropReason::Policy)
+            .map(|r| self.drops[r.index()])
+            .sum()
     }
 }

@@ -7,16 +7,22 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use crossbeam::channel::{bounded, Receiver};
+use crossbeam::channel::{bounded, Receiver, Sender};
 use dpdk::{MbufRing, Mempool, Port, PortConfig, Steering};
 use tollgate_control::{MempoolStats, StatsSnapshot};
 
 use crate::config::Config;
 use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
+use crate::policy::{CompiledPolicy, PolicyBoard};
 use crate::stats::{port_counters, snapshot, SnapshotInputs};
 use crate::steering::SplitAudit;
-use crate::worker::{Worker, WorkerReport};
+use crate::worker::{Worker, WorkerCommand, WorkerReport};
+use tollgate_control::protocol::RuleHits;
+
+/// Commands waiting per worker; a full queue means the worker is stuck, and
+/// the control plane says so rather than wait.
+const COMMAND_QUEUE: usize = 8;
 
 /// Slots in each worker-to-worker handoff ring.
 const HANDOFF_RING_SLOTS: u32 = 4096;
@@ -26,6 +32,7 @@ struct RunningWorker {
     core: Option<usize>,
     thread: Option<JoinHandle<WorkerReport>>,
     report: Arc<Mutex<WorkerReport>>,
+    commands: Sender<WorkerCommand>,
 }
 
 /// The running data plane.
@@ -38,6 +45,7 @@ pub struct Dataplane {
     steering: Steering,
     pool: Arc<Mempool>,
     started: Instant,
+    board: Arc<PolicyBoard>,
 }
 
 pub fn flow_table_config(config: &Config) -> FlowTableConfig {
@@ -64,6 +72,7 @@ impl Dataplane {
         config: &Config,
         port_ids: [u16; 2],
         pool: Arc<Mempool>,
+        policy: CompiledPolicy,
     ) -> anyhow::Result<Dataplane> {
         let workers = config.workers.cores.len();
         let queues = u16::try_from(workers).context("too many workers")?;
@@ -121,6 +130,7 @@ impl Dataplane {
         }
 
         let running = Arc::new(AtomicBool::new(true));
+        let board = Arc::new(PolicyBoard::new(policy, workers));
         let (audit_tx, audit_rx) = bounded(1024);
         let idle_sleep = (config.workers.idle_sleep_us > 0)
             .then(|| Duration::from_micros(config.workers.idle_sleep_us));
@@ -144,15 +154,19 @@ impl Dataplane {
         for (id, ((in_rxq, in_txq), (out_rxq, out_txq))) in queue_sets.drain(..).enumerate() {
             let core = config.workers.cores[id];
             let report = Arc::new(Mutex::new(WorkerReport::default()));
+            let (command_tx, command_rx) = bounded(COMMAND_QUEUE);
             let worker = Worker {
                 id,
                 core: Some(core),
-                pipeline: Pipeline::new(PipelineConfig {
-                    flows: flow_table_config(config),
-                    malformed: config.malformed.action,
-                    on_table_full: config.flows.on_full,
-                    audit_new_flows: workers > 1,
-                }),
+                pipeline: Pipeline::new(
+                    PipelineConfig {
+                        flows: flow_table_config(config),
+                        malformed: config.malformed.action,
+                        on_table_full: config.flows.on_full,
+                        audit_new_flows: workers > 1,
+                    },
+                    board.current(),
+                ),
                 rx: [in_rxq, out_rxq],
                 tx: [in_txq, out_txq],
                 port_ids: [inside.id(), outside.id()],
@@ -168,6 +182,8 @@ impl Dataplane {
                 running: running.clone(),
                 report: report.clone(),
                 audit: (workers > 1).then(|| audit_tx.clone()),
+                policy: board.clone(),
+                commands: command_rx,
             };
             let pin = available.contains(&core);
             let thread = std::thread::Builder::new()
@@ -189,6 +205,7 @@ impl Dataplane {
                 core: Some(core),
                 thread: Some(thread),
                 report,
+                commands: command_tx,
             });
         }
 
@@ -202,7 +219,61 @@ impl Dataplane {
             steering,
             pool,
             started: Instant::now(),
+            board,
         })
+    }
+
+    /// Where new policies are published to the workers.
+    pub fn board(&self) -> &Arc<PolicyBoard> {
+        &self.board
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Sends a command to every worker and collects the replies, waiting at
+    /// most `timeout` in all. A worker that does not answer in time (or whose
+    /// queue is full) is left out: the result says how many answered.
+    pub fn ask_workers<T>(
+        &self,
+        timeout: Duration,
+        command: impl Fn(Sender<T>) -> WorkerCommand,
+    ) -> Vec<Option<T>> {
+        let deadline = Instant::now() + timeout;
+        let pending: Vec<_> = self
+            .workers
+            .iter()
+            .map(|w| {
+                let (tx, rx) = bounded(1);
+                w.commands.try_send(command(tx)).ok().map(|_| rx)
+            })
+            .collect();
+        pending
+            .into_iter()
+            .map(|rx| rx.and_then(|rx| rx.recv_deadline(deadline).ok()))
+            .collect()
+    }
+
+    /// Hit counters per rule id, summed over workers as last published.
+    pub fn rule_hits(&self) -> Vec<RuleHits> {
+        let mut total: Vec<RuleHits> = Vec::new();
+        for w in &self.workers {
+            let report = w.report.lock().unwrap_or_else(|e| e.into_inner());
+            if total.len() < report.hits.len() {
+                total.resize(report.hits.len(), RuleHits::default());
+            }
+            for (t, h) in total.iter_mut().zip(&report.hits) {
+                t.flows += h.flows;
+                t.packets += h.packets;
+                t.bytes += h.bytes;
+            }
+        }
+        total
     }
 
     pub fn steering(&self) -> Steering {
@@ -245,9 +316,15 @@ impl Dataplane {
         })
     }
 
-    /// The counters as the workers last published them.
+    /// The counters as the workers last published them, after checking the
+    /// flows they reported.
     pub fn snapshot(&mut self) -> StatsSnapshot {
         self.poll_audit();
+        self.snapshot_now()
+    }
+
+    /// The counters as the workers last published them.
+    pub fn snapshot_now(&self) -> StatsSnapshot {
         let reports: Vec<_> = self
             .workers
             .iter()

@@ -3,11 +3,14 @@
 //! and `daemon` drive it with DPDK.
 
 pub mod config;
+pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod flow;
+pub mod flow_view;
 pub mod parse;
 pub mod pipeline;
+pub mod policy;
 pub mod stats;
 pub mod steering;
 pub mod synth;

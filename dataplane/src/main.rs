@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use dpdk::{Eal, Mempool, Port};
 use tollgate::config::{device_name, parse_core_list, Config, FrameAction};
+use tollgate::control::{ControlPlane, ToMainThread};
 use tollgate::daemon::Dataplane;
 use tollgate::pipeline::PortSide;
 use tollgate::stats;
+use tollgate_control::server::{ControlServer, SocketAccess};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -24,7 +26,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// the capabilities DPDK needs). SIGINT or SIGTERM stops it cleanly: it
 /// prints final counters and exits 0.
 #[derive(Parser, Debug)]
-#[command(name = "tollgate", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "tollgate",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    args_override_self = true
+)]
 struct Cli {
     /// TOML configuration file.
     #[arg(short, long, value_name = "FILE")]
@@ -101,7 +110,21 @@ struct Cli {
     #[arg(long, value_name = "SECS")]
     stats_interval: Option<u64>,
 
-    /// Check the configuration and exit (0 if valid) without touching DPDK.
+    /// The control socket for tollgatectl; "" disables it. [control.socket]
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<std::ffi::OsString>,
+
+    /// Group whose members may use the control socket besides root. [control.group]
+    #[arg(long, value_name = "NAME")]
+    control_group: Option<String>,
+
+    /// Where the policy is saved and restored from; "" keeps it in memory
+    /// only. [policy.state_file]
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<std::ffi::OsString>,
+
+    /// Check the configuration (and the saved policy) and exit, 0 if valid,
+    /// without touching DPDK.
     #[arg(long)]
     check: bool,
 }
@@ -162,6 +185,15 @@ impl Cli {
         if let Some(v) = self.stats_interval {
             c.stats.interval_secs = v;
         }
+        if let Some(v) = self.control_socket {
+            c.control.socket = PathBuf::from(v);
+        }
+        if let Some(v) = self.control_group {
+            c.control.group = v;
+        }
+        if let Some(v) = self.state_file {
+            c.policy.state_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
     }
 }
 
@@ -191,10 +223,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|c| c.id)
         .collect();
     config.validate(&available)?;
+    let mut control =
+        ControlPlane::restore(config.policy_defaults(), config.policy.state_file.clone())?;
     if check_only {
-        println!("tollgate: configuration is valid");
+        println!(
+            "tollgate: configuration is valid; {} policy rules{}",
+            control.policy_set().rules.len(),
+            config
+                .policy
+                .state_file
+                .as_ref()
+                .map(|f| format!(" in {}", f.display()))
+                .unwrap_or_default()
+        );
         return Ok(());
     }
+    // Bind before touching DPDK: a second daemon on the same socket should
+    // fail here, not after taking the ports.
+    let server = if config.control.socket.as_os_str().is_empty() {
+        None
+    } else {
+        let access = SocketAccess {
+            mode: 0o660,
+            group: (!config.control.group.is_empty()).then(|| config.control.group.clone()),
+        };
+        Some(
+            ControlServer::bind(&config.control.socket, &access).map_err(|e| {
+                anyhow::anyhow!("control.socket {}: {e}", config.control.socket.display())
+            })?,
+        )
+    };
 
     // Signals first: a SIGTERM during start-up must still stop us cleanly.
     let stop = Arc::new(AtomicBool::new(false));
@@ -227,7 +285,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ids[side.index()] = Port::lookup(device_name(dev))
             .map_err(|e| anyhow::anyhow!("ports.{}: {e}", side.name()))?;
     }
-    let mut dataplane = Dataplane::start(&config, ids, pool)?;
+    let mut dataplane = Dataplane::start(&config, ids, pool, control.compiled())?;
+    // The control plane (this thread) answers operators and confirms policy
+    // changes; on a core of its own it does so in microseconds. Sharing every
+    // core with busy-polling workers, each step waits for a scheduler slice.
+    let spare: Vec<usize> = available
+        .iter()
+        .copied()
+        .filter(|c| !config.workers.cores.contains(c))
+        .collect();
+    match spare.first() {
+        Some(&core) => {
+            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+        }
+        None if config.workers.idle_sleep_us == 0 => eprintln!(
+            "tollgate: warning: every CPU runs a busy-polling worker; the control plane and the rest of the host share them (policy changes take milliseconds to confirm). Leave a core free, or set workers.idle_sleep_us."
+        ),
+        None => {}
+    }
+    let (request_tx, request_rx) = crossbeam::channel::bounded(64);
+    let server = server.map(|s| {
+        s.serve(Arc::new(ToMainThread {
+            requests: request_tx,
+        }))
+    });
     for side in PortSide::BOTH {
         let p = dataplane.port(side);
         let link = p.link();
@@ -248,6 +329,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         dataplane.steering(),
         Eal::version()
     );
+    if let Some(s) = &server {
+        eprintln!(
+            "tollgate: control socket {} ({} policy rules restored)",
+            s.path().display(),
+            control.policy_set().rules.len()
+        );
+    }
     if let Some(pid_file) = &config.daemon.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .map_err(|e| anyhow::anyhow!("daemon.pid_file {}: {e}", pid_file.display()))?;
@@ -256,7 +344,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let interval = Duration::from_secs(config.stats.interval_secs);
     let mut last_stats = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        if let Ok((request, uid, reply)) = request_rx.recv_timeout(Duration::from_millis(50)) {
+            let _ = reply.send(control.handle(request, uid, &dataplane));
+        }
         dataplane.poll_audit();
         if let Some(file) = &config.stats.file {
             if last_stats.elapsed() >= interval {
@@ -269,6 +359,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     eprintln!("tollgate: stopping");
+    if let Some(s) = server {
+        s.shutdown();
+    }
     let final_stats = dataplane.stop()?;
     eprint!("{}", final_stats.render_table());
     if let Some(file) = &config.stats.file {

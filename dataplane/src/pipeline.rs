@@ -1,10 +1,17 @@
 //! The per-frame decision, free of I/O: parse, steer, track the flow, and
 //! say what to do with the frame. The DPDK worker is a thin loop around it.
 
+use std::sync::Arc;
+
+use tollgate_control::protocol::RuleHits;
+
 use crate::config::FrameAction;
 use crate::counters::{DropReason, WorkerCounters};
-use crate::flow::{FlowKey, FlowTable, FlowTableConfig, Observation, PacketMeta};
+use crate::flow::{
+    FlowEntry, FlowKey, FlowMode, FlowTable, FlowTableConfig, Observation, PacketMeta,
+};
 use crate::parse::parse_frame;
+use crate::policy::{flow_fields, CompiledPolicy};
 
 /// Which of the two ports a frame came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +57,24 @@ pub enum Verdict {
     HandOff(usize),
 }
 
+/// The classification fields of a live flow, initiator first.
+pub fn entry_fields(e: &FlowEntry) -> tollgate_control::policy::FlowFields {
+    let (src, dst) = e.key().endpoints(e.initiator());
+    tollgate_control::policy::FlowFields {
+        proto: e.key().protocol(),
+        src: src.ip(),
+        dst: dst.ip(),
+        src_port: src.port(),
+        dst_port: dst.port(),
+        ingress: if e.ingress() == PortSide::Outside as u8 {
+            tollgate_control::policy::Ingress::Outside
+        } else {
+            tollgate_control::policy::Ingress::Inside
+        },
+        vlan: e.vlan(),
+    }
+}
+
 /// Software steering: this worker's index among `workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Steer {
@@ -68,6 +93,9 @@ pub struct PipelineConfig {
 
 pub struct Pipeline {
     flows: FlowTable,
+    policy: Arc<CompiledPolicy>,
+    /// Per rule id: flows classified, and their packets and bytes since.
+    hits: Vec<RuleHits>,
     malformed: FrameAction,
     on_table_full: FrameAction,
     audit_new_flows: bool,
@@ -76,9 +104,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: PipelineConfig) -> Pipeline {
+    pub fn new(config: PipelineConfig, policy: Arc<CompiledPolicy>) -> Pipeline {
         Pipeline {
             flows: FlowTable::new(config.flows),
+            hits: vec![RuleHits::default(); policy.rule_slots],
+            policy,
             malformed: config.malformed,
             on_table_full: config.on_table_full,
             audit_new_flows: config.audit_new_flows,
@@ -140,22 +170,41 @@ impl Pipeline {
             tcp_flags: ip.tcp_flags,
             ingress: ingress as u8,
         };
-        match self.flows.observe(&meta, now_ms) {
-            Observation::Existing(_) => Verdict::Forward(egress),
-            Observation::Created(_) => {
+        let policy = &self.policy;
+        let vlan = summary.vlan;
+        let entry = match self.flows.observe_with(&meta, now_ms, |e| {
+            let d = policy.decide(&flow_fields(&ip, ingress, vlan));
+            e.classify(d.mode, d.rule, d.idle_timeout_s);
+            e.set_vlan(vlan);
+        }) {
+            Observation::Existing(entry) => entry,
+            Observation::Created(entry) => {
                 self.counters.flows_created += 1;
                 if self.audit_new_flows {
                     self.new_flows.push(key);
                 }
-                Verdict::Forward(egress)
+                if let Some(h) = self.hits.get_mut(entry.rule() as usize) {
+                    h.flows += 1;
+                }
+                entry
             }
             Observation::Full => {
                 self.counters.flows_table_full += 1;
-                match self.on_table_full {
+                return match self.on_table_full {
                     FrameAction::Forward => Verdict::Forward(egress),
                     FrameAction::Drop => Verdict::Drop(DropReason::TableFull),
-                }
+                };
             }
+        };
+        if entry.rule() != 0 {
+            if let Some(h) = self.hits.get_mut(entry.rule() as usize) {
+                h.packets += 1;
+                h.bytes += frame.len() as u64;
+            }
+        }
+        match entry.mode() {
+            FlowMode::Drop => Verdict::Drop(DropReason::Policy),
+            FlowMode::Proxy | FlowMode::Bypass => Verdict::Forward(egress),
         }
     }
 
@@ -177,6 +226,46 @@ impl Pipeline {
         &self.flows
     }
 
+    pub fn flows_mut(&mut self) -> &mut FlowTable {
+        &mut self.flows
+    }
+
+    pub fn policy(&self) -> &Arc<CompiledPolicy> {
+        &self.policy
+    }
+
+    /// Switches to a new policy generation. New flows are classified by it;
+    /// live flows keep their mode unless [`Pipeline::reclassify`] runs.
+    pub fn set_policy(&mut self, policy: Arc<CompiledPolicy>) {
+        if self.hits.len() < policy.rule_slots {
+            self.hits.resize(policy.rule_slots, RuleHits::default());
+        }
+        self.policy = policy;
+    }
+
+    /// Applies the current policy to every live flow, as if each were new;
+    /// returns how many changed mode or rule.
+    pub fn reclassify(&mut self) -> u64 {
+        let policy = &self.policy;
+        let hits = &mut self.hits;
+        self.flows.update_all(|e| {
+            let d = policy.decide(&entry_fields(e));
+            if d.mode == e.mode() && d.rule == e.rule() && d.idle_timeout_s == e.idle_timeout_s() {
+                return false;
+            }
+            e.classify(d.mode, d.rule, d.idle_timeout_s);
+            if let Some(h) = hits.get_mut(d.rule as usize) {
+                h.flows += 1;
+            }
+            true
+        }) as u64
+    }
+
+    /// Per rule id: hit counters.
+    pub fn hits(&self) -> &[RuleHits] {
+        &self.hits
+    }
+
     /// The flow key of an IP frame, for tests and tools.
     pub fn key_of(frame: &[u8]) -> Option<FlowKey> {
         let ip = parse_frame(frame).ok()?.ip?;
@@ -190,16 +279,32 @@ mod tests {
     use super::*;
     use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 
+    fn policy(rules: &[&str]) -> Arc<CompiledPolicy> {
+        let mut set = tollgate_control::policy::PolicySet::default();
+        for r in rules {
+            set.add(serde_json::from_str(r).unwrap()).unwrap();
+        }
+        let defaults = tollgate_control::protocol::PolicyDefaults {
+            tcp: tollgate_control::policy::Action::Proxy,
+            udp: tollgate_control::policy::Action::Bypass,
+            other: tollgate_control::policy::Action::Bypass,
+        };
+        Arc::new(CompiledPolicy::compile(&set, defaults, 1))
+    }
+
     fn pipeline(capacity: usize, malformed: FrameAction, on_full: FrameAction) -> Pipeline {
-        Pipeline::new(PipelineConfig {
-            flows: FlowTableConfig {
-                capacity,
-                ..FlowTableConfig::default()
+        Pipeline::new(
+            PipelineConfig {
+                flows: FlowTableConfig {
+                    capacity,
+                    ..FlowTableConfig::default()
+                },
+                malformed,
+                on_table_full: on_full,
+                audit_new_flows: true,
             },
-            malformed,
-            on_table_full: on_full,
-            audit_new_flows: true,
-        })
+            policy(&[]),
+        )
     }
 
     fn flow(port: u16) -> Addressing {
@@ -373,5 +478,92 @@ mod tests {
         assert_eq!(p.flows().len(), 1);
         let entry = p.flows().iter().next().unwrap();
         assert_eq!(entry.hash(), FlowTable::spread_hash(0xabcd_1234));
+    }
+
+    #[test]
+    fn new_flows_take_their_rule_and_count_its_hits_and_drop_rules_drop() {
+        let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        p.set_policy(policy(&[
+            r#"{"match":{"proto":"tcp","dst_port":10000},"action":"bypass","name":"ctcp"}"#,
+            r#"{"match":{"proto":"tcp","dst_port":22},"action":"drop"}"#,
+        ]));
+        let ctcp = Addressing::new(
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.0.2:10000".parse().unwrap(),
+        );
+        // Picked up mid-stream: no SYN needed for a bypass rule.
+        let data = synth::tcp(
+            &ctcp,
+            TcpHeader {
+                flags: TCP_ACK,
+                ..Default::default()
+            },
+            b"esp",
+        );
+        assert_eq!(
+            p.handle(&data, PortSide::Inside, None, None, 0),
+            Verdict::Forward(PortSide::Outside)
+        );
+        assert_eq!(
+            p.handle(&data, PortSide::Inside, None, None, 1),
+            Verdict::Forward(PortSide::Outside)
+        );
+        let e = p.flows().iter().next().unwrap();
+        assert_eq!((e.mode(), e.rule()), (FlowMode::Bypass, 1));
+        assert_eq!(p.hits()[1].flows, 1);
+        assert_eq!(p.hits()[1].packets, 2);
+        assert_eq!(p.hits()[1].bytes, 2 * data.len() as u64);
+
+        let ssh = Addressing::new(
+            "198.18.0.1:40001".parse().unwrap(),
+            "198.18.0.2:22".parse().unwrap(),
+        );
+        assert_eq!(
+            p.handle(&syn(&ssh), PortSide::Inside, None, None, 2),
+            Verdict::Drop(DropReason::Policy)
+        );
+        assert_eq!(
+            p.counters.total_drops(),
+            0,
+            "a policy drop is intent, not loss"
+        );
+
+        let web = flow(5000);
+        p.handle(&syn(&web), PortSide::Inside, None, None, 3);
+        let e = p.flows().iter().find(|e| e.rule() == 0).unwrap();
+        assert_eq!(e.mode(), FlowMode::Proxy, "the default for tcp");
+    }
+
+    #[test]
+    fn a_new_policy_reaches_live_flows_only_when_reclassified() {
+        let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        let a = Addressing::new(
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.0.2:5201".parse().unwrap(),
+        );
+        p.handle(&syn(&a), PortSide::Inside, None, None, 0);
+        p.set_policy(policy(&[
+            r#"{"match":{"proto":"tcp","dst_port":"5201"},"action":"bypass"}"#,
+        ]));
+        let reply = synth::tcp(
+            &a.reversed(),
+            TcpHeader {
+                flags: TCP_SYN | TCP_ACK,
+                ..Default::default()
+            },
+            b"",
+        );
+        p.handle(&reply, PortSide::Outside, None, None, 1);
+        assert_eq!(
+            p.flows().iter().next().unwrap().mode(),
+            FlowMode::Proxy,
+            "as on the ASA: new flows only"
+        );
+        assert_eq!(p.reclassify(), 1);
+        let e = p.flows().iter().next().unwrap();
+        assert_eq!((e.mode(), e.rule()), (FlowMode::Bypass, 1));
+        // The reply direction is classified as the initiator saw it.
+        assert_eq!(p.reclassify(), 0, "nothing left to change");
+        assert_eq!(p.hits()[1].flows, 1);
     }
 }

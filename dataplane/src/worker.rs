@@ -7,14 +7,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam::channel::Sender;
+use crossbeam::channel::{Receiver, Sender};
 use dpdk::{
     prefetch, tsc, tsc_hz, Burst, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_SIZE,
 };
+use tollgate_control::protocol::{FlowFilter, FlowView, RuleHits};
 
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::FlowKey;
+use crate::flow_view;
 use crate::pipeline::{Pipeline, PortSide, Steer, Verdict};
+use crate::policy::PolicyBoard;
+
+/// Requests from the control plane, answered between bursts. The queue is
+/// bounded and the control plane waits with a timeout, so neither side can
+/// stall the other.
+pub enum WorkerCommand {
+    /// Flows matching the filter: how many, and the first `limit` of them.
+    ListFlows {
+        filter: FlowFilter,
+        limit: usize,
+        reply: Sender<(u64, Vec<FlowView>)>,
+    },
+    /// Removes the flows matching the filter; replies with how many.
+    ClearFlows {
+        filter: FlowFilter,
+        reply: Sender<u64>,
+    },
+    /// Applies the current policy to live flows; replies with how many changed.
+    Reclassify { reply: Sender<u64> },
+    /// Proves the worker is polling.
+    Ping { reply: Sender<()> },
+}
 
 /// How far ahead of the frame being decided its successors' headers are
 /// prefetched: far enough to hide a memory access, near enough to stay in L1.
@@ -32,6 +56,8 @@ pub struct WorkerReport {
     pub counters: WorkerCounters,
     pub flows_active: usize,
     pub flow_capacity: usize,
+    /// Per rule id.
+    pub hits: Vec<RuleHits>,
 }
 
 /// Everything one worker needs; moved onto its thread.
@@ -56,6 +82,8 @@ pub struct Worker {
     pub running: Arc<AtomicBool>,
     pub report: Arc<Mutex<WorkerReport>>,
     pub audit: Option<Sender<(u16, Vec<FlowKey>)>>,
+    pub policy: Arc<PolicyBoard>,
+    pub commands: Receiver<WorkerCommand>,
 }
 
 /// Frames waiting to leave, per port and per other worker.
@@ -101,6 +129,16 @@ impl Worker {
                 }
             }
             self.flush(&mut out);
+
+            if let Some(policy) = self
+                .policy
+                .update(self.id, self.pipeline.policy().generation)
+            {
+                self.pipeline.set_policy(policy);
+            }
+            while let Ok(command) = self.commands.try_recv() {
+                self.execute(command, now_ms);
+            }
 
             if now_ms != last_ms {
                 last_ms = now_ms;
@@ -263,11 +301,49 @@ impl Worker {
         }
     }
 
+    fn execute(&mut self, command: WorkerCommand, now_ms: u64) {
+        // A control plane that gave up waiting has dropped its receiver; the
+        // failed send is of no consequence.
+        match command {
+            WorkerCommand::ListFlows {
+                filter,
+                limit,
+                reply,
+            } => {
+                let mut total = 0u64;
+                let mut flows = Vec::new();
+                for e in self.pipeline.flows().iter() {
+                    if flow_view::matches(&filter, e) {
+                        total += 1;
+                        if flows.len() < limit {
+                            flows.push(flow_view::view(self.id as u16, e, now_ms));
+                        }
+                    }
+                }
+                let _ = reply.send((total, flows));
+            }
+            WorkerCommand::ClearFlows { filter, reply } => {
+                let removed = self
+                    .pipeline
+                    .flows_mut()
+                    .remove_where(|e| flow_view::matches(&filter, e));
+                let _ = reply.send(removed as u64);
+            }
+            WorkerCommand::Reclassify { reply } => {
+                let _ = reply.send(self.pipeline.reclassify());
+            }
+            WorkerCommand::Ping { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
     fn snapshot(&self) -> WorkerReport {
         WorkerReport {
             counters: self.pipeline.counters.clone(),
             flows_active: self.pipeline.flows().len(),
             flow_capacity: self.pipeline.flows().capacity(),
+            hits: self.pipeline.hits().to_vec(),
         }
     }
 
@@ -280,9 +356,14 @@ impl Worker {
                 let _ = audit.try_send((self.id as u16, keys));
             }
         }
-        // Never wait for the main thread: if it holds the lock, publish next time.
+        // Never wait for the main thread: if it holds the lock, publish next
+        // time. Copy into the published buffers to reuse their allocations.
         if let Ok(mut report) = self.report.try_lock() {
-            *report = self.snapshot();
+            report.counters.clone_from(&self.pipeline.counters);
+            report.flows_active = self.pipeline.flows().len();
+            report.flow_capacity = self.pipeline.flows().capacity();
+            report.hits.clear();
+            report.hits.extend_from_slice(self.pipeline.hits());
         }
     }
 }

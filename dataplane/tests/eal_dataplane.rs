@@ -10,9 +10,15 @@ use std::time::{Duration, Instant};
 use dpdk::{Burst, Eal, MbufRing, Mempool, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
+use tollgate::policy::CompiledPolicy;
 use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate_control::policy::PolicySet;
 
 const FLOWS: u16 = 300;
+
+fn no_rules(config: &Config) -> CompiledPolicy {
+    CompiledPolicy::compile(&PolicySet::default(), config.policy_defaults(), 1)
+}
 
 struct Rings {
     rx: Vec<Arc<MbufRing>>,
@@ -104,7 +110,13 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
     config.validate(&[]).unwrap();
 
     let baseline = pool.in_use();
-    let mut dp = Dataplane::start(&config, [inside.id, outside.id], pool.clone()).unwrap();
+    let mut dp = Dataplane::start(
+        &config,
+        [inside.id, outside.id],
+        pool.clone(),
+        no_rules(&config),
+    )
+    .unwrap();
     assert_eq!(
         dp.steering(),
         dpdk::Steering::Software,
@@ -276,7 +288,13 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
     config.ports.inside = inside.name.clone();
     config.ports.outside = outside.name.clone();
     config.workers.cores = vec![0];
-    let mut dp = Dataplane::start(&config, [inside.id, outside.id], pool.clone()).unwrap();
+    let mut dp = Dataplane::start(
+        &config,
+        [inside.id, outside.id],
+        pool.clone(),
+        no_rules(&config),
+    )
+    .unwrap();
     let a = Addressing::new(
         "198.18.0.1:1000".parse().unwrap(),
         "198.18.1.2:80".parse().unwrap(),

@@ -28,6 +28,8 @@ LAB_PID_FILE=$LAB_STATE/tollgate.pid
 LAB_LOG=$LAB_STATE/tollgate.log
 LAB_STATS=$LAB_STATE/stats.json
 LAB_CONTROL_SOCKET=$LAB_STATE/control.sock
+LAB_POLICY=$LAB_STATE/policy.json  # the lab's policy lives and dies with the lab
+LAB_IDLE_SLEEP_US=20              # when the workers take every CPU (see 'lab up')
 LAB_LOSS_TABLE=tollgate_lab_loss  # nftables table (family inet) inside a namespace
 
 # lab_ns client|server -> namespace name

@@ -26,20 +26,33 @@ impl Direction {
     }
 }
 
-/// How the data plane handles the flow's packets.
+/// How the data plane handles the flow's packets, as its policy decided.
 ///
-/// A mode's own state goes in its variant, so changing mode cannot leave
-/// another mode's state behind. The entry's first cache line has eight bytes
-/// left for `mode`, and the layout test fails if it outgrows them: `Proxy(u32)`
-/// (an index into the worker's proxy slab) fits; a `Bypass` carrying a
-/// sequence offset per direction (12 bytes with the tag) would need the hash
-/// moved to the second line, which costs little: the probe can compare keys
-/// alone, and only a rehash reads the stored hash.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The first cache line has room for the mode and the classifying rule's id
+/// (the layout test holds it there). A mode that later carries state of its
+/// own (sequence offsets for a flow moved from proxy to bypass, a proxy slab
+/// index) goes in the second line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum FlowMode {
-    /// Forwarded as it came, with nothing but counters and TCP phase kept.
+    /// The default for TCP: the full proxy. Until the proxy exists, tracked
+    /// pass-through (counters and TCP phase kept, frames unchanged).
+    Proxy,
+    /// Stateless pass-through: forwarded untouched, no TCP state enforced.
     #[default]
-    PassThrough,
+    Bypass,
+    /// Every frame dropped and counted.
+    Drop,
+}
+
+impl FlowMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowMode::Proxy => "proxy",
+            FlowMode::Bypass => "bypass",
+            FlowMode::Drop => "drop",
+        }
+    }
 }
 
 /// Where a TCP flow is in its life, as far as idle expiry cares.
@@ -163,11 +176,19 @@ pub struct FlowEntry {
     hash: u64,
     last_seen_ms: u64,
     mode: FlowMode,
-    // From here on, the second line (once `mode` has state).
+    /// The policy rule that classified the flow; 0 for the protocol default.
+    rule: u32,
+    // Second line.
     packets: [u64; 2],
     bytes: [u64; 2],
     first_seen_ms: u64,
     pub(crate) timer: TimerHandle,
+    /// The rule's idle timeout, replacing the protocol's while the flow is
+    /// open (0: none). Closing and closed TCP flows keep their short timeouts.
+    idle_timeout_s: u32,
+    /// Outer VLAN id of the first frame (0: untagged), so the flow can be
+    /// classified again when the policy changes.
+    vlan: u16,
     ingress: u8,
 }
 
@@ -186,11 +207,14 @@ impl FlowEntry {
             initiator: pkt.orientation,
             hash: pkt.hash,
             last_seen_ms: now_ms,
-            mode: FlowMode::PassThrough,
+            mode: FlowMode::Bypass,
+            rule: 0,
             packets: [1, 0],
             bytes: [u64::from(pkt.len), 0],
             first_seen_ms: now_ms,
             timer,
+            idle_timeout_s: 0,
+            vlan: 0,
             ingress: pkt.ingress,
         }
     }
@@ -233,6 +257,30 @@ impl FlowEntry {
 
     pub fn set_mode(&mut self, mode: FlowMode) {
         self.mode = mode;
+    }
+
+    /// Records the policy decision: mode, the rule that made it (0 for the
+    /// protocol default) and the rule's idle timeout (0 for none).
+    pub fn classify(&mut self, mode: FlowMode, rule: u32, idle_timeout_s: u32) {
+        self.mode = mode;
+        self.rule = rule;
+        self.idle_timeout_s = idle_timeout_s;
+    }
+
+    pub fn rule(&self) -> u32 {
+        self.rule
+    }
+
+    pub fn idle_timeout_s(&self) -> u32 {
+        self.idle_timeout_s
+    }
+
+    pub fn set_vlan(&mut self, vlan: Option<u16>) {
+        self.vlan = vlan.unwrap_or(0);
+    }
+
+    pub fn vlan(&self) -> Option<u16> {
+        (self.vlan != 0).then_some(self.vlan)
     }
 
     /// The orientation of the flow's first packet: the initiator's, unless the
@@ -284,7 +332,14 @@ impl FlowEntry {
 
     /// When the flow expires if no further packet comes.
     pub fn deadline_ms(&self, timeouts: &FlowTimeouts) -> u64 {
-        let idle = timeouts.idle_ms(self.key.protocol(), self.tcp.phase());
+        let phase = self.tcp.phase();
+        let idle = match phase {
+            TcpPhase::Closing | TcpPhase::Closed if self.key.protocol() == TCP => {
+                timeouts.idle_ms(self.key.protocol(), phase)
+            }
+            _ if self.idle_timeout_s > 0 => u64::from(self.idle_timeout_s) * 1000,
+            _ => timeouts.idle_ms(self.key.protocol(), phase),
+        };
         self.last_seen_ms.saturating_add(idle)
     }
 }
@@ -304,14 +359,13 @@ mod tests {
             ("hash", offset_of!(FlowEntry, hash) + 8),
             ("last_seen", offset_of!(FlowEntry, last_seen_ms) + 8),
             ("mode", offset_of!(FlowEntry, mode) + size_of::<FlowMode>()),
+            ("rule", offset_of!(FlowEntry, rule) + 4),
             ("tcp", offset_of!(FlowEntry, tcp) + 1),
             ("initiator", offset_of!(FlowEntry, initiator) + 1),
         ] {
             assert!(end <= 64, "{field} ends at byte {end}, past the first line");
         }
-        // `FlowMode` is zero-sized while it has one variant; the first line
-        // keeps eight bytes for the state later modes will carry.
-        assert!(offset_of!(FlowEntry, mode) <= 56);
+        assert_eq!(size_of::<FlowMode>(), 1);
     }
 
     #[test]

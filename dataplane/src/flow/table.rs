@@ -166,7 +166,7 @@ pub struct PacketMeta {
 #[derive(Debug)]
 pub enum Observation<'a> {
     Existing(&'a mut FlowEntry),
-    /// A new flow, already counted, in `FlowMode::PassThrough` until the
+    /// A new flow, already counted, in `FlowMode::Bypass` until the
     /// worker classifies it.
     Created(&'a mut FlowEntry),
     /// A new flow, and no room for it: the table is at capacity. Existing
@@ -227,6 +227,18 @@ impl FlowTable {
     /// out for itself.
     #[inline]
     pub fn observe(&mut self, pkt: &PacketMeta, now_ms: u64) -> Observation<'_> {
+        self.observe_with(pkt, now_ms, |_| {})
+    }
+
+    /// `observe`, letting the caller classify a new flow before its idle
+    /// timer is set, so a policy's own idle timeout counts from the start.
+    #[inline]
+    pub fn observe_with(
+        &mut self,
+        pkt: &PacketMeta,
+        now_ms: u64,
+        classify: impl FnOnce(&mut FlowEntry),
+    ) -> Observation<'_> {
         let hash = pkt.hash;
         match self
             .flows
@@ -259,13 +271,45 @@ impl FlowTable {
                 let Some(timer) = self.wheel.allocate(hash) else {
                     return Observation::Full;
                 };
-                let entry = FlowEntry::new(pkt, now_ms, timer);
+                let mut entry = FlowEntry::new(pkt, now_ms, timer);
+                classify(&mut entry);
                 self.wheel
                     .schedule(timer, entry.deadline_ms(&self.timeouts));
                 let entry = flows.insert_unique(hash, entry, FlowEntry::hash).into_mut();
                 Observation::Created(entry)
             }
         }
+    }
+
+    /// Lets `update` change every flow (a new policy applied to live flows);
+    /// returns how many it changed. A changed flow's idle timer is set anew,
+    /// since its timeout may have changed. Visits the whole table: call it
+    /// off the per-packet path, and know it takes time in proportion to the
+    /// flows held.
+    pub fn update_all(&mut self, mut update: impl FnMut(&mut FlowEntry) -> bool) -> usize {
+        let mut changed = 0;
+        for entry in self.flows.iter_mut() {
+            if update(entry) {
+                changed += 1;
+                self.wheel
+                    .schedule(entry.timer, entry.deadline_ms(&self.timeouts));
+            }
+        }
+        changed
+    }
+
+    /// Removes every flow `doomed` picks; returns how many.
+    pub fn remove_where(&mut self, mut doomed: impl FnMut(&FlowEntry) -> bool) -> usize {
+        let victims: Vec<(FlowKey, u64)> = self
+            .flows
+            .iter()
+            .filter(|e| doomed(e))
+            .map(|e| (*e.key(), e.hash()))
+            .collect();
+        for (key, hash) in &victims {
+            self.remove(key, *hash);
+        }
+        victims.len()
     }
 
     /// Advances the wheel to `now_ms` and removes the flows found idle past
@@ -758,8 +802,8 @@ mod tests {
         table.observe(&a, 0);
         table.observe(&b, 0);
         let entry = table.get_mut(&a.key, a.hash).unwrap();
-        entry.set_mode(FlowMode::PassThrough);
-        assert_eq!(entry.mode(), FlowMode::PassThrough);
+        entry.set_mode(FlowMode::Drop);
+        assert_eq!(entry.mode(), FlowMode::Drop);
         let mut keys: Vec<String> = table.iter().map(|e| e.key().to_string()).collect();
         keys.sort();
         assert_eq!(
@@ -820,5 +864,63 @@ mod tests {
             "{shards:?}"
         );
         assert_spread(&shard_zero);
+    }
+
+    #[test]
+    fn a_rule_idle_timeout_set_at_creation_governs_expiry() {
+        let mut t = table(16);
+        let p = udp("198.18.0.1", 5000, "198.18.0.2", 53);
+        let e = match t.observe_with(&p, 0, |e| e.classify(FlowMode::Bypass, 7, 5)) {
+            Observation::Created(e) => e,
+            other => panic!("expected a new flow, got {other:?}"),
+        };
+        assert_eq!((e.rule(), e.mode()), (7, FlowMode::Bypass));
+        assert_eq!(t.expire(4_900), 0);
+        assert_eq!(
+            t.expire(5_200),
+            1,
+            "expired on the rule's 5 s, not UDP's 120 s"
+        );
+    }
+
+    #[test]
+    fn update_all_reclassifies_and_resets_timers() {
+        let mut t = table(16);
+        for port in 1..=4 {
+            created(t.observe(&udp("198.18.0.1", port, "198.18.0.2", 53), 0));
+        }
+        let changed = t.update_all(|e| {
+            if e.key().low().port() % 2 == 0 || e.key().high().port() % 2 == 0 {
+                false
+            } else {
+                e.classify(FlowMode::Drop, 3, 2);
+                true
+            }
+        });
+        assert!((1..=4).contains(&changed));
+        assert_eq!(
+            t.iter().filter(|e| e.mode() == FlowMode::Drop).count(),
+            changed
+        );
+        assert_eq!(
+            t.expire(2_200),
+            changed,
+            "the new, shorter timeout applies at once"
+        );
+        assert_eq!(t.len(), 4 - changed);
+    }
+
+    #[test]
+    fn remove_where_removes_exactly_the_chosen_flows_and_their_timers() {
+        let mut t = table(16);
+        for port in 1..=6 {
+            created(t.observe(&udp("198.18.0.1", port, "198.18.0.2", 53), 0));
+        }
+        let removed = t.remove_where(|e| (1..=3).contains(&e.key().low().port()));
+        assert_eq!(t.len(), 6 - removed);
+        // Re-creating a removed flow works and no stale timer removes it early.
+        created(t.observe(&udp("198.18.0.1", 1, "198.18.0.2", 53), 100_000));
+        assert_eq!(t.expire(150_000), 6 - removed);
+        assert_eq!(t.len(), 1);
     }
 }

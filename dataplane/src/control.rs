@@ -1,0 +1,398 @@
+//! The daemon's side of the control protocol. Requests arrive from the socket
+//! server's threads and are served one at a time on the main thread, which
+//! owns the policy set: changes are serialised, saved before they are
+//! published, and answered once every worker runs them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tollgate_control::persist;
+use tollgate_control::policy::{PolicyError, PolicySet, Rule, RuleSpec};
+use tollgate_control::protocol::{
+    ErrorCode, ExplainQuery, ExplainReply, FlowView, FlowsClearReply, FlowsListReply, HealthReply,
+    Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply, Request, Response,
+    RuleHits, RuleView, VersionReply, MAX_PAGE_SIZE, PROTOCOL_VERSION,
+};
+
+use crate::daemon::Dataplane;
+use crate::pipeline::PortSide;
+use crate::policy::{action_of, CompiledPolicy};
+use crate::worker::WorkerCommand;
+
+/// How long a policy change may take to reach every worker before the
+/// control plane reports the workers as unresponsive.
+const IN_FORCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the control plane waits for workers to answer a query.
+const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct ControlPlane {
+    set: PolicySet,
+    defaults: PolicyDefaults,
+    state_file: Option<PathBuf>,
+    generation: u64,
+}
+
+fn invalid(e: PolicyError) -> Response {
+    match e {
+        PolicyError::NoSuchRule(_) => Response::error(None, ErrorCode::NotFound, e.to_string()),
+        other => Response::error(None, ErrorCode::Invalid, other.to_string()),
+    }
+}
+
+impl ControlPlane {
+    /// Restores the saved policy set, if there is one. A corrupt state file
+    /// is an error: starting with no rules would silently drop the
+    /// operator's bypass policies.
+    pub fn restore(
+        defaults: PolicyDefaults,
+        state_file: Option<PathBuf>,
+    ) -> anyhow::Result<ControlPlane> {
+        let set = match &state_file {
+            Some(path) => persist::load(path)?.unwrap_or_default(),
+            None => PolicySet::default(),
+        };
+        Ok(ControlPlane {
+            set,
+            defaults,
+            state_file,
+            generation: 1,
+        })
+    }
+
+    pub fn policy_set(&self) -> &PolicySet {
+        &self.set
+    }
+
+    /// The policy workers start with.
+    pub fn compiled(&self) -> CompiledPolicy {
+        CompiledPolicy::compile(&self.set, self.defaults, self.generation)
+    }
+
+    pub fn handle(&mut self, request: Request, uid: u32, dp: &Dataplane) -> Response {
+        let seq = request.seq;
+        let mut response = match request.op {
+            Op::PolicyAdd {
+                rule,
+                position,
+                apply_existing,
+            } => self.change(dp, uid, apply_existing, |set| {
+                let id = match position {
+                    Some(p) => set.insert(p, rule.clone())?,
+                    None => set.add(rule.clone())?,
+                };
+                Ok((Some(id), format!("rule {id} added ({})", describe(&rule))))
+            }),
+            Op::PolicyDelete { id } => self.change(dp, uid, false, |set| {
+                let rule = set.delete(id)?;
+                Ok((
+                    None,
+                    format!("rule {id} deleted ({})", describe(&rule.spec)),
+                ))
+            }),
+            Op::PolicyReplace {
+                rules,
+                apply_existing,
+            } => self.change(dp, uid, apply_existing, |set| {
+                let n = rules.len();
+                set.replace(rules.clone())?;
+                Ok((None, format!("policy replaced: {n} rules")))
+            }),
+            Op::PolicyCheck { rules } => match PolicySet::check(&rules) {
+                Ok(()) => Response::ok(None, PolicyCheckReply { rules: rules.len() }),
+                Err(e) => invalid(e),
+            },
+            Op::PolicyList {} => self.list(dp),
+            Op::Explain(query) => self.explain(dp, &query),
+            Op::FlowsList {
+                filter,
+                page,
+                page_size,
+            } => {
+                if page_size == 0 || page_size > MAX_PAGE_SIZE {
+                    Response::error(
+                        None,
+                        ErrorCode::Invalid,
+                        format!("page_size must be 1..={MAX_PAGE_SIZE}"),
+                    )
+                } else {
+                    self.flows_list(dp, filter, page, page_size)
+                }
+            }
+            Op::FlowsClear { filter } => {
+                let replies = dp.ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::ClearFlows {
+                    filter: filter.clone(),
+                    reply,
+                });
+                let answered = replies.iter().filter(|r| r.is_some()).count();
+                let cleared: u64 = replies.into_iter().flatten().sum();
+                if answered < dp.workers() {
+                    Response::error(
+                        None,
+                        ErrorCode::Unavailable,
+                        format!(
+                            "{} of {} workers did not answer; {cleared} flows cleared",
+                            dp.workers() - answered,
+                            dp.workers()
+                        ),
+                    )
+                } else {
+                    eprintln!("tollgate: control: uid {uid} cleared {cleared} flows");
+                    Response::ok(None, FlowsClearReply { cleared })
+                }
+            }
+            Op::Stats {} => Response::ok(None, dp.snapshot_now()),
+            Op::Health {} => {
+                let answered = dp
+                    .ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::Ping { reply })
+                    .iter()
+                    .filter(|r| r.is_some())
+                    .count();
+                let links: Vec<(String, bool)> = PortSide::BOTH
+                    .iter()
+                    .map(|s| (s.name().to_string(), dp.port(*s).link().up))
+                    .collect();
+                let healthy = answered == dp.workers() && links.iter().all(|(_, up)| *up);
+                Response::ok(
+                    None,
+                    HealthReply {
+                        status: if healthy { "ok" } else { "degraded" }.into(),
+                        workers: dp.workers(),
+                        workers_responding: answered,
+                        links_up: links,
+                        uptime_secs: dp.uptime().as_secs(),
+                    },
+                )
+            }
+            Op::Version {} => Response::ok(
+                None,
+                VersionReply {
+                    tollgate: env!("CARGO_PKG_VERSION").into(),
+                    protocol: PROTOCOL_VERSION,
+                    dpdk: dpdk::Eal::version(),
+                },
+            ),
+        };
+        response.seq = seq;
+        response
+    }
+
+    /// Applies a change to a copy of the set, saves it, publishes it, and
+    /// waits until every worker runs it. Nothing changes if any step before
+    /// publishing fails.
+    fn change(
+        &mut self,
+        dp: &Dataplane,
+        uid: u32,
+        apply_existing: bool,
+        edit: impl FnOnce(&mut PolicySet) -> Result<(Option<u32>, String), PolicyError>,
+    ) -> Response {
+        let mut next = self.set.clone();
+        let (id, what) = match edit(&mut next) {
+            Ok(done) => done,
+            Err(e) => return invalid(e),
+        };
+        if let Some(path) = &self.state_file {
+            if let Err(e) = persist::save(path, &next) {
+                return Response::error(
+                    None,
+                    ErrorCode::Internal,
+                    format!("policy not changed: {e}"),
+                );
+            }
+        }
+        self.set = next;
+        self.generation += 1;
+        let generation = self.generation;
+        dp.board().publish(self.compiled());
+        let Some(took) = dp.board().wait_in_force(generation, IN_FORCE_TIMEOUT) else {
+            eprintln!("tollgate: control: uid {uid}: {what}; generation {generation} saved but not confirmed by every worker");
+            return Response::error(None, ErrorCode::Unavailable, format!("{what}, saved and published as generation {generation}, but not every worker confirmed it within {IN_FORCE_TIMEOUT:?}"));
+        };
+        let mut switched = None;
+        if apply_existing {
+            let replies =
+                dp.ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::Reclassify { reply });
+            let answered = replies.iter().filter(|r| r.is_some()).count();
+            let n: u64 = replies.into_iter().flatten().sum();
+            if answered < dp.workers() {
+                return Response::error(None, ErrorCode::Unavailable, format!("{what}; {} workers did not re-classify live flows in time ({n} switched on the others)", dp.workers() - answered));
+            }
+            switched = Some(n);
+        }
+        eprintln!(
+            "tollgate: control: uid {uid}: {what}; generation {generation} in force on all workers in {} us{}",
+            took.as_micros(),
+            switched.map(|n| format!(", {n} live flows switched")).unwrap_or_default()
+        );
+        Response::ok(
+            None,
+            PolicyChangeReply {
+                id,
+                generation,
+                in_force_us: took.as_micros() as u64,
+                flows_switched: switched,
+            },
+        )
+    }
+
+    fn list(&self, dp: &Dataplane) -> Response {
+        let hits = dp.rule_hits();
+        let rules = self
+            .set
+            .rules
+            .iter()
+            .map(|r| RuleView {
+                rule: r.clone(),
+                hits: hits
+                    .get(r.id as usize)
+                    .copied()
+                    .unwrap_or(RuleHits::default()),
+            })
+            .collect();
+        Response::ok(
+            None,
+            PolicyListReply {
+                generation: self.generation,
+                rules,
+                defaults: self.defaults,
+            },
+        )
+    }
+
+    fn explain(&self, dp: &Dataplane, q: &ExplainQuery) -> Response {
+        if q.src.is_ipv4() != q.dst.is_ipv4() {
+            return Response::error(
+                None,
+                ErrorCode::Invalid,
+                "src and dst are of different address families",
+            );
+        }
+        let fields = q.flow_fields();
+        let policy = dp.board().current();
+        let decision = policy.decide(&fields);
+        let action = action_of(decision.mode);
+        let rule: Option<Rule> = self
+            .set
+            .rules
+            .iter()
+            .find(|r| r.id == decision.rule && decision.rule != 0)
+            .cloned();
+        let explanation = match &rule {
+            Some(r) => format!("{} matches: {action}", rule_label(r)),
+            None => format!("no rule matches: the default for {} is {action}", q.proto),
+        };
+        Response::ok(
+            None,
+            ExplainReply {
+                action,
+                rule,
+                explanation,
+            },
+        )
+    }
+
+    fn flows_list(
+        &self,
+        dp: &Dataplane,
+        filter: tollgate_control::protocol::FlowFilter,
+        page: u32,
+        page_size: u32,
+    ) -> Response {
+        let want = (page as usize + 1) * page_size as usize;
+        let replies = dp.ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::ListFlows {
+            filter: filter.clone(),
+            limit: want,
+            reply,
+        });
+        if replies.iter().any(Option::is_none) {
+            let missing = replies.iter().filter(|r| r.is_none()).count();
+            return Response::error(
+                None,
+                ErrorCode::Unavailable,
+                format!(
+                    "{missing} of {} workers did not answer in time",
+                    dp.workers()
+                ),
+            );
+        }
+        let mut total = 0;
+        let mut flows: Vec<FlowView> = Vec::new();
+        for (n, mut f) in replies.into_iter().flatten() {
+            total += n;
+            flows.append(&mut f);
+        }
+        let mut flows: Vec<FlowView> = flows
+            .into_iter()
+            .skip(page as usize * page_size as usize)
+            .take(page_size as usize)
+            .collect();
+        for f in &mut flows {
+            f.reason = match f
+                .rule
+                .and_then(|id| self.set.rules.iter().find(|r| r.id == id))
+            {
+                Some(r) => rule_label(r),
+                None if f.rule.is_some() => format!("rule {} (since deleted)", f.rule.unwrap_or(0)),
+                None => format!("default for {}", f.proto),
+            };
+        }
+        Response::ok(
+            None,
+            FlowsListReply {
+                total,
+                page,
+                page_size,
+                flows,
+            },
+        )
+    }
+}
+
+fn rule_label(r: &Rule) -> String {
+    match &r.spec.name {
+        Some(name) => format!("rule {} ({name})", r.id),
+        None => format!("rule {}", r.id),
+    }
+}
+
+/// A rule in one line, for logs.
+fn describe(spec: &RuleSpec) -> String {
+    match &spec.name {
+        Some(name) => format!("{} {} name {name:?}", spec.action, spec.matches),
+        None => format!("{} {}", spec.action, spec.matches),
+    }
+}
+
+/// Forwards requests from the socket server's threads to the main thread.
+pub struct ToMainThread {
+    pub requests: crossbeam::channel::Sender<(Request, u32, crossbeam::channel::Sender<Response>)>,
+}
+
+impl tollgate_control::server::Handler for ToMainThread {
+    fn handle(&self, request: Request, peer: &tollgate_control::server::Peer) -> Response {
+        let seq = request.seq;
+        let (tx, rx) = crossbeam::channel::bounded(1);
+        if self
+            .requests
+            .send_timeout((request, peer.uid, tx), Duration::from_secs(5))
+            .is_err()
+        {
+            return Response::error(
+                seq,
+                ErrorCode::Unavailable,
+                "the daemon is busy or stopping; try again",
+            );
+        }
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                Response::error(
+                    seq,
+                    ErrorCode::Unavailable,
+                    "the daemon did not answer in time",
+                )
+            })
+    }
+}
+
+pub type RequestQueue =
+    crossbeam::channel::Receiver<(Request, u32, crossbeam::channel::Sender<Response>)>;

@@ -1,0 +1,198 @@
+//! The policy as workers use it: the compiled classifier plus the protocol
+//! defaults, and how a new one reaches every worker.
+//!
+//! Publishing is a pointer swap: the control plane puts a new
+//! `Arc<CompiledPolicy>` in the slot and bumps the generation. Each worker
+//! compares the generation with its own between bursts (one plain load, no
+//! read-modify-write, no lock) and only when it moved takes the new `Arc`
+//! with a `try_lock` that never waits; the old policy is freed when the last
+//! worker lets go of it. Each worker then records the generation it runs, so
+//! the control plane knows when a change is in force everywhere.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tollgate_control::classifier::Classifier;
+use tollgate_control::policy::{Action, FlowFields, Ingress, PolicySet};
+use tollgate_control::protocol::PolicyDefaults;
+
+use crate::flow::FlowMode;
+use crate::parse::IpSummary;
+use crate::pipeline::PortSide;
+
+/// What the policy decided for a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub mode: FlowMode,
+    /// The matching rule's id; 0 when the protocol default applied.
+    pub rule: u32,
+    /// The rule's idle timeout in seconds; 0 for the protocol's.
+    pub idle_timeout_s: u32,
+}
+
+pub fn mode_of(action: Action) -> FlowMode {
+    match action {
+        Action::Proxy => FlowMode::Proxy,
+        Action::Bypass => FlowMode::Bypass,
+        Action::Drop => FlowMode::Drop,
+    }
+}
+
+pub fn action_of(mode: FlowMode) -> Action {
+    match mode {
+        FlowMode::Proxy => Action::Proxy,
+        FlowMode::Bypass => Action::Bypass,
+        FlowMode::Drop => Action::Drop,
+    }
+}
+
+pub fn ingress_of(side: PortSide) -> Ingress {
+    match side {
+        PortSide::Inside => Ingress::Inside,
+        PortSide::Outside => Ingress::Outside,
+    }
+}
+
+/// The fields classification looks at, from a flow's first frame.
+pub fn flow_fields(ip: &IpSummary, ingress: PortSide, vlan: Option<u16>) -> FlowFields {
+    let (src_port, dst_port) = ip.ports.unwrap_or((0, 0));
+    FlowFields {
+        proto: ip.protocol,
+        src: ip.src,
+        dst: ip.dst,
+        src_port,
+        dst_port,
+        ingress: ingress_of(ingress),
+        vlan,
+    }
+}
+
+/// One immutable generation of the policy.
+pub struct CompiledPolicy {
+    pub generation: u64,
+    pub classifier: Classifier,
+    pub defaults: PolicyDefaults,
+    /// One more than the highest rule id: the size of per-rule hit arrays.
+    pub rule_slots: usize,
+}
+
+impl CompiledPolicy {
+    pub fn compile(set: &PolicySet, defaults: PolicyDefaults, generation: u64) -> CompiledPolicy {
+        let rule_slots = set
+            .rules
+            .iter()
+            .map(|r| r.id as usize + 1)
+            .max()
+            .unwrap_or(1);
+        CompiledPolicy {
+            generation,
+            classifier: Classifier::compile(set),
+            defaults,
+            rule_slots,
+        }
+    }
+
+    pub fn default_action(&self, proto: u8) -> Action {
+        match proto {
+            6 => self.defaults.tcp,
+            17 => self.defaults.udp,
+            _ => self.defaults.other,
+        }
+    }
+
+    #[inline]
+    pub fn decide(&self, flow: &FlowFields) -> Decision {
+        match self.classifier.lookup(flow) {
+            Some(index) => {
+                let rule = self.classifier.rule(index);
+                Decision {
+                    mode: mode_of(rule.spec.action),
+                    rule: rule.id,
+                    idle_timeout_s: rule
+                        .spec
+                        .idle_timeout_secs
+                        .map_or(0, |s| s.min(u32::MAX as u64) as u32),
+                }
+            }
+            None => Decision {
+                mode: mode_of(self.default_action(flow.proto)),
+                rule: 0,
+                idle_timeout_s: 0,
+            },
+        }
+    }
+}
+
+/// Where the control plane publishes policies and workers pick them up.
+pub struct PolicyBoard {
+    generation: AtomicU64,
+    current: Mutex<Arc<CompiledPolicy>>,
+    /// The generation each worker runs.
+    in_use: Vec<AtomicU64>,
+}
+
+impl PolicyBoard {
+    pub fn new(initial: CompiledPolicy, workers: usize) -> PolicyBoard {
+        let generation = initial.generation;
+        PolicyBoard {
+            generation: AtomicU64::new(generation),
+            current: Mutex::new(Arc::new(initial)),
+            in_use: (0..workers).map(|_| AtomicU64::new(generation)).collect(),
+        }
+    }
+
+    pub fn current(&self) -> Arc<CompiledPolicy> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Swaps in a new policy. Workers pick it up between bursts.
+    pub fn publish(&self, policy: CompiledPolicy) {
+        let generation = policy.generation;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    /// Waits until every worker runs `generation` (or `timeout` passes);
+    /// returns how long that took, or None on timeout.
+    pub fn wait_in_force(&self, generation: u64, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        loop {
+            if self
+                .in_use
+                .iter()
+                .all(|g| g.load(Ordering::Acquire) >= generation)
+            {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            // Sleep rather than spin: where the control thread shares a core
+            // with a worker, spinning would take the very CPU time the worker
+            // needs to pick the policy up.
+            std::thread::sleep(Duration::from_micros(5));
+        }
+    }
+
+    /// Called by worker `worker` between bursts: the new policy if one was
+    /// published since `running`, without ever waiting for a lock.
+    #[inline]
+    pub fn update(&self, worker: usize, running: u64) -> Option<Arc<CompiledPolicy>> {
+        if self.generation.load(Ordering::Relaxed) == running {
+            return None;
+        }
+        let fresh = self.current.try_lock().ok()?.clone();
+        if let Some(g) = self.in_use.get(worker) {
+            g.store(fresh.generation, Ordering::Release);
+        }
+        Some(fresh)
+    }
+}

@@ -1,0 +1,248 @@
+//! The daemon's control plane as an operator meets it: the real `tollgate`
+//! binary on ring devices, spoken to over its Unix socket in the wire
+//! protocol (newline-delimited JSON), restarted to prove its policy persists.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tg-dctl-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The daemon on two idle ring devices, one worker, no hugepages.
+fn tollgate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    c.args([
+        "--inside",
+        "net_ring0",
+        "--outside",
+        "net_ring1",
+        "--cores",
+        "0",
+    ]);
+    c.args(["--no-huge", "--memory", "256"]);
+    c
+}
+
+fn spawn(dir: &Path, tag: &str) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{tag}.log"))).unwrap();
+    tollgate()
+        .args([
+            "--mbufs",
+            "8191",
+            "--flow-capacity",
+            "1024",
+            "--idle-sleep-us",
+            "100",
+        ])
+        .arg("--file-prefix")
+        .arg(format!("tg-dctl-{}-{tag}", std::process::id()))
+        .arg("--control-socket")
+        .arg(dir.join("control.sock"))
+        .arg("--state-file")
+        .arg(dir.join("policy.json"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+impl Daemon {
+    fn start(dir: &Path, tag: &str) -> Daemon {
+        let child = spawn(dir, tag);
+        let d = Daemon {
+            child,
+            socket: dir.join("control.sock"),
+            log: dir.join(format!("{tag}.log")),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(&d.socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "no control socket; log:\n{}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn call(&self, request: Value) -> Value {
+        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut line = serde_json::to_vec(&request).unwrap();
+        line.push(b'\n');
+        stream.write_all(&line).unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply {reply:?}: {e}"))
+    }
+
+    fn ok(&self, request: Value) -> Value {
+        let reply = self.call(request.clone());
+        assert_eq!(reply["ok"], true, "{request} -> {reply}");
+        reply["result"].clone()
+    }
+
+    fn stop(mut self) -> String {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "tollgate exited with {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tollgate did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rule(dst_port: u16, action: &str, name: &str) -> Value {
+    json!({"match": {"proto": "tcp", "dst_port": dst_port}, "action": action, "name": name})
+}
+
+#[test]
+fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_start_up() {
+    let dir = scratch("persist");
+    let d = Daemon::start(&dir, "first");
+
+    let v = d.ok(json!({"version": 1, "op": "version"}));
+    assert_eq!(v["protocol"], 1);
+    assert!(v["dpdk"].as_str().unwrap().contains("22.11"), "{v}");
+    let h = d.ok(json!({"version": 1, "op": "health"}));
+    assert_eq!(h["workers_responding"], 1, "{h}");
+
+    // Adds, measured: a change is answered once every worker runs it.
+    let mut in_force = Vec::new();
+    let mut ids = Vec::new();
+    for (port, action) in [(10000, "bypass"), (22, "drop"), (443, "proxy")] {
+        let r = d.ok(json!({"version": 1, "op": "policy.add", "rule": rule(port, action, &format!("r{port}"))}));
+        ids.push(r["id"].as_u64().unwrap());
+        in_force.push(r["in_force_us"].as_u64().unwrap());
+    }
+    eprintln!("policy change in force on every worker after {in_force:?} us");
+    // Insert first, then delete, then explain what a flow would get.
+    let first = d.ok(json!({"version": 1, "op": "policy.add", "position": 0, "rule": rule(10000, "drop", "shadow")}));
+    let list = d.ok(json!({"version": 1, "op": "policy.list"}));
+    assert_eq!(list["rules"][0]["name"], "shadow");
+    let e = d.ok(json!({"version": 1, "op": "explain", "proto": "tcp", "src": "198.18.0.1:40000", "dst": "198.18.0.2:10000"}));
+    assert_eq!(e["action"], "drop", "{e}");
+    d.ok(json!({"version": 1, "op": "policy.delete", "id": first["id"]}));
+    let e = d.ok(json!({"version": 1, "op": "explain", "proto": "tcp", "src": "198.18.0.1:40000", "dst": "198.18.0.2:10000"}));
+    assert_eq!(e["action"], "bypass", "{e}");
+    assert!(e["explanation"].as_str().unwrap().contains("r10000"), "{e}");
+    let e = d.ok(json!({"version": 1, "op": "explain", "proto": "udp", "src": "198.18.0.1:5000", "dst": "198.18.0.2:53"}));
+    assert_eq!(e["action"], "bypass");
+    assert!(e["rule"].is_null());
+    let e = d.ok(json!({"version": 1, "op": "explain", "proto": "tcp", "src": "198.18.0.1:5000", "dst": "198.18.0.2:80"}));
+    assert_eq!(e["action"], "proxy", "the default for tcp: {e}");
+
+    // Bad requests are refused, and change nothing.
+    let before = d.ok(json!({"version": 1, "op": "policy.list"}));
+    for bad in [
+        json!({"version": 1, "op": "policy.add", "rule": {"match": {"proto": "icmp", "dst_port": 80}, "action": "bypass"}}),
+        json!({"version": 1, "op": "policy.delete", "id": 999}),
+        json!({"version": 1, "op": "policy.replace", "rules": [{"action": "bypass"}, {"match": {"vlan": 9999}, "action": "drop"}]}),
+        json!({"version": 2, "op": "stats"}),
+    ] {
+        let r = d.call(bad.clone());
+        assert_eq!(r["ok"], false, "{bad} -> {r}");
+    }
+    assert_eq!(
+        d.ok(json!({"version": 1, "op": "policy.list"}))["rules"],
+        before["rules"]
+    );
+    let check = d.ok(json!({"version": 1, "op": "policy.check", "rules": [{"action": "bypass"}]}));
+    assert_eq!(check["rules"], 1);
+    assert_eq!(
+        d.ok(json!({"version": 1, "op": "policy.list"}))["rules"],
+        before["rules"],
+        "check applies nothing"
+    );
+    let stats = d.ok(json!({"version": 1, "op": "stats"}));
+    assert_eq!(stats["flows_split_across_workers"], 0);
+    let flows = d.ok(json!({"version": 1, "op": "flows.list"}));
+    assert_eq!(flows["total"], 0);
+
+    let log = d.stop();
+    assert!(
+        log.contains("rule 1 added"),
+        "policy changes are logged:\n{log}"
+    );
+
+    // The policy comes back after a restart, ids and order intact.
+    let d = Daemon::start(&dir, "second");
+    let after = d.ok(json!({"version": 1, "op": "policy.list"}));
+    assert_eq!(
+        after["rules"].as_array().unwrap(),
+        &before["rules"]
+            .clone()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r["hits"] = json!({"flows": 0, "packets": 0, "bytes": 0});
+                r
+            })
+            .collect::<Vec<_>>()
+    );
+    // Replace is all or nothing, and persists.
+    d.ok(json!({"version": 1, "op": "policy.replace", "rules": [rule(10000, "bypass", "ctcp")]}));
+    assert_eq!(
+        d.ok(json!({"version": 1, "op": "policy.list"}))["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    d.stop();
+
+    // A corrupt state file stops start-up with a clear line, untouched.
+    let state = dir.join("policy.json");
+    std::fs::write(&state, "{\"format\": 1, \"policy\": {\"rules\": [").unwrap();
+    let out = tollgate()
+        .arg("--check")
+        .arg("--state-file")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("policy.json"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "{\"format\": 1, \"policy\": {\"rules\": ["
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

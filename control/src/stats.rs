@@ -59,6 +59,18 @@ impl WorkerStats {
     }
 }
 
+/// Hit counters of one policy rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleStats {
+    pub id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub action: String,
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MempoolStats {
     pub size: u64,
@@ -85,6 +97,9 @@ pub struct StatsSnapshot {
     /// New-flow reports the split audit could not check (it was full).
     pub split_audit_unchecked: u64,
     pub mempool: MempoolStats,
+    /// Policy rules in order, with their hit counters.
+    #[serde(default)]
+    pub rules: Vec<RuleStats>,
 }
 
 impl StatsSnapshot {
@@ -173,6 +188,18 @@ impl StatsSnapshot {
             "mbufs: {} in use, {} available of {}",
             self.mempool.in_use, self.mempool.available, self.mempool.size
         );
+        for r in &self.rules {
+            let _ = writeln!(
+                out,
+                "rule {:<5} {:<7} {:<24} flows {:>10} packets {:>12} bytes {:>14}",
+                r.id,
+                r.action,
+                r.name.as_deref().unwrap_or("-"),
+                r.flows,
+                r.packets,
+                r.bytes
+            );
+        }
         let drops: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "drops: {}", drops.join(" "));
         let malformed: Vec<String> = self
@@ -238,7 +265,16 @@ mod tests {
         );
         s.drops.insert("table_full".into(), 5);
         s.malformed.insert("tcp_truncated".into(), 2);
+        s.rules.push(RuleStats {
+            id: 4,
+            name: Some("ctcp".into()),
+            action: "bypass".into(),
+            flows: 1,
+            packets: 99,
+            bytes: 1234,
+        });
         let t = s.render_table();
+        assert!(t.contains("ctcp") && t.contains("99"), "{t}");
         assert!(t.contains("outside") && t.contains("42"));
         assert!(t.contains("table_full=5"));
         assert!(t.contains("tcp_truncated=2"));

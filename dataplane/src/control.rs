@@ -140,7 +140,7 @@ impl ControlPlane {
                     Response::ok(None, FlowsClearReply { cleared })
                 }
             }
-            Op::Stats {} => Response::ok(None, dp.snapshot_now()),
+            Op::Stats {} => Response::ok(None, self.stats(dp)),
             Op::Health {} => {
                 let answered = dp
                     .ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::Ping { reply })
@@ -233,6 +233,29 @@ impl ControlPlane {
                 flows_switched: switched,
             },
         )
+    }
+
+    /// The data plane's counters with the policy rules' hits.
+    pub fn stats(&self, dp: &Dataplane) -> tollgate_control::StatsSnapshot {
+        let mut snap = dp.snapshot_now();
+        let hits = dp.rule_hits();
+        snap.rules = self
+            .set
+            .rules
+            .iter()
+            .map(|r| {
+                let h = hits.get(r.id as usize).copied().unwrap_or_default();
+                tollgate_control::RuleStats {
+                    id: r.id,
+                    name: r.spec.name.clone(),
+                    action: r.spec.action.to_string(),
+                    flows: h.flows,
+                    packets: h.packets,
+                    bytes: h.bytes,
+                }
+            })
+            .collect();
+        snap
     }
 
     fn list(&self, dp: &Dataplane) -> Response {

@@ -341,14 +341,20 @@ impl Dataplane {
 
     /// Stops the workers (each flushes what it holds), then the ports, and
     /// returns the final counters.
-    pub fn stop(mut self) -> anyhow::Result<StatsSnapshot> {
+    pub fn stop(&mut self) -> anyhow::Result<StatsSnapshot> {
         self.running.store(false, Ordering::Relaxed);
         let mut reports = Vec::new();
         let mut failed = Vec::new();
         for w in &mut self.workers {
             match w.thread.take().map(JoinHandle::join) {
                 Some(Ok(report)) => reports.push((w.id, w.core, report)),
-                _ => failed.push(w.id),
+                Some(Err(_)) => failed.push(w.id),
+                // Stopped before: its last report is its final one.
+                None => reports.push((
+                    w.id,
+                    w.core,
+                    w.report.lock().map(|r| r.clone()).unwrap_or_default(),
+                )),
             }
         }
         self.poll_audit();

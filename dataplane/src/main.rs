@@ -351,7 +351,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(file) = &config.stats.file {
             if last_stats.elapsed() >= interval {
                 last_stats = Instant::now();
-                if let Err(e) = stats::write_file(file, &dataplane.snapshot()) {
+                dataplane.poll_audit();
+                if let Err(e) = stats::write_file(file, &control.stats(&dataplane)) {
                     eprintln!("tollgate: stats.file {}: {e}", file.display());
                 }
             }
@@ -362,7 +363,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(s) = server {
         s.shutdown();
     }
-    let final_stats = dataplane.stop()?;
+    let mut final_stats = dataplane.stop()?;
+    // After stop: the workers' last published counters are their final ones.
+    final_stats.rules = control.stats(&dataplane).rules;
     eprint!("{}", final_stats.render_table());
     if let Some(file) = &config.stats.file {
         stats::write_file(file, &final_stats)

@@ -39,6 +39,9 @@ fn help_lists_every_flag() {
         "--pid-file",
         "--stats-file",
         "--stats-interval",
+        "--control-socket",
+        "--control-group",
+        "--state-file",
         "--check",
     ] {
         assert!(out.contains(flag), "--help does not mention {flag}");

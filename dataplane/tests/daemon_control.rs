@@ -190,6 +190,17 @@ fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_sta
     );
     let stats = d.ok(json!({"version": 1, "op": "stats"}));
     assert_eq!(stats["flows_split_across_workers"], 0);
+    let names: Vec<&str> = stats["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["r10000", "r22", "r443"],
+        "stats carry the rules and their hits"
+    );
     let flows = d.ok(json!({"version": 1, "op": "flows.list"}));
     assert_eq!(flows["total"], 0);
 

@@ -25,6 +25,9 @@ use tollgate_control::protocol::{
     VersionReply, MAX_PAGE_SIZE,
 };
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SOCKET_ENV: &str = "TOLLGATE_SOCKET";
 
 const EXAMPLES: &str = "\

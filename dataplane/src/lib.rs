@@ -14,4 +14,7 @@ pub mod policy;
 pub mod stats;
 pub mod steering;
 pub mod synth;
+pub mod tcp;
+#[cfg(test)]
+mod test_rng;
 pub mod worker;

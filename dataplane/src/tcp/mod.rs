@@ -2,6 +2,8 @@
 //! (issue 4). Nothing here touches DPDK or does I/O; payload is any [`payload::Payload`].
 
 pub mod congestion;
+pub mod cookie;
+pub mod inspect;
 pub mod payload;
 pub mod reassembly;
 pub mod rtt;

@@ -71,10 +71,14 @@ fn words(addr: &[u8; 16]) -> (u64, u64) {
     (value as u64, (value >> 64) as u64)
 }
 
-fn octets(addr: IpAddr) -> [u8; 16] {
+/// The address as one number whose order is the byte-wise order of its
+/// (IPv4-mapped) octets: comparing integers is two instructions, comparing
+/// byte arrays is a byte-swapping loop.
+#[inline]
+fn ordinal(addr: IpAddr) -> u128 {
     match addr {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+        IpAddr::V4(v4) => (0xffff_u128 << 32) | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 
@@ -92,16 +96,16 @@ impl FlowKey {
         // A real packet has one family; deciding on either address keeps the
         // key symmetric even for a nonsensical mix.
         let ipv6 = src.is_ipv6() || dst.is_ipv6();
-        let src = (octets(src), src_port);
-        let dst = (octets(dst), dst_port);
+        let src = (ordinal(src), src_port);
+        let dst = (ordinal(dst), dst_port);
         let (low, high, orientation) = if src <= dst {
             (src, dst, Orientation::LowToHigh)
         } else {
             (dst, src, Orientation::HighToLow)
         };
         let key = FlowKey {
-            low_addr: low.0,
-            high_addr: high.0,
+            low_addr: low.0.to_be_bytes(),
+            high_addr: high.0.to_be_bytes(),
             low_port: low.1,
             high_port: high.1,
             protocol,

@@ -203,6 +203,10 @@ fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_sta
     );
     let flows = d.ok(json!({"version": 1, "op": "flows.list"}));
     assert_eq!(flows["total"], 0);
+    let cleared = d.ok(json!({"version": 1, "op": "flows.clear", "filter": {"port": 10000}}));
+    assert_eq!(cleared["cleared"], 0);
+    let bad_page = d.call(json!({"version": 1, "op": "flows.list", "page_size": 0}));
+    assert_eq!(bad_page["error"]["code"], "invalid", "{bad_page}");
 
     let log = d.stop();
     assert!(

@@ -3,6 +3,7 @@
 
 pub mod congestion;
 pub mod cookie;
+pub mod endpoint;
 pub mod inspect;
 pub mod payload;
 pub mod reassembly;

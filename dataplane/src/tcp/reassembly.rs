@@ -434,6 +434,13 @@ impl<P: Payload> Reassembly<P> {
         blocks
     }
 
+    /// Gives back the memory the queues no longer need (a connection in TIME-WAIT holds no
+    /// buffers beyond data not yet taken).
+    pub fn shrink_to_fit(&mut self) {
+        self.ready.shrink_to_fit();
+        self.held.shrink_to_fit();
+    }
+
     /// Drops every out-of-order segment and returns the bytes freed: for a queue timeout or
     /// memory pressure. RFC 2018 section 8 lets a receiver renege on SACKed data; the sender
     /// keeps it until cumulatively acknowledged and will send it again.

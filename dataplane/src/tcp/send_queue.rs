@@ -462,6 +462,11 @@ impl<P: Payload> SendQueue<P> {
         self.sacked_bytes = 0;
     }
 
+    /// Gives back the memory of an emptied queue (a connection in TIME-WAIT holds no buffers).
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     /// The sent, unacknowledged segments in sequence order, with their history: the scoreboard
     /// that loss recovery (RFC 6675 `IsLost`, `NextSeg`) walks.
     pub fn sent_segments(&self) -> impl Iterator<Item = SentSegment> + '_ {

@@ -328,6 +328,8 @@ struct Counters {
 pub enum AcceptError {
     #[error("the segment is not a connection request: a SYN without ACK, RST or FIN is needed")]
     NotASyn,
+    #[error("the segment cannot complete a handshake: an ACK without SYN or RST is needed")]
+    NotAnAck,
 }
 
 /// What SACK-based recovery decided for this transmission opportunity.
@@ -396,7 +398,7 @@ pub struct Endpoint<P: Payload> {
     recv: Reassembly<P>,
     rcv_capacity: usize,
     /// The right edge last advertised, RCV.NXT + RCV.WND, which never moves left (RFC 9293
-    /// §3.8.6.2.2).
+    /// §3.8.6.2.2) by a whole unit of the window scale (see `window_to_advertise`).
     rcv_adv: SeqNumber,
     /// RFC 7323 Last.ACK.sent.
     last_ack_sent: SeqNumber,
@@ -553,6 +555,36 @@ impl<P: Payload> Endpoint<P> {
         Ok(endpoint)
     }
 
+    /// Passive open of a connection whose handshake a SYN cookie completed: the SYN-ACK went out
+    /// statelessly (its ISN, `iss`, is the cookie) and `ack` is the peer's answer to it, already
+    /// validated. `syn` is the peer's SYN as the cookie remembers it (ISN, MSS, window scale,
+    /// SACK-permitted, timestamps); `offer` must be what the cookie SYN-ACK offered, its window
+    /// `config.receive_buffer` capped at 65535. No SYN-ACK of ours ever goes out, and the
+    /// handshake's only RTT sample is the timestamp echo, since the SYN-ACK's send time was not
+    /// kept. `ack` and its data are processed as the handshake's last segment; the outcome says
+    /// what became of them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept_cookie(
+        config: EndpointConfig,
+        syn: &SegmentHeader,
+        ack: &SegmentHeader,
+        payload: P,
+        local_port: u16,
+        remote_port: u16,
+        iss: SeqNumber,
+        offer: SynOptions,
+        now: u64,
+    ) -> Result<(Endpoint<P>, SegmentOutcome), AcceptError> {
+        if !ack.flags.contains(TcpFlags::ACK) || ack.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+        {
+            return Err(AcceptError::NotAnAck);
+        }
+        let mut endpoint = Endpoint::accept(config, syn, local_port, remote_port, iss, offer, now)?;
+        endpoint.syn_due = false;
+        let outcome = endpoint.on_segment(ack, payload, now);
+        Ok((endpoint, outcome))
+    }
+
     // ---- accessors ----
 
     pub fn state(&self) -> State {
@@ -618,6 +650,27 @@ impl<P: Payload> Endpoint<P> {
     /// The peer's FIN has arrived after all its data (which `recv` may still hold).
     pub fn peer_closed(&self) -> bool {
         self.recv.fin_received()
+    }
+
+    /// The retransmission timeout now, backoff included: the time scale of stall detection.
+    pub fn rto_ms(&self) -> u64 {
+        self.rtt.rto()
+    }
+
+    /// Data queued to send, sent or not and not yet acknowledged, payload by payload with the
+    /// sequence number of its first byte: what a flow moved to pass-through still owes the peer.
+    pub fn queued_data(&self) -> impl Iterator<Item = (SeqNumber, &P)> + '_ {
+        self.send.iter()
+    }
+
+    /// In-order data received and not yet taken by `recv`, with sequence numbers.
+    pub fn ready_data(&self) -> impl Iterator<Item = (SeqNumber, &P)> + '_ {
+        self.recv.ready_data()
+    }
+
+    /// Out-of-order data held above a hole, with sequence numbers.
+    pub fn held_data(&self) -> impl Iterator<Item = (SeqNumber, &P)> + '_ {
+        self.recv.held_data()
     }
 
     /// When the oldest hole in the received stream opened, for stall detection.
@@ -2053,14 +2106,27 @@ impl<P: Payload> Endpoint<P> {
     }
 
     /// The window field to send, in scaled units, and the right edge it advertises. The edge
-    /// never moves left (RFC 9293 §3.8.6.2.2; rounding up to the scale so as not to), and moves
-    /// right only by at least the SWS threshold.
+    /// does not move left (RFC 9293 §3.8.6.2.2; rounding up to the scale so as not to) except by
+    /// less than one unit where the capacity does not cover the rounding, and moves right only
+    /// by at least the SWS threshold.
+    ///
+    /// Rounding up at every ACK adds up to a unit each time: a peer sending small segments to a
+    /// receiver that cannot take more would make the edge creep right without bound, and the
+    /// proxy's buffer with it (RFC 7323 appendix F; Linux's `tcp_shrink_window` for the same
+    /// reason). A sender must cope with a shrinking window (RFC 9293 MUST-34); what falls beyond
+    /// the edge is sent again.
     fn window_to_advertise(&self) -> (u16, SeqNumber) {
         let shift = self.negotiated.rcv_wscale;
         let rcv_nxt = self.recv.rcv_nxt();
         let current = self.rcv_adv.since(rcv_nxt);
-        let keep = current.div_ceil(1 << shift);
-        let grow = self.rcv_available() >> shift;
+        let available = self.rcv_available();
+        let rounded_up = current.div_ceil(1 << shift);
+        let keep = if rounded_up << shift <= available.max(current) {
+            rounded_up
+        } else {
+            current >> shift
+        };
+        let grow = available >> shift;
         let units = if grow > keep && (grow << shift) - current >= self.sws_threshold() {
             grow
         } else {

@@ -57,6 +57,32 @@ pub trait Inspector {
     fn inspect(&self, state: &mut Self::State, direction: Direction, bytes: &[u8]) -> Verdict;
 }
 
+/// A flow holds its inspector by pointer: the worker's current one, kept alive by the flows that
+/// started with it after a configuration swap.
+impl<T: Inspector + ?Sized> Inspector for &T {
+    type State = T::State;
+
+    fn inspect(&self, state: &mut T::State, direction: Direction, bytes: &[u8]) -> Verdict {
+        (**self).inspect(state, direction, bytes)
+    }
+}
+
+impl<T: Inspector + ?Sized> Inspector for std::rc::Rc<T> {
+    type State = T::State;
+
+    fn inspect(&self, state: &mut T::State, direction: Direction, bytes: &[u8]) -> Verdict {
+        (**self).inspect(state, direction, bytes)
+    }
+}
+
+impl<T: Inspector + ?Sized> Inspector for std::sync::Arc<T> {
+    type State = T::State;
+
+    fn inspect(&self, state: &mut T::State, direction: Direction, bytes: &[u8]) -> Verdict {
+        (**self).inspect(state, direction, bytes)
+    }
+}
+
 /// The inspector of a proxy with nothing to look for: no state, no work.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoInspection;

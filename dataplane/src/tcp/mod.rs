@@ -6,6 +6,7 @@ pub mod cookie;
 pub mod endpoint;
 pub mod inspect;
 pub mod payload;
+pub mod proxy;
 pub mod reassembly;
 pub mod rtt;
 pub mod sack;

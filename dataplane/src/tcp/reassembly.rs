@@ -378,6 +378,22 @@ impl<P: Payload> Reassembly<P> {
         self.hole_since_ms
     }
 
+    /// In-order data not taken yet, oldest first, with the sequence number of its first byte.
+    pub fn ready_data(&self) -> impl Iterator<Item = (SeqNumber, &P)> + '_ {
+        // The ready data ends at RCV.NXT, before the FIN's sequence number once that is reached.
+        let mut seq = self.rcv_nxt - (self.ready_bytes + usize::from(self.fin_received));
+        self.ready.iter().map(move |payload| {
+            let at = seq;
+            seq += payload.len();
+            (at, payload)
+        })
+    }
+
+    /// Out-of-order data held, in sequence order, segment by segment as stored.
+    pub fn held_data(&self) -> impl Iterator<Item = (SeqNumber, &P)> + '_ {
+        self.held.iter().map(|held| (held.seq, &held.payload))
+    }
+
     /// Held out-of-order data as contiguous ranges (adjacent segments merged), in sequence order.
     pub fn ranges(&self) -> impl Iterator<Item = SeqRange> + '_ {
         self.ranges_with_arrival().map(|(range, _)| range)

@@ -522,6 +522,29 @@ pub fn shift_timestamps(
     Ok(())
 }
 
+/// Rewrites the window field for a receiver that reads it with `to_shift` when the sender wrote
+/// it with `from_shift` (RFC 7323 section 2.3), fixing the checksum incrementally: after a flow
+/// moves to pass-through, an endpoint whose SYN-ACK came from a SYN cookie expects the shift the
+/// cookie offered, not the one the other endpoint chose. The window is rounded down (offering
+/// less than the sender did is always safe) and capped at 65535 units. SYN segments are left
+/// alone: their window is never scaled (RFC 7323 section 2.2).
+pub fn rescale_window(tcp_bytes: &mut [u8], from_shift: u8, to_shift: u8) -> Result<(), Malformed> {
+    if tcp_bytes.len() < HEADER_LEN {
+        return Err(Malformed::TcpTruncated);
+    }
+    if from_shift == to_shift || tcp_bytes[13] & wire::flags::SYN != 0 {
+        return Ok(());
+    }
+    const WINDOW_AT: usize = 14;
+    let old = read_u16(tcp_bytes, WINDOW_AT);
+    let bytes = u64::from(old) << from_shift.min(MAX_WINDOW_SCALE);
+    let new = (bytes >> to_shift.min(MAX_WINDOW_SCALE)).min(u64::from(u16::MAX)) as u16;
+    tcp_bytes[WINDOW_AT..WINDOW_AT + 2].copy_from_slice(&new.to_be_bytes());
+    let sum = checksum::update_u16(read_u16(tcp_bytes, CHECKSUM_AT), old, new);
+    tcp_bytes[CHECKSUM_AT..CHECKSUM_AT + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
 /// Where options of one kind sit: `(offset in the segment, option length)`. Each is at least 10
 /// bytes for the kinds looked for, so four fill the 40-byte option space.
 struct Found {
@@ -1042,6 +1065,41 @@ mod tests {
         let before = bytes.clone();
         shift_timestamps(&mut bytes, 1, 1).unwrap();
         assert_eq!(bytes, before);
+    }
+
+    #[test]
+    fn rescale_window_converts_units_and_keeps_the_checksum() {
+        let mut ack = header();
+        ack.flags = TcpFlags::ACK;
+        ack.window = 1000;
+        let mut bytes = emit_vec(&ack, b"data");
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+        // 1000 units of 2^7 bytes are 500 units of 2^8.
+        rescale_window(&mut bytes, 7, 8).unwrap();
+        assert_eq!(parse_bytes(&bytes).unwrap().window, 500);
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+        // Towards a smaller shift the value grows, capped at the field's maximum.
+        rescale_window(&mut bytes, 8, 0).unwrap();
+        assert_eq!(parse_bytes(&bytes).unwrap().window, u16::MAX);
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+        // Rounded down, never up: 3 units of 2^1 are 0 units of 2^4.
+        ack.window = 3;
+        let mut bytes = emit_vec(&ack, &[]);
+        rescale_window(&mut bytes, 1, 4).unwrap();
+        assert_eq!(parse_bytes(&bytes).unwrap().window, 0);
+        // A SYN's window is not scaled, so it stays as it is.
+        let mut syn = emit_vec(&header(), &[]);
+        let before = syn.clone();
+        rescale_window(&mut syn, 0, 7).unwrap();
+        assert_eq!(syn, before);
+        assert_eq!(
+            rescale_window(&mut [0u8; 19], 0, 1),
+            Err(Malformed::TcpTruncated)
+        );
     }
 
     #[test]

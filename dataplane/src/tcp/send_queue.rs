@@ -467,6 +467,12 @@ impl<P: Payload> SendQueue<P> {
         self.entries.shrink_to_fit();
     }
 
+    /// Every queued payload, sent or not, from `SND.UNA` on, with the sequence number of its first
+    /// byte: what a flow moved to pass-through must still deliver itself.
+    pub fn iter(&self) -> impl Iterator<Item = (SeqNumber, &P)> + '_ {
+        self.entries.iter().map(|entry| (entry.seq, &entry.payload))
+    }
+
     /// The sent, unacknowledged segments in sequence order, with their history: the scoreboard
     /// that loss recovery (RFC 6675 `IsLost`, `NextSeg`) walks.
     pub fn sent_segments(&self) -> impl Iterator<Item = SentSegment> + '_ {

@@ -141,11 +141,7 @@ impl Dataplane {
             .collect();
         let mut producers = producers.into_iter();
         let mut consumers = consumers.into_iter();
-        let available: Vec<usize> = core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+
 
         inside.start()?;
         outside.start()?;
@@ -185,11 +181,13 @@ impl Dataplane {
                 policy: board.clone(),
                 commands: command_rx,
             };
-            let pin = available.contains(&core);
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-w{id}"))
                 .spawn(move || {
-                    if pin && !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                    // Pin to the configured core whatever the parent thread's mask:
+                    // DPDK's EAL init narrows the main thread to its main lcore, and
+                    // a worker spawned from it would otherwise inherit that one core.
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
                         eprintln!(
                             "tollgate: worker {id}: could not pin to core {core}; running unpinned"
                         );

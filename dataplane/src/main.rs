@@ -289,19 +289,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The control plane (this thread) answers operators and confirms policy
     // changes; on a core of its own it does so in microseconds. Sharing every
     // core with busy-polling workers, each step waits for a scheduler slice.
+    // DPDK's EAL init narrowed this thread to the first worker's core; give
+    // it a core of its own when there is one, else every core it had before.
     let spare: Vec<usize> = available
         .iter()
         .copied()
         .filter(|c| !config.workers.cores.contains(c))
         .collect();
-    match spare.first() {
-        Some(&core) => {
-            core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    if let Some(&core) = spare.first() {
+        core_affinity::set_for_current(core_affinity::CoreId { id: core });
+    } else {
+        let mut all = nix::sched::CpuSet::new();
+        for &c in &available {
+            let _ = all.set(c);
         }
-        None if config.workers.idle_sleep_us == 0 => eprintln!(
-            "tollgate: warning: every CPU runs a busy-polling worker; the control plane and the rest of the host share them (policy changes take milliseconds to confirm). Leave a core free, or set workers.idle_sleep_us."
-        ),
-        None => {}
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
+        if config.workers.idle_sleep_us == 0 {
+            eprintln!(
+                "tollgate: warning: every CPU runs a busy-polling worker; the control plane and the rest of the host share them (policy changes take milliseconds to confirm). Leave a core free, or set workers.idle_sleep_us."
+            );
+        }
     }
     let (request_tx, request_rx) = crossbeam::channel::bounded(64);
     let server = server.map(|s| {

@@ -142,7 +142,6 @@ impl Dataplane {
         let mut producers = producers.into_iter();
         let mut consumers = consumers.into_iter();
 
-
         inside.start()?;
         outside.start()?;
 

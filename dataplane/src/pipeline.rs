@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
+use tollgate_control::policy::FlowFields;
 use tollgate_control::protocol::RuleHits;
 
 use crate::config::FrameAction;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::{
-    FlowEntry, FlowKey, FlowMode, FlowTable, FlowTableConfig, Observation, PacketMeta,
+    EntryHint, FlowEntry, FlowKey, FlowMode, FlowTable, FlowTableConfig, Observation, PacketMeta,
 };
 use crate::parse::parse_frame;
-use crate::policy::{flow_fields, CompiledPolicy};
+use crate::policy::CompiledPolicy;
 
 /// Which of the two ports a frame came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +76,43 @@ pub fn entry_fields(e: &FlowEntry) -> tollgate_control::policy::FlowFields {
     }
 }
 
+/// The classification fields of a new flow's first frame, which are those
+/// of `policy::flow_fields` over the frame's parse: the new entry holds the
+/// frame's addresses, ports and ingress, so nothing of the parse need be
+/// kept until the lookup. The VLAN comes as parsed, since the entry stores a
+/// priority tag (id 0) as none.
+fn first_frame_fields(e: &FlowEntry, vlan: Option<u16>) -> FlowFields {
+    FlowFields {
+        vlan,
+        ..entry_fields(e)
+    }
+}
+
+/// A frame between [`Pipeline::prepare`] and [`Pipeline::finish`].
+#[derive(Debug, Clone, Copy)]
+pub enum Prepared {
+    /// Decided without the flow table: malformed, not IP, or another
+    /// worker's.
+    Decided(Verdict),
+    /// Waiting for its flow lookup.
+    Lookup(Lookup),
+}
+
+impl Prepared {
+    /// A placeholder for arrays filled frame by frame.
+    pub const NONE: Prepared = Prepared::Decided(Verdict::Drop(DropReason::Malformed));
+}
+
+/// What the flow lookup of a frame needs, and a new flow's classification.
+/// Kept small: a burst's worth sits on the stack between the stages.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup {
+    meta: PacketMeta,
+    hint: EntryHint,
+    vlan: Option<u16>,
+    ingress: PortSide,
+}
+
 /// Software steering: this worker's index among `workers`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Steer {
@@ -121,6 +159,9 @@ impl Pipeline {
     /// hash when both ports provide one; `steer` is set under software
     /// steering for frames this worker received from a port (frames handed
     /// over by another worker are already at their owner).
+    ///
+    /// One frame at a time: [`Pipeline::prepare`], then
+    /// [`Pipeline::finish`]. The worker runs those stages burst-wide.
     #[inline]
     pub fn handle(
         &mut self,
@@ -130,23 +171,39 @@ impl Pipeline {
         steer: Option<Steer>,
         now_ms: u64,
     ) -> Verdict {
+        let prepared = self.prepare(frame, ingress, nic_hash, steer);
+        self.finish(&prepared, now_ms)
+    }
+
+    /// The first stage of [`Pipeline::handle`]: everything that needs only
+    /// the frame (parsing, the flow key and hash, steering), ending with the
+    /// prefetch of the flow's index line. Frames that need no flow lookup
+    /// are decided here.
+    #[inline]
+    pub fn prepare(
+        &mut self,
+        frame: &[u8],
+        ingress: PortSide,
+        nic_hash: Option<u32>,
+        steer: Option<Steer>,
+    ) -> Prepared {
         let egress = ingress.other();
         let summary = match parse_frame(frame) {
             Ok(summary) => summary,
             Err(reason) => {
                 self.counters.malformed[reason.index()] += 1;
-                return match self.malformed {
+                return Prepared::Decided(match self.malformed {
                     FrameAction::Forward => {
                         self.counters.malformed_forwarded += 1;
                         Verdict::Forward(egress)
                     }
                     FrameAction::Drop => Verdict::Drop(DropReason::Malformed),
-                };
+                });
             }
         };
         let Some(ip) = summary.ip else {
             self.counters.non_ip += 1;
-            return Verdict::Forward(egress);
+            return Prepared::Decided(Verdict::Forward(egress));
         };
         let (src_port, dst_port) = ip.ports.unwrap_or((0, 0));
         let (key, orientation) =
@@ -159,29 +216,61 @@ impl Pipeline {
             let owner = FlowTable::shard_of(hash, steer.workers);
             if owner != steer.worker {
                 self.counters.handoff_out += 1;
-                return Verdict::HandOff(owner);
+                return Prepared::Decided(Verdict::HandOff(owner));
             }
         }
-        let meta = PacketMeta {
-            key,
-            orientation,
-            hash,
-            len: frame.len() as u32,
-            tcp_flags: ip.tcp_flags,
-            ingress: ingress as u8,
+        self.flows.prefetch_index(hash);
+        Prepared::Lookup(Lookup {
+            meta: PacketMeta {
+                key,
+                orientation,
+                hash,
+                len: frame.len() as u32,
+                tcp_flags: ip.tcp_flags,
+                ingress: ingress as u8,
+            },
+            hint: EntryHint::NONE,
+            vlan: summary.vlan,
+            ingress,
+        })
+    }
+
+    /// The middle stage: once the index line `prepare` asked for has had time
+    /// to arrive, starts loading the flow entry it points at, and notes where
+    /// that is for `finish`.
+    #[inline]
+    pub fn prefetch_entry(&self, prepared: &mut Prepared) {
+        if let Prepared::Lookup(lookup) = prepared {
+            lookup.hint = self.flows.prefetch_entry(lookup.meta.hash);
+        }
+    }
+
+    /// The last stage of [`Pipeline::handle`]: the flow lookup, creation and
+    /// classification of a new flow, and the verdict.
+    #[inline]
+    pub fn finish(&mut self, prepared: &Prepared, now_ms: u64) -> Verdict {
+        let lookup = match prepared {
+            Prepared::Decided(verdict) => return *verdict,
+            Prepared::Lookup(lookup) => lookup,
         };
+        let Lookup {
+            meta,
+            hint,
+            vlan,
+            ingress,
+        } = lookup;
+        let egress = ingress.other();
         let policy = &self.policy;
-        let vlan = summary.vlan;
-        let entry = match self.flows.observe_with(&meta, now_ms, |e| {
-            let d = policy.decide(&flow_fields(&ip, ingress, vlan));
+        let entry = match self.flows.observe_hinted(meta, *hint, now_ms, |e| {
+            let d = policy.decide(&first_frame_fields(e, *vlan));
             e.classify(d.mode, d.rule, d.idle_timeout_s);
-            e.set_vlan(vlan);
+            e.set_vlan(*vlan);
         }) {
             Observation::Existing(entry) => entry,
             Observation::Created(entry) => {
                 self.counters.flows_created += 1;
                 if self.audit_new_flows {
-                    self.new_flows.push(key);
+                    self.new_flows.push(meta.key);
                 }
                 if let Some(h) = self.hits.get_mut(entry.rule() as usize) {
                     h.flows += 1;
@@ -199,7 +288,7 @@ impl Pipeline {
         if entry.rule() != 0 {
             if let Some(h) = self.hits.get_mut(entry.rule() as usize) {
                 h.packets += 1;
-                h.bytes += frame.len() as u64;
+                h.bytes += u64::from(meta.len);
             }
         }
         match entry.mode() {
@@ -323,6 +412,52 @@ mod tests {
             },
             b"",
         )
+    }
+
+    /// Classification reads a new flow's fields from its entry rather than
+    /// from the parse; both must say the same.
+    #[test]
+    fn a_new_flow_is_classified_on_the_fields_of_its_first_frame() {
+        let mapped = Addressing::new(
+            "[::ffff:198.18.0.9]:1".parse().unwrap(),
+            "[::ffff:198.18.0.1]:2".parse().unwrap(),
+        );
+        let v6 = Addressing::new(
+            "[2001:db8::9]:5353".parse().unwrap(),
+            "[2001:db8::1]:53".parse().unwrap(),
+        );
+        let tagged = |frame: Vec<u8>, tci: u16| {
+            let mut f = frame[..12].to_vec();
+            f.extend_from_slice(&0x8100u16.to_be_bytes());
+            f.extend_from_slice(&tci.to_be_bytes());
+            f.extend_from_slice(&frame[12..]);
+            f
+        };
+        let frames = [
+            syn(&flow(1)),
+            syn(&flow(1).reversed()),
+            synth::udp(&v6, b"q"),
+            synth::udp(&v6.reversed(), b"a"),
+            syn(&mapped),
+            tagged(syn(&flow(2)), 42),
+            tagged(synth::udp(&v6, b"q"), 0x2000),
+        ];
+        let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        for frame in &frames {
+            for side in PortSide::BOTH {
+                let summary = parse_frame(frame).unwrap();
+                let parsed =
+                    crate::policy::flow_fields(summary.ip.as_ref().unwrap(), side, summary.vlan);
+                let Prepared::Lookup(lookup) = p.prepare(frame, side, None, None) else {
+                    panic!("no lookup for {frame:02x?}");
+                };
+                let mut table = FlowTable::new(FlowTableConfig::default());
+                let Observation::Created(entry) = table.observe(&lookup.meta, 0) else {
+                    panic!("not created");
+                };
+                assert_eq!(first_frame_fields(entry, lookup.vlan), parsed);
+            }
+        }
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! Each worker owns one `FlowTable`; nothing here locks or uses atomics.
 
 mod entry;
+mod index;
 mod key;
+mod slab;
 mod table;
 mod timer;
 
 pub use entry::{Direction, FlowEntry, FlowMode, TcpPhase, TcpTracker};
 pub use key::{FlowKey, Orientation};
-pub use table::{FlowTable, FlowTableConfig, FlowTimeouts, Observation, PacketMeta};
+pub use table::{EntryHint, FlowTable, FlowTableConfig, FlowTimeouts, Observation, PacketMeta};

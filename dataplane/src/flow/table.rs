@@ -1,47 +1,36 @@
 //! A worker's flow table: one hash lookup per packet, no allocation after
 //! construction, idle flows aged out through a lazy timer wheel.
 //!
-//! # Storage: entries inline in the hash table
+//! # Storage: an index of compact slots over a slab
 //!
-//! The `FlowEntry`s are the `HashTable`'s elements. A hit then costs a miss on
-//! the probed control group and a miss on the entry (whose first line holds
-//! everything the probe compares and the packet updates; see `FlowEntry`).
-//! Indices into a slab would put a third, dependent miss on the 4-byte index
-//! slot between those two. At a million flows per worker nothing of the table
-//! stays in cache, so that is 3 DRAM round trips instead of 2 per packet
-//! (roughly 240 ns instead of 160 ns when a burst cannot overlap them); no
-//! other cost here comes near it.
+//! The `FlowEntry`s live in a `Slab` and never move; a `FlowIndex` maps a
+//! hash to their positions through one-cache-line buckets of (32-bit tag,
+//! position) slots. A hit costs a miss on the bucket and a miss on the entry
+//! (whose first line holds everything the probe compares and the packet
+//! updates; see `FlowEntry`), as it did with the entries inline in a
+//! hashbrown table, but both lines sit at addresses we compute ourselves:
+//! [`FlowTable::prefetch_index`] starts the first from the hash alone, and
+//! [`FlowTable::prefetch_entry`] the second once the first has arrived. A
+//! burst's lookups then overlap their misses instead of taking them one
+//! after another, which at a million flows, where nothing of the table stays
+//! in cache, is most of what a packet costs.
 //!
-//! The price is memory, because of how hashbrown reclaims deleted slots: when
-//! it runs out of never-used slots it rehashes *in place* if at most half its
-//! capacity is in use, and otherwise reallocates at twice the size. The latter
-//! would be an allocation of hundreds of megabytes on the packet path, so the
-//! table is reserved at twice the flow capacity and never holds more than
-//! that: every rehash is in place. The cost is
-//! `next_power_of_two(16/7 × capacity)` buckets of 129 bytes: 4 Mi buckets,
-//! 516 MiB, for a capacity anywhere from 917,505 to 1,835,008 flows (a slab
-//! would need about 150 MiB for 1 M). Choosing a capacity just under 7/16 of a
-//! power of two uses all of it. At that load (at most ~44 %) a hit rarely
-//! probes past its first group. Churn does leave tombstones, but few enough
-//! that the in-place rehash (an O(buckets) stall, the only one) stays rare:
-//! 20 M replacements at 44 % load settled with about a fifth of the buckets
-//! tombstoned and triggered no rehash at all.
+//! Memory is what the flows need: the slab reserves `capacity` entries of
+//! 128 bytes (touched as flows first use them), the index 64 bytes per 7
+//! slots at no more than 3/5 load, so 16 MiB for a million flows, and the
+//! timer pool 16 bytes a flow. hashbrown needed 516 MiB for the same million,
+//! because only a table reserved at twice its capacity was sure never to
+//! reallocate on the packet path.
 //!
-//! Inline entries move when hashbrown rehashes, so nothing may point at them:
-//! a timer finds its flow again by the flow's hash and its timer handle.
-//!
-//! # No prefetch
-//!
-//! A `prefetch(hash)` would need the address of the control group a hash
-//! probes first; hashbrown exposes that only through its unsafe raw API, and
-//! the prefetch instruction itself (`_mm_prefetch`) is still an unsafe call.
-//! Both would need `unsafe` outside `bindings/`, so there is none here; the
-//! worker gets overlap from processing a burst's lookups back to back.
-
-use hashbrown::HashTable;
+//! Deleting keeps the index exact (see its docs), so churn never degrades
+//! lookups or calls for a rebuild. A flow's timer carries its slab position,
+//! which stays valid for as long as the timer does: removing a flow cancels
+//! its timer.
 
 use super::entry::{FlowEntry, TcpPhase};
+use super::index::{FlowIndex, Slot};
 use super::key::{FlowKey, Orientation, TCP, UDP};
+use super::slab::Slab;
 use super::timer::TimerWheel;
 
 /// How long a flow may stay idle, by protocol and TCP phase.
@@ -174,6 +163,17 @@ pub enum Observation<'a> {
     Full,
 }
 
+/// Where `FlowTable::prefetch_entry` found the entry a packet's lookup will
+/// most likely compare. Any hint is safe to pass to
+/// `FlowTable::observe_hinted`, however old: one that no longer holds only
+/// costs the ordinary lookup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryHint(Option<Slot>);
+
+impl EntryHint {
+    pub const NONE: EntryHint = EntryHint(None);
+}
+
 /// The wheel need not reach further than the longest timeout, and past 4096
 /// slots its list heads (16 bytes each) would outgrow L2, where linking a new
 /// flow finds them. Longer timeouts fire early once per revolution and are
@@ -181,12 +181,17 @@ pub enum Observation<'a> {
 const MAX_WHEEL_SLOTS: usize = 4096;
 
 pub struct FlowTable {
-    flows: HashTable<FlowEntry>,
+    index: FlowIndex,
+    entries: Slab<FlowEntry>,
     wheel: TimerWheel,
     timeouts: FlowTimeouts,
     capacity: usize,
     expire_budget: usize,
 }
+
+/// Entry lines worth prefetching: the first holds what the lookup compares,
+/// the second the counters every packet updates.
+const ENTRY_LINES: usize = 2;
 
 impl FlowTable {
     /// Timer handles are `u32` node indices; this keeps every flow one.
@@ -210,13 +215,32 @@ impl FlowTable {
             .min(Self::MAX_CAPACITY)
             .min(TimerWheel::max_timers(slots));
         FlowTable {
-            // Twice the capacity: see "Storage" in the module docs.
-            flows: HashTable::with_capacity(capacity * 2),
+            index: FlowIndex::new(capacity),
+            entries: Slab::new(capacity),
             wheel: TimerWheel::new(tick_ms, slots, capacity),
             timeouts: config.timeouts,
             capacity,
             expire_budget: config.expire_budget.max(1),
         }
+    }
+
+    /// Starts loading the index line a lookup of `hash` reads first. Call it
+    /// for a burst's frames well before looking them up.
+    #[inline(always)]
+    pub fn prefetch_index(&self, hash: u64) {
+        self.index.prefetch(hash);
+    }
+
+    /// Starts loading the entry a lookup of `hash` will most likely compare,
+    /// and returns where it is, for the lookup to start from. Reads the index
+    /// line, so call it once `prefetch_index` has had time to bring that in.
+    #[inline(always)]
+    pub fn prefetch_entry(&self, hash: u64) -> EntryHint {
+        let candidate = self.index.first_candidate(hash);
+        if let Some(slot) = candidate {
+            self.entries.prefetch(slot.position, ENTRY_LINES);
+        }
+        EntryHint(candidate)
     }
 
     /// Finds the packet's flow or creates it, and counts the packet.
@@ -239,46 +263,84 @@ impl FlowTable {
         now_ms: u64,
         classify: impl FnOnce(&mut FlowEntry),
     ) -> Observation<'_> {
+        self.observe_hinted(pkt, EntryHint::NONE, now_ms, classify)
+    }
+
+    /// `observe_with`, starting from what `prefetch_entry` found for the
+    /// packet's hash: the common hit then costs one entry compare instead of
+    /// another scan of the index bucket.
+    #[inline(always)]
+    pub fn observe_hinted(
+        &mut self,
+        pkt: &PacketMeta,
+        hint: EntryHint,
+        now_ms: u64,
+        classify: impl FnOnce(&mut FlowEntry),
+    ) -> Observation<'_> {
         let hash = pkt.hash;
-        match self
-            .flows
-            .find_entry(hash, |e| e.hash() == hash && *e.key() == pkt.key)
-        {
-            Ok(found) => {
-                let entry = found.into_mut();
-                if let Some(before) = entry.record(pkt, now_ms) {
-                    let protocol = entry.key().protocol();
-                    let after = entry.tcp().phase();
-                    // A longer timeout needs nothing: the timer fires no
-                    // later than it should and is moved on then.
-                    if self.timeouts.idle_ms(protocol, after)
-                        < self.timeouts.idle_ms(protocol, before)
-                    {
-                        self.wheel
-                            .schedule(entry.timer, entry.deadline_ms(&self.timeouts));
-                    }
+        if let Some(slot) = self.find_hinted(&pkt.key, hash, hint) {
+            let entry = self.entries.get_mut(slot.position);
+            if let Some(before) = entry.record(pkt, now_ms) {
+                let protocol = entry.key().protocol();
+                let after = entry.tcp().phase();
+                // A longer timeout needs nothing: the timer fires no later
+                // than it should and is moved on then.
+                if self.timeouts.idle_ms(protocol, after) < self.timeouts.idle_ms(protocol, before)
+                {
+                    self.wheel
+                        .schedule(entry.timer, entry.deadline_ms(&self.timeouts));
                 }
-                Observation::Existing(entry)
             }
-            Err(absent) => {
-                let flows = absent.into_table();
-                if flows.len() >= self.capacity {
-                    return Observation::Full;
+            return Observation::Existing(entry);
+        }
+        if self.entries.len() >= self.capacity {
+            return Observation::Full;
+        }
+        // The slab and the timer pool hold `capacity` each, so these only
+        // fail if the table's own accounting were broken; a full table is
+        // the honest answer then too.
+        let Some(position) = self.entries.next_position() else {
+            return Observation::Full;
+        };
+        let Some(timer) = self.wheel.allocate(u64::from(position)) else {
+            return Observation::Full;
+        };
+        if self.index.insert(hash, position).is_none() {
+            self.wheel.cancel(timer);
+            return Observation::Full;
+        }
+        let mut entry = FlowEntry::new(pkt, now_ms, timer);
+        classify(&mut entry);
+        self.wheel
+            .schedule(timer, entry.deadline_ms(&self.timeouts));
+        let stored = self.entries.insert(entry);
+        debug_assert_eq!(stored, Some(position));
+        Observation::Created(self.entries.get_mut(position))
+    }
+
+    #[inline(always)]
+    fn find_hinted(&self, key: &FlowKey, hash: u64, hint: EntryHint) -> Option<Slot> {
+        if let Some(slot) = hint.0 {
+            // The slot still holding the position under this tag proves the
+            // position live, whatever happened since the hint was taken; the
+            // entry's key then says whether it is this packet's flow.
+            if self.index.holds(hash, slot) {
+                let e = self.entries.get(slot.position);
+                if e.hash() == hash && e.key() == key {
+                    return Some(slot);
                 }
-                // The pool holds `capacity` timers, so this only fails if the
-                // table's own accounting were broken; a full table is the
-                // honest answer then too.
-                let Some(timer) = self.wheel.allocate(hash) else {
-                    return Observation::Full;
-                };
-                let mut entry = FlowEntry::new(pkt, now_ms, timer);
-                classify(&mut entry);
-                self.wheel
-                    .schedule(timer, entry.deadline_ms(&self.timeouts));
-                let entry = flows.insert_unique(hash, entry, FlowEntry::hash).into_mut();
-                Observation::Created(entry)
             }
         }
+        self.find(key, hash)
+    }
+
+    #[inline(always)]
+    fn find(&self, key: &FlowKey, hash: u64) -> Option<Slot> {
+        let entries = &self.entries;
+        self.index.find(hash, |position| {
+            let e = entries.get(position);
+            e.hash() == hash && e.key() == key
+        })
     }
 
     /// Lets `update` change every flow (a new policy applied to live flows);
@@ -288,7 +350,8 @@ impl FlowTable {
     /// flows held.
     pub fn update_all(&mut self, mut update: impl FnMut(&mut FlowEntry) -> bool) -> usize {
         let mut changed = 0;
-        for entry in self.flows.iter_mut() {
+        for position in self.index.positions() {
+            let entry = self.entries.get_mut(position);
             if update(entry) {
                 changed += 1;
                 self.wheel
@@ -301,7 +364,6 @@ impl FlowTable {
     /// Removes every flow `doomed` picks; returns how many.
     pub fn remove_where(&mut self, mut doomed: impl FnMut(&FlowEntry) -> bool) -> usize {
         let victims: Vec<(FlowKey, u64)> = self
-            .flows
             .iter()
             .filter(|e| doomed(e))
             .map(|e| (*e.key(), e.hash()))
@@ -330,61 +392,67 @@ impl FlowTable {
             let Some(timer) = self.wheel.next_fired(now_ms) else {
                 break;
             };
-            let hash = self.wheel.payload(timer);
-            // The handle, not the key, identifies the flow: it is unique among
-            // live flows and the wheel cannot hold one for a removed flow.
-            match self.flows.find_entry(hash, |e| e.timer == timer) {
-                Ok(found) => {
-                    let deadline = found.get().deadline_ms(&self.timeouts);
-                    if deadline <= now_ms {
-                        let (entry, _) = found.remove();
-                        self.wheel.cancel(timer);
-                        removed += 1;
-                        on_expired(entry);
-                    } else {
-                        self.wheel.schedule(timer, deadline);
-                    }
+            // The timer's position holds its flow: every removal cancels the
+            // flow's timer, so a live timer never outlasts its flow.
+            let position = u32::try_from(self.wheel.payload(timer)).ok();
+            let live = position
+                .filter(|&p| self.entries.contains(p) && self.entries.get(p).timer == timer);
+            let Some(position) = live else {
+                // Cannot happen; if it ever did, the timer goes back to the pool.
+                self.wheel.cancel(timer);
+                continue;
+            };
+            let entry = self.entries.get(position);
+            let deadline = entry.deadline_ms(&self.timeouts);
+            if deadline > now_ms {
+                self.wheel.schedule(timer, deadline);
+                continue;
+            }
+            let hash = entry.hash();
+            match self.index.find(hash, |p| p == position) {
+                Some(slot) => {
+                    self.index.remove(hash, slot);
+                    self.wheel.cancel(timer);
+                    removed += 1;
+                    on_expired(self.entries.remove(position));
                 }
-                // Every removal cancels its timer, so no timer should be
-                // without a flow; if one ever is, it goes back to the pool.
-                Err(_) => self.wheel.cancel(timer),
+                None => self.wheel.cancel(timer),
             }
         }
         removed
     }
 
     pub fn get(&self, key: &FlowKey, hash: u64) -> Option<&FlowEntry> {
-        self.flows
-            .find(hash, |e| e.hash() == hash && e.key() == key)
+        let slot = self.find(key, hash)?;
+        Some(self.entries.get(slot.position))
     }
 
     pub fn get_mut(&mut self, key: &FlowKey, hash: u64) -> Option<&mut FlowEntry> {
-        self.flows
-            .find_mut(hash, |e| e.hash() == hash && e.key() == key)
+        let slot = self.find(key, hash)?;
+        Some(self.entries.get_mut(slot.position))
     }
 
     pub fn remove(&mut self, key: &FlowKey, hash: u64) -> Option<FlowEntry> {
-        let found = self
-            .flows
-            .find_entry(hash, |e| e.hash() == hash && e.key() == key)
-            .ok()?;
-        let (entry, _) = found.remove();
+        let slot = self.find(key, hash)?;
+        self.index.remove(hash, slot);
+        let entry = self.entries.remove(slot.position);
         self.wheel.cancel(entry.timer);
         Some(entry)
     }
 
     /// Removes every flow; the memory stays reserved.
     pub fn clear(&mut self) {
-        self.flows.clear();
+        self.index.clear();
+        self.entries.clear();
         self.wheel.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.len() == 0
     }
 
     /// The most flows the table holds.
@@ -396,16 +464,16 @@ impl FlowTable {
         &self.timeouts
     }
 
-    /// In no particular order. Walks every bucket: for listings, not for the
-    /// packet path.
+    /// In no particular order. Walks the whole index: for listings, not for
+    /// the packet path.
     pub fn iter(&self) -> impl Iterator<Item = &FlowEntry> {
-        self.flows.iter()
+        self.index.positions().map(|p| self.entries.get(p))
     }
 
     /// A 32-bit NIC hash spread to 64 bits. A multiply by an odd constant
-    /// (a bijection) fills the high half, from which hashbrown takes its
-    /// 7-bit tag; folding that half onto the low one gives the bucket index
-    /// every input bit too. That matters because RSS steers to queues by the
+    /// (a bijection) fills the high half, from which the index takes its
+    /// tag; folding that half onto the low one gives the bucket index every
+    /// input bit too. That matters because RSS steers to queues by the
     /// hash's low bits, so all the hashes one worker sees agree there.
     #[inline]
     pub fn spread_hash(nic_hash: u32) -> u64 {
@@ -415,10 +483,13 @@ impl FlowTable {
 
     /// Which of `shards` workers owns a flow, for software steering.
     ///
-    /// It must not use the bits the table uses, or every flow on one worker
-    /// would share them: hashbrown indexes buckets with the low bits (fewer
-    /// than 32 for any table that fits in memory) and tags with the top 7.
-    /// Bits 32..57 are free; a multiply-shift maps them onto `0..shards`.
+    /// It must not use the bits that pick the bucket, or every flow on one
+    /// worker would share them: the index takes its bucket from the low bits
+    /// (fewer than 32 for any table that fits in memory). Bits 32..57 are
+    /// free of them; a multiply-shift maps them onto `0..shards`. The index's
+    /// 32-bit tag comes from bits 32..64, so a worker's flows agree on about
+    /// `log2(shards)` tag bits: a tag then falsely matches one slot in tens
+    /// of millions rather than one in billions, and costs a key compare.
     #[inline]
     pub fn shard_of(hash: u64, shards: usize) -> usize {
         let bits = u128::from((hash >> 32) & ((1 << 25) - 1));
@@ -565,21 +636,23 @@ mod tests {
     }
 
     #[test]
-    fn the_table_is_reserved_at_twice_its_capacity() {
+    fn everything_is_reserved_for_the_capacity_up_front() {
         for capacity in [0, 1, 2, 3, 100, 1_000, 65_536] {
             let table = table(capacity);
-            assert!(table.flows.capacity() >= 2 * capacity, "{capacity}");
+            assert!(table.entries.reserved() >= capacity, "{capacity}");
+            // At most 3/5 full, where probes stay short.
+            assert!(table.index.slots() * 3 >= capacity * 5, "{capacity}");
         }
     }
 
-    /// hashbrown reallocates only when it runs out of free slots with more
-    /// than half its capacity in use; churn at full capacity must never get
-    /// there.
+    /// Replacing flows at full capacity reuses slab positions and index
+    /// slots: nothing grows, and the index stays exact.
     #[test]
     fn churn_at_full_capacity_never_grows_the_table() {
         const CAPACITY: u16 = 1_000;
         let mut table = table(CAPACITY.into());
-        let reserved = table.flows.capacity();
+        let reserved = table.entries.reserved();
+        let slots = table.index.slots();
         let flow = |n: u32| {
             let src = std::net::Ipv4Addr::from(0xC612_0000 | n >> 16).to_string();
             udp(&src, n as u16, "198.19.0.1", 53)
@@ -591,9 +664,110 @@ mod tests {
             let old = flow(n - u32::from(CAPACITY));
             table.remove(&old.key, old.hash).unwrap();
             created(table.observe(&flow(n), 0));
-            assert!(table.flows.capacity() <= reserved, "grew after {n} flows");
+            assert!(table.entries.reserved() <= reserved, "grew after {n} flows");
         }
         assert_eq!(table.len(), usize::from(CAPACITY));
+        assert_eq!(table.index.slots(), slots);
+        for n in 200_000 - u32::from(CAPACITY)..200_000 {
+            assert!(present(&table, &flow(n)));
+        }
+    }
+
+    /// Flows whose hashes share their low bits, so all start at one index
+    /// bucket and most spill past it.
+    fn colliding(n: u16) -> Vec<PacketMeta> {
+        (0..n)
+            .map(|i| PacketMeta {
+                hash: 0x2a | u64::from(i + 1) << 40,
+                ..udp("198.18.0.1", 1000 + i, "198.18.0.2", 53)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flows_that_spill_past_full_buckets_are_found_and_expire() {
+        let mut table = table(64);
+        let flows = colliding(20);
+        for (i, f) in flows.iter().enumerate() {
+            created(table.observe(f, i as u64));
+        }
+        for f in &flows {
+            existing(table.observe(f, 1_000));
+        }
+        // A flow with a colliding hash but another key is a new flow.
+        let stranger = PacketMeta {
+            hash: flows[15].hash,
+            ..udp("198.18.0.9", 9, "198.18.0.2", 53)
+        };
+        assert!(!present(&table, &stranger));
+        created(table.observe(&stranger, 1_000));
+        assert_eq!(table.len(), 21);
+        assert_eq!(table.expire(120_999), 0);
+        assert_eq!(table.expire(121_000), 21);
+        assert!(table.is_empty());
+        assert!(flows.iter().all(|f| !present(&table, f)));
+    }
+
+    #[test]
+    fn a_hint_leads_to_the_flow_and_a_stale_or_wrong_one_misleads_nothing() {
+        let mut table = table(16);
+        let a = udp("198.18.0.1", 1, "198.18.0.2", 53);
+        let b = udp("198.18.0.1", 2, "198.18.0.2", 53);
+        assert_eq!(table.prefetch_entry(a.hash), EntryHint::NONE);
+        created(table.observe(&a, 0));
+        let hint_a = table.prefetch_entry(a.hash);
+        assert_ne!(hint_a, EntryHint::NONE);
+        let entry = existing(table.observe_hinted(&a, hint_a, 1, |_| {}));
+        assert_eq!(entry.packets(Direction::Original), 2);
+        // Another flow's hint, or none: the ordinary lookup.
+        created(table.observe_hinted(&b, hint_a, 2, |_| {}));
+        existing(table.observe_hinted(&a, table.prefetch_entry(b.hash), 3, |_| {}));
+        existing(table.observe_hinted(&b, EntryHint::NONE, 3, |_| {}));
+
+        // `a` goes, and a flow with `a`'s hash but another key takes its
+        // slab position (freed last, reused first) and its index slot.
+        table.remove(&a.key, a.hash).unwrap();
+        let impostor = PacketMeta {
+            hash: a.hash,
+            ..udp("198.18.0.9", 1, "198.18.0.2", 53)
+        };
+        created(table.observe(&impostor, 4));
+        assert_eq!(table.prefetch_entry(a.hash), hint_a, "the same slot");
+        let entry = created(table.observe_hinted(&a, hint_a, 5, |_| {}));
+        assert_eq!(entry.key(), &a.key);
+        assert_eq!(table.len(), 3);
+        // Vacated: the hint points at nothing.
+        table.remove(&impostor.key, impostor.hash).unwrap();
+        table.remove(&a.key, a.hash).unwrap();
+        created(table.observe_hinted(&a, hint_a, 6, |_| {}));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn removing_flows_keeps_the_others_findable() {
+        let mut table = table(64);
+        let flows = colliding(24);
+        for f in &flows {
+            created(table.observe(f, 0));
+        }
+        // Empty the home bucket and part of the next: what spilled further
+        // is still found, the removed are not, and re-adding reuses space.
+        for f in flows.iter().take(10) {
+            assert!(table.remove(&f.key, f.hash).is_some());
+        }
+        for (i, f) in flows.iter().enumerate() {
+            assert_eq!(present(&table, f), i >= 10, "flow {i}");
+        }
+        for f in flows.iter().take(10) {
+            created(table.observe(f, 0));
+        }
+        assert_eq!(table.len(), 24);
+        assert_eq!(table.iter().count(), 24);
+        let removed = table.remove_where(|e| e.key().low().port() % 2 == 0);
+        assert_eq!(removed, 12);
+        for (i, f) in flows.iter().enumerate() {
+            assert_eq!(present(&table, f), i % 2 == 1, "flow {i}");
+        }
     }
 
     #[test]

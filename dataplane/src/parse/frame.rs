@@ -140,7 +140,9 @@ const OPAQUE: Transport = Transport {
 
 /// Validates the transport header in `l4` (the IP payload, or the first fragment's share of
 /// it) and pulls out the flow-key fields.
-#[inline]
+// Always: once per frame on the worker's path, and a call there costs more
+// than the copy in each of the two IP summaries.
+#[inline(always)]
 fn transport(
     protocol: u8,
     l4: &[u8],

@@ -99,7 +99,7 @@ pub enum Prepared {
 }
 
 impl Prepared {
-    /// A placeholder for arrays filled frame by frame.
+    /// A placeholder for the slots of a burst array past the burst's end.
     pub const NONE: Prepared = Prepared::Decided(Verdict::Drop(DropReason::Malformed));
 }
 

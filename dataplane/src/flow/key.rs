@@ -56,9 +56,8 @@ const MIX: [u64; 6] = [
 ];
 
 /// The full 128-bit product folded to 64 bits: every input bit reaches both
-/// the low bits (hashbrown's bucket index) and the top seven (its control
-/// tag), which a plain 64-bit multiply would not give the low bits. One `mul`
-/// on x86-64.
+/// the low bits (the flow index's bucket) and the high half (its tag), which
+/// a plain 64-bit multiply would not give the low bits. One `mul` on x86-64.
 #[inline]
 fn folded_multiply(x: u64, y: u64) -> u64 {
     let product = u128::from(x) * u128::from(y);
@@ -272,8 +271,9 @@ pub(crate) mod tests {
         assert!(key.is_ipv6());
     }
 
-    /// hashbrown takes the bucket from the low bits and a 7-bit tag from the
-    /// top seven; both must spread even when the keys differ only a little.
+    /// The flow index takes the bucket from the low bits and a 16-bit tag
+    /// from bits 32..48; both must spread even when the keys differ only a
+    /// little.
     #[test]
     fn software_hash_spreads_low_and_high_bits() {
         let mut keys = Vec::new();
@@ -288,8 +288,8 @@ pub(crate) mod tests {
         assert_spread(&hashes);
     }
 
-    /// Each of 128 buckets (by the top seven bits, then by the low seven)
-    /// within five standard deviations of the mean that a uniform hash
+    /// Each of 128 buckets (by the top seven bits, by bits 32..39, then by
+    /// the low seven) within five standard deviations of the mean that a uniform hash
     /// would give: loose enough for honest noise, tight enough that a hash
     /// leaving bits unused fails at once. The inputs are fixed, so a pass
     /// stays a pass.
@@ -299,6 +299,7 @@ pub(crate) mod tests {
                 "top 7 bits",
                 (|h: u64| (h >> 57) as usize) as fn(u64) -> usize,
             ),
+            ("bits 32..39", |h: u64| (h >> 32 & 127) as usize),
             ("low 7 bits", |h: u64| (h & 127) as usize),
         ] {
             let mut counts = [0usize; 128];

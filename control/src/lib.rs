@@ -9,4 +9,4 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 
-pub use stats::{MempoolStats, PortCounters, RuleStats, StatsSnapshot, WorkerStats};
+pub use stats::{MempoolStats, PortCounters, ProxyCounters, RuleStats, StatsSnapshot, WorkerStats};

@@ -336,6 +336,46 @@ pub struct FlowView {
     pub idle_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_state: Option<String>,
+    /// The proxy's view of a proxied flow (both legs), while the proxy holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyFlowView>,
+}
+
+/// A proxied flow as `flows list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxyFlowView {
+    /// "connecting", "relaying", "time-wait", "closed" or "pass-through".
+    pub state: String,
+    /// The connection with the real client (tollgate plays the server), once it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_leg: Option<LegView>,
+    /// The connection with the real server (tollgate plays the client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_leg: Option<LegView>,
+    /// In-order bytes from the client not yet acknowledged by the server.
+    pub buffered_client_to_server: u64,
+    pub buffered_server_to_client: u64,
+    /// Holes a peer left unfilled (see the rule's `on-stall`).
+    pub stalls: u64,
+    /// Why the flow left the proxy for pass-through, when it did: "stall", "policy".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over: Option<String>,
+}
+
+/// One leg of a proxied flow.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LegView {
+    /// The RFC 9293 state name, e.g. "ESTABLISHED", "FIN-WAIT-2".
+    pub state: String,
+    pub retransmissions: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtt_ms: Option<u64>,
+    pub rto_ms: u64,
+    pub cwnd: u64,
+    /// Bytes queued to send on this leg, not yet acknowledged by its peer.
+    pub send_buffered: u64,
+    /// Segments that arrived above a hole and were held.
+    pub out_of_order_received: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,6 +100,106 @@ pub struct StatsSnapshot {
     /// Policy rules in order, with their hit counters.
     #[serde(default)]
     pub rules: Vec<RuleStats>,
+    /// The TCP proxy's counters, summed over workers.
+    #[serde(default)]
+    pub proxy: ProxyCounters,
+}
+
+/// The TCP proxy's counters (issue 4). Gauges say so; everything else counts up from start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxyCounters {
+    /// Gauge: flows the proxy holds now (TIME-WAIT included).
+    pub connections_active: u64,
+    /// Client SYNs taken on by the proxy (a server leg opened for them).
+    pub connections_opened: u64,
+    /// Flows whose two handshakes both completed.
+    pub connections_established: u64,
+    /// The server refused our SYN; the client got the RST.
+    pub connections_refused: u64,
+    /// The server never answered our SYN.
+    pub connect_timeouts: u64,
+    /// A peer reset one leg, or stopped answering; the other leg was reset.
+    pub connections_reset: u64,
+    pub syn_cookies_sent: u64,
+    /// Handshakes completed on a valid cookie (a proxy was created for them).
+    pub syn_cookies_accepted: u64,
+    /// ACKs that carried no valid cookie for a flow the proxy does not know.
+    pub syn_cookies_rejected: u64,
+    /// Segments the client leg sent again (RTO, fast retransmit, SACK recovery).
+    pub retransmissions_client_leg: u64,
+    pub retransmissions_server_leg: u64,
+    /// Stalls, by the `on-stall` action taken.
+    pub stalls_wait: u64,
+    pub stalls_reset: u64,
+    pub stalls_bypass: u64,
+    /// Flows handed over to pass-through (stall, policy or detection).
+    pub handovers: u64,
+    /// Signature matches that reset a flow.
+    pub inspector_resets: u64,
+    /// New flows that found the proxy's flow limit or memory budget exhausted, by what was done.
+    pub budget_bypassed: u64,
+    pub budget_reset: u64,
+    /// Gauge: payload bytes the proxy holds (send queues, out-of-order queues).
+    pub buffered_bytes: u64,
+    /// TCP flows in proxy mode seen without their handshake (picked up mid-stream, e.g. after
+    /// a restart): forwarded as pass-through, since there is nothing to proxy.
+    pub midstream_passthrough: u64,
+    /// Segments a leg rejected (outside the window, bad ACK, RFC 5961 checks).
+    pub segments_rejected: u64,
+    /// Segments the proxy could not build (no mbuf free): its timers send them again.
+    pub emit_failures: u64,
+}
+
+impl ProxyCounters {
+    pub fn add(&mut self, o: &ProxyCounters) {
+        let ProxyCounters {
+            connections_active,
+            connections_opened,
+            connections_established,
+            connections_refused,
+            connect_timeouts,
+            connections_reset,
+            syn_cookies_sent,
+            syn_cookies_accepted,
+            syn_cookies_rejected,
+            retransmissions_client_leg,
+            retransmissions_server_leg,
+            stalls_wait,
+            stalls_reset,
+            stalls_bypass,
+            handovers,
+            inspector_resets,
+            budget_bypassed,
+            budget_reset,
+            buffered_bytes,
+            midstream_passthrough,
+            segments_rejected,
+            emit_failures,
+        } = *o;
+        self.connections_active += connections_active;
+        self.connections_opened += connections_opened;
+        self.connections_established += connections_established;
+        self.connections_refused += connections_refused;
+        self.connect_timeouts += connect_timeouts;
+        self.connections_reset += connections_reset;
+        self.syn_cookies_sent += syn_cookies_sent;
+        self.syn_cookies_accepted += syn_cookies_accepted;
+        self.syn_cookies_rejected += syn_cookies_rejected;
+        self.retransmissions_client_leg += retransmissions_client_leg;
+        self.retransmissions_server_leg += retransmissions_server_leg;
+        self.stalls_wait += stalls_wait;
+        self.stalls_reset += stalls_reset;
+        self.stalls_bypass += stalls_bypass;
+        self.handovers += handovers;
+        self.inspector_resets += inspector_resets;
+        self.budget_bypassed += budget_bypassed;
+        self.budget_reset += budget_reset;
+        self.buffered_bytes += buffered_bytes;
+        self.midstream_passthrough += midstream_passthrough;
+        self.segments_rejected += segments_rejected;
+        self.emit_failures += emit_failures;
+    }
 }
 
 impl StatsSnapshot {

@@ -58,5 +58,6 @@ pub fn view(worker: u16, e: &FlowEntry, now_ms: u64) -> FlowView {
         age_ms: now_ms.saturating_sub(e.first_seen_ms()),
         idle_ms: now_ms.saturating_sub(e.last_seen_ms()),
         tcp_state: tcp_state(e),
+        proxy: None,
     }
 }

@@ -59,6 +59,7 @@ fn flow(worker: u16, src: &str, dst: &str, mode: Action, rule: Option<u32>) -> F
         age_ms: 5_000,
         idle_ms: 1_200,
         tcp_state: Some("established".into()),
+        proxy: None,
     }
 }
 

@@ -351,6 +351,46 @@ impl fmt::Display for Action {
     }
 }
 
+/// What the proxy does with a flow that stalls: a peer left a hole in its
+/// stream and does not fill it (issue 4). Only proxied flows stall, so only
+/// rules with action proxy take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StallAction {
+    /// Keep waiting for the missing bytes, as the ASA does; the stall is
+    /// counted and the flow left alone.
+    Wait,
+    /// Reset both legs, so both ends see the failure at once.
+    Reset,
+    /// Hand the flow over to pass-through, so a peer that never retransmits
+    /// can go on.
+    Bypass,
+}
+
+impl FromStr for StallAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StallAction, String> {
+        match s {
+            "wait" => Ok(StallAction::Wait),
+            "reset" => Ok(StallAction::Reset),
+            "bypass" => Ok(StallAction::Bypass),
+            _ => Err(format!(
+                "{s:?} is not a stall action: use wait, reset or bypass"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for StallAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StallAction::Wait => "wait",
+            StallAction::Reset => "reset",
+            StallAction::Bypass => "bypass",
+        })
+    }
+}
+
 /// What a rule matches. An absent field matches anything. Source and
 /// destination are as seen in the flow's first frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -416,6 +456,10 @@ pub struct RuleSpec {
     /// Idle timeout of flows this rule matches, replacing the protocol's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    /// What a stall does to flows this rule proxies; absent, the daemon's
+    /// default. Only with action proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stall: Option<StallAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -472,6 +516,15 @@ impl RuleSpec {
                     format!("{t} is outside 1..=604800 seconds"),
                 ));
             }
+        }
+        if self.on_stall.is_some() && self.action != Action::Proxy {
+            return Err(invalid(
+                "on_stall",
+                format!(
+                    "only proxied flows stall; this rule's action is {}: drop on_stall or use action proxy",
+                    self.action
+                ),
+            ));
         }
         for (field, text) in [("name", &self.name), ("comment", &self.comment)] {
             if let Some(t) = text {
@@ -679,6 +732,38 @@ mod tests {
                 .is_err()
         );
         assert!(serde_json::from_str::<RuleSpec>(r#"{"action":"allow"}"#).is_err());
+    }
+
+    #[test]
+    fn on_stall_is_for_proxied_flows_only() {
+        let s = spec(r#"{"match":{"proto":"tcp"},"action":"proxy","on_stall":"bypass"}"#);
+        assert_eq!(s.on_stall, Some(StallAction::Bypass));
+        s.validate().unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""on_stall":"bypass""#), "{json}");
+        // Absent, it is not written, so older readers see the same rule.
+        let plain = spec(r#"{"action":"proxy"}"#);
+        assert_eq!(plain.on_stall, None);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("on_stall"));
+        for action in ["bypass", "drop"] {
+            let e = spec(&format!(r#"{{"action":"{action}","on_stall":"wait"}}"#))
+                .validate()
+                .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("on_stall: only proxied flows stall; this rule's action is {action}: drop on_stall or use action proxy")
+            );
+        }
+        assert!(
+            serde_json::from_str::<RuleSpec>(r#"{"action":"proxy","on_stall":"retry"}"#).is_err()
+        );
+        for a in [StallAction::Wait, StallAction::Reset, StallAction::Bypass] {
+            assert_eq!(a.to_string().parse::<StallAction>().unwrap(), a);
+        }
+        assert_eq!(
+            "Wait".parse::<StallAction>().unwrap_err(),
+            "\"Wait\" is not a stall action: use wait, reset or bypass"
+        );
     }
 
     #[test]

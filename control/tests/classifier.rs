@@ -149,6 +149,7 @@ fn random_rule(rng: &mut Rng) -> RuleSpec {
         matches: m,
         action: rng.pick(&[Action::Bypass, Action::Proxy, Action::Drop]),
         idle_timeout_secs: None,
+        on_stall: None,
         name: None,
         comment: None,
     }
@@ -493,6 +494,7 @@ fn many_rules_on_one_port_and_many_prefix_lengths() {
             },
             action: Action::Bypass,
             idle_timeout_secs: None,
+            on_stall: None,
             name: None,
             comment: None,
         })
@@ -535,6 +537,7 @@ fn overlapping_ranges_beyond_the_port_table_budget() {
             },
             action: Action::Bypass,
             idle_timeout_secs: None,
+            on_stall: None,
             name: None,
             comment: None,
         })

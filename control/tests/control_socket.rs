@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tollgate_control::client::{Client, ClientError};
-use tollgate_control::policy::{Action, Ingress, PolicyError, PolicySet, Protocol};
+use tollgate_control::policy::{Action, Ingress, PolicyError, PolicySet, Protocol, StallAction};
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
     HealthReply, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply, Request,
@@ -1542,6 +1542,7 @@ fn tollgatectl_help_is_complete() {
         "--ingress",
         "--vlan",
         "--idle-timeout",
+        "--on-stall",
         "--name",
         "--comment",
         "--position",
@@ -1553,4 +1554,183 @@ fn tollgatectl_help_is_complete() {
             out.stdout
         );
     }
+    // Each on-stall choice is explained where it is chosen.
+    for what in [
+        "wait",
+        "as an ASA does",
+        "reset",
+        "Reset both legs",
+        "bypass",
+        "pass-through",
+        "needs --action proxy",
+    ] {
+        assert!(
+            out.stdout.contains(what),
+            "policy add --help does not say {what:?}: {}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn tollgatectl_sets_on_stall_for_proxied_flows() {
+    let dir = TestDir::new("ctl-on-stall");
+    let path = dir.path("control.sock");
+    let daemon = start(&path);
+
+    let out = ctl(
+        &path,
+        &[
+            "policy",
+            "add",
+            "--proto",
+            "tcp",
+            "--dst-port",
+            "443",
+            "--action",
+            "proxy",
+            "--on-stall",
+            "reset",
+            "--name",
+            "web",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = ctl(
+        &path,
+        &["policy", "add", "--proto", "tcp", "--action", "proxy"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    {
+        let state = daemon.daemon.state.lock().unwrap();
+        let rules = &state.0.rules;
+        assert_eq!(rules[0].spec.on_stall, Some(StallAction::Reset));
+        assert_eq!(rules[1].spec.on_stall, None);
+    }
+
+    // The JSON carries it as the rule files and the state file spell it.
+    let out = ctl(&path, &["--json", "policy", "list"]);
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(listed["rules"][0]["on_stall"], "reset", "{listed}");
+    assert!(
+        listed["rules"][1].get("on_stall").is_none(),
+        "unset is left out: {listed}"
+    );
+
+    let out = ctl(&path, &["policy", "list"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("ID  POS  ACTION  MATCH") && lines[0].contains("IDLE  ON-STALL  NAME"),
+        "{}",
+        out.stdout
+    );
+    let column = lines[0].find("ON-STALL").unwrap();
+    assert!(
+        lines[1][column..].starts_with("reset     web"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[2][column..].starts_with("-         -"),
+        "no on-stall shows as -: {}",
+        out.stdout
+    );
+
+    let out = ctl(
+        &path,
+        &[
+            "explain",
+            "--proto",
+            "tcp",
+            "--src",
+            "198.18.0.9:40000",
+            "--dst",
+            "198.19.0.1:443",
+        ],
+    );
+    assert!(
+        out.stdout
+            .contains("  rule 1: proto tcp dst-port 443 -> proxy, on-stall reset\n"),
+        "{}",
+        out.stdout
+    );
+
+    // Anything but proxy is refused, here before connecting, and by the
+    // daemon for clients that skip the check.
+    for action in ["bypass", "drop"] {
+        let out = ctl(
+            &path,
+            &["policy", "add", "--action", action, "--on-stall", "wait"],
+        );
+        assert_eq!(out.code, 1);
+        assert_eq!(
+            one_error_line(&out),
+            format!(
+                "tollgatectl: invalid rule: on_stall (--on-stall): only proxied flows stall; \
+                 this rule's action is {action}: drop on_stall or use action proxy"
+            )
+        );
+    }
+    let e = daemon
+        .client()
+        .call(add(json!({"action": "bypass", "on_stall": "bypass"})))
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Daemon { code: ErrorCode::Invalid, message }
+            if message.starts_with("on_stall: only proxied flows stall")),
+        "{e:?}"
+    );
+    let out = ctl(
+        &path,
+        &["policy", "add", "--action", "proxy", "--on-stall", "retry"],
+    );
+    assert_eq!(out.code, 2);
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("retry") && line.contains("wait") && line.contains("bypass"),
+        "{line}"
+    );
+
+    // Rule files take it too, and say which rule is wrong.
+    let file = dir.path("stall.json");
+    std::fs::write(
+        &file,
+        r#"[{"match": {"proto": "tcp"}, "action": "proxy", "on_stall": "bypass"}]"#,
+    )
+    .unwrap();
+    let out = ctl(
+        &path,
+        &["policy", "replace", "--file", file.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        daemon.daemon.state.lock().unwrap().0.rules[0].spec.on_stall,
+        Some(StallAction::Bypass)
+    );
+    std::fs::write(
+        &file,
+        r#"[{"action": "proxy"}, {"action": "drop", "on_stall": "reset", "name": "junk"}]"#,
+    )
+    .unwrap();
+    let out = ctl(
+        &path,
+        &["policy", "check", "--file", file.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        one_error_line(&out).contains("stall.json: rule 2 (junk): on_stall: only proxied flows stall; this rule's action is drop"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&file, r#"[{"action": "proxy", "on_stall": "later"}]"#).unwrap();
+    let out = ctl(
+        &path,
+        &["policy", "check", "--file", file.to_str().unwrap()],
+    );
+    assert!(
+        one_error_line(&out).contains("stall.json:1:") && out.stderr.contains("later"),
+        "{}",
+        out.stderr
+    );
+    daemon.shutdown();
 }

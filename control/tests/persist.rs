@@ -10,7 +10,7 @@ use std::thread::sleep;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate_control::persist::{load, save, PersistError};
-use tollgate_control::policy::{PolicySet, RuleSpec};
+use tollgate_control::policy::{Action, PolicySet, RuleSpec, StallAction};
 
 /// A directory of its own per test, removed afterwards.
 struct TempDir(PathBuf);
@@ -131,6 +131,43 @@ fn round_trip_keeps_everything_and_mode_0640() {
     save(&path, &PolicySet::default()).unwrap();
     assert_eq!(load(&path).unwrap(), Some(PolicySet::default()));
     assert!(dir.temporaries().is_empty(), "{:?}", dir.temporaries());
+}
+
+/// A state file written before rules had `on_stall` loads as rules without
+/// one (the daemon's default), and one with it keeps it.
+#[test]
+fn files_from_before_on_stall_still_load() {
+    let dir = TempDir::new("before-on-stall");
+    let path = dir.file();
+    fs::write(
+        &path,
+        r#"{
+  "format": 1,
+  "saved_at_unix": 1767225600,
+  "policy": {
+    "rules": [
+      {"id": 1, "match": {"proto": "tcp", "dst_port": "10000"}, "action": "bypass", "name": "ctcp"},
+      {"id": 4, "match": {"proto": "tcp"}, "action": "proxy", "idle_timeout_secs": 600}
+    ],
+    "next_id": 5
+  }
+}
+"#,
+    )
+    .unwrap();
+    let set = load(&path).unwrap().unwrap();
+    assert_eq!(set.rules.len(), 2);
+    assert!(set.rules.iter().all(|r| r.spec.on_stall.is_none()));
+    assert_eq!(set.rules[1].spec.action, Action::Proxy);
+    assert_eq!(set.next_id, 5);
+
+    let mut next = set.clone();
+    next.rules[1].spec.on_stall = Some(StallAction::Reset);
+    save(&path, &next).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"on_stall\": \"reset\""), "{text}");
+    assert_eq!(text.matches("on_stall").count(), 1, "{text}");
+    assert_eq!(load(&path).unwrap(), Some(next));
 }
 
 #[test]

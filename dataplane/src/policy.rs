@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate_control::classifier::Classifier;
-use tollgate_control::policy::{Action, FlowFields, Ingress, PolicySet};
+use tollgate_control::policy::{Action, FlowFields, Ingress, PolicySet, StallAction};
 use tollgate_control::protocol::PolicyDefaults;
 
 use crate::flow::FlowMode;
@@ -75,6 +75,8 @@ pub struct CompiledPolicy {
     pub defaults: PolicyDefaults,
     /// One more than the highest rule id: the size of per-rule hit arrays.
     pub rule_slots: usize,
+    /// Each rule's `on_stall`, indexed by rule id (`rule_slots` long).
+    on_stall: Vec<Option<StallAction>>,
 }
 
 impl CompiledPolicy {
@@ -85,12 +87,25 @@ impl CompiledPolicy {
             .map(|r| r.id as usize + 1)
             .max()
             .unwrap_or(1);
+        let mut on_stall = vec![None; rule_slots];
+        for r in &set.rules {
+            on_stall[r.id as usize] = r.spec.on_stall;
+        }
         CompiledPolicy {
             generation,
             classifier: Classifier::compile(set),
             defaults,
             rule_slots,
+            on_stall,
         }
+    }
+
+    /// The `on_stall` of rule `rule` (a [`Decision::rule`]): None when the
+    /// rule leaves it to the daemon's default, for rule 0 (the protocol
+    /// default) and for ids not in this policy.
+    #[inline]
+    pub fn on_stall(&self, rule: u32) -> Option<StallAction> {
+        self.on_stall.get(rule as usize).copied().flatten()
     }
 
     pub fn default_action(&self, proto: u8) -> Action {
@@ -194,5 +209,68 @@ impl PolicyBoard {
             g.store(fresh.generation, Ordering::Release);
         }
         Some(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: PolicyDefaults = PolicyDefaults {
+        tcp: Action::Proxy,
+        udp: Action::Bypass,
+        other: Action::Bypass,
+    };
+
+    fn add(set: &mut PolicySet, json: &str) -> u32 {
+        set.add(serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn on_stall_is_looked_up_by_rule_id() {
+        let mut set = PolicySet::default();
+        let reset = add(
+            &mut set,
+            r#"{"match":{"proto":"tcp","dst_port":443},"action":"proxy","on_stall":"reset"}"#,
+        );
+        let plain = add(
+            &mut set,
+            r#"{"match":{"proto":"tcp","dst_port":80},"action":"proxy"}"#,
+        );
+        let gone = add(&mut set, r#"{"action":"proxy","on_stall":"wait"}"#);
+        let bypass = add(
+            &mut set,
+            r#"{"match":{"proto":"tcp"},"action":"proxy","on_stall":"bypass"}"#,
+        );
+        set.delete(gone).unwrap();
+        let p = CompiledPolicy::compile(&set, DEFAULTS, 1);
+        assert_eq!(p.on_stall(reset), Some(StallAction::Reset));
+        assert_eq!(p.on_stall(plain), None);
+        assert_eq!(p.on_stall(bypass), Some(StallAction::Bypass));
+        // A deleted rule, the protocol default (0) and ids past the end.
+        assert_eq!(p.on_stall(gone), None);
+        assert_eq!(p.on_stall(0), None);
+        assert_eq!(p.on_stall(bypass + 1), None);
+        assert_eq!(p.on_stall(u32::MAX), None);
+
+        // What a worker does: the decision's rule id, then its on_stall.
+        let flow = FlowFields {
+            proto: 6,
+            src: "198.18.0.1".parse().unwrap(),
+            dst: "198.19.0.1".parse().unwrap(),
+            src_port: 40000,
+            dst_port: 443,
+            ingress: Ingress::Inside,
+            vlan: None,
+        };
+        let d = p.decide(&flow);
+        assert_eq!((d.mode, d.rule), (FlowMode::Proxy, reset));
+        assert_eq!(p.on_stall(d.rule), Some(StallAction::Reset));
+        let udp = FlowFields { proto: 17, ..flow };
+        assert_eq!(p.on_stall(p.decide(&udp).rule), None);
+
+        let empty = CompiledPolicy::compile(&PolicySet::default(), DEFAULTS, 1);
+        assert_eq!(empty.on_stall(0), None);
+        assert_eq!(empty.on_stall(1), None);
     }
 }

@@ -18,6 +18,7 @@ use serde_json::Value;
 use tollgate_control::client::{Client, ClientError, DEFAULT_SOCKET};
 use tollgate_control::policy::{
     Action, Ingress, Match, PolicyError, PolicySet, PortRange, Prefix, Protocol, RuleSpec,
+    StallAction,
 };
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
@@ -34,6 +35,7 @@ const EXAMPLES: &str = "\
 Examples:
   tollgatectl policy add --proto tcp --dst-port 10000 --action bypass --name ctcp
   tollgatectl policy add --proto tcp --dst-port 5201 --action bypass --apply-existing
+  tollgatectl policy add --proto tcp --dst 198.19.0.0/16 --action proxy --on-stall bypass
   tollgatectl policy insert 1 --proto udp --dst 198.18.0.0/15 --action drop
   tollgatectl policy list
   tollgatectl policy replace --file /etc/tollgate/policy.json
@@ -128,7 +130,8 @@ const FILE_HELP: &str = "\
 The file holds JSON: {\"rules\": [RULE, ...]} or a bare array of rules, each
 like {\"match\": {\"proto\": \"tcp\", \"dst_port\": 10000}, \"action\": \"bypass\",
 \"name\": \"ctcp\"}. Match fields: proto, src, dst, src_port, dst_port,
-ingress, vlan; rule fields: match, action, idle_timeout_secs, name, comment.
+ingress, vlan; rule fields: match, action, idle_timeout_secs, on_stall
+(\"wait\", \"reset\" or \"bypass\", with action proxy only), name, comment.
 The output of `policy list --json` is accepted too: its ids and hit counters
 are ignored, as replaced rules get new ids.";
 
@@ -162,6 +165,28 @@ impl From<ActionArg> for Action {
             ActionArg::Bypass => Action::Bypass,
             ActionArg::Proxy => Action::Proxy,
             ActionArg::Drop => Action::Drop,
+        }
+    }
+}
+
+/// What a stalled proxied flow becomes: a peer left a hole in its stream
+/// (a lost segment) and, though asked with duplicate ACKs, did not fill it.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StallArg {
+    /// Keep holding the flow and waiting for the missing bytes, as an ASA does (the stall is counted)
+    Wait,
+    /// Reset both legs, so client and server see the failure at once
+    Reset,
+    /// Hand the flow over to stateless pass-through, so a peer that never retransmits can go on
+    Bypass,
+}
+
+impl From<StallArg> for StallAction {
+    fn from(a: StallArg) -> StallAction {
+        match a {
+            StallArg::Wait => StallAction::Wait,
+            StallArg::Reset => StallAction::Reset,
+            StallArg::Bypass => StallAction::Bypass,
         }
     }
 }
@@ -210,6 +235,9 @@ struct RuleArgs {
     /// Idle timeout of matching flows in seconds (1-604800), instead of the protocol's
     #[arg(long, value_name = "SECS")]
     idle_timeout: Option<u64>,
+    /// What happens when a peer of a flow this rule proxies leaves a hole in its stream (a lost segment) and does not fill it (needs --action proxy); without it the daemon's default applies
+    #[arg(long, value_enum, value_name = "ACTION")]
+    on_stall: Option<StallArg>,
     /// A short name, shown in listings and in flows' reasons
     #[arg(long)]
     name: Option<String>,
@@ -232,6 +260,7 @@ impl RuleArgs {
             },
             action: self.action.into(),
             idle_timeout_secs: self.idle_timeout,
+            on_stall: self.on_stall.map(StallAction::from),
             name: self.name.clone(),
             comment: self.comment.clone(),
         }
@@ -476,6 +505,7 @@ fn with_flag(e: &PolicyError) -> String {
         "match.ingress" => "--ingress",
         "match.vlan" => "--vlan",
         "idle_timeout_secs" => "--idle-timeout",
+        "on_stall" => "--on-stall",
         "name" => "--name",
         "comment" => "--comment",
         _ => return e.to_string(),
@@ -572,6 +602,8 @@ struct FileRule {
     #[serde(default)]
     idle_timeout_secs: Option<u64>,
     #[serde(default)]
+    on_stall: Option<StallAction>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     comment: Option<String>,
@@ -585,6 +617,7 @@ impl From<FileRule> for RuleSpec {
             matches: r.matches,
             action: r.action,
             idle_timeout_secs: r.idle_timeout_secs,
+            on_stall: r.on_stall,
             name: r.name,
             comment: r.comment,
         }
@@ -669,11 +702,15 @@ fn render(command: &Command, result: Value) -> Result<String, String> {
             let r: ExplainReply = typed(result)?;
             let _ = writeln!(out, "{}", r.explanation);
             if let Some(rule) = &r.rule {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "  rule {}: {} -> {}",
                     rule.id, rule.spec.matches, rule.spec.action
                 );
+                if let Some(s) = rule.spec.on_stall {
+                    let _ = write!(out, ", on-stall {s}");
+                }
+                out.push('\n');
             }
         }
         Command::Flows(FlowsCommand::List { .. }) => render_flows(&mut out, &typed(result)?),
@@ -761,14 +798,18 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
     if reply.rules.is_empty() {
         let _ = writeln!(out, "no rules");
     } else {
-        let mut table = Table::new(
-            &[
-                "ID", "POS", "ACTION", "MATCH", "IDLE", "NAME", "FLOWS", "PACKETS", "BYTES",
-            ],
-            &[0, 1, 6, 7, 8],
-        );
+        // ON-STALL only when some rule sets it, as few do: "-" there is the
+        // daemon's default (for proxy rules) or not applicable.
+        let with_stall = reply.rules.iter().any(|r| r.rule.spec.on_stall.is_some());
+        let mut headers = vec!["ID", "POS", "ACTION", "MATCH", "IDLE"];
+        if with_stall {
+            headers.push("ON-STALL");
+        }
+        headers.extend(["NAME", "FLOWS", "PACKETS", "BYTES"]);
+        let counts = headers.len() - 3;
+        let mut table = Table::new(&headers, &[0, 1, counts, counts + 1, counts + 2]);
         for (i, RuleView { rule, hits }) in reply.rules.iter().enumerate() {
-            table.row(vec![
+            let mut row = vec![
                 rule.id.to_string(),
                 (i + 1).to_string(),
                 rule.spec.action.to_string(),
@@ -776,11 +817,17 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
                 rule.spec
                     .idle_timeout_secs
                     .map_or("-".into(), |s| duration(s * 1000)),
+            ];
+            if with_stall {
+                row.push(rule.spec.on_stall.map_or("-".into(), |s| s.to_string()));
+            }
+            row.extend([
                 rule.spec.name.clone().unwrap_or_else(|| "-".into()),
                 hits.flows.to_string(),
                 hits.packets.to_string(),
                 bytes(hits.bytes),
             ]);
+            table.row(row);
         }
         out.push_str(&table.render());
     }

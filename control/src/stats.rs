@@ -202,6 +202,79 @@ impl ProxyCounters {
     }
 }
 
+impl ProxyCounters {
+    pub fn is_zero(&self) -> bool {
+        *self == ProxyCounters::default()
+    }
+
+    /// The proxy section of the stats table. Shown always, so an operator can
+    /// tell "no proxied flows" from "a tollgate without these counters": one
+    /// line while every counter is zero, six once any is not.
+    fn render(&self, out: &mut String) {
+        if self.is_zero() {
+            let _ = writeln!(out, "proxy: no proxied connections since start");
+            return;
+        }
+        // Destructured, so a counter added later fails to compile until it
+        // is shown here.
+        let ProxyCounters {
+            connections_active,
+            connections_opened,
+            connections_established,
+            connections_refused,
+            connect_timeouts,
+            connections_reset,
+            syn_cookies_sent,
+            syn_cookies_accepted,
+            syn_cookies_rejected,
+            retransmissions_client_leg,
+            retransmissions_server_leg,
+            stalls_wait,
+            stalls_reset,
+            stalls_bypass,
+            handovers,
+            inspector_resets,
+            budget_bypassed,
+            budget_reset,
+            buffered_bytes,
+            midstream_passthrough,
+            segments_rejected,
+            emit_failures,
+        } = *self;
+        let _ = writeln!(
+            out,
+            "proxy connections: {connections_active} active, {connections_opened} opened, \
+             {connections_established} established, {connections_refused} refused by the server, \
+             {connect_timeouts} connect timeouts, {connections_reset} reset"
+        );
+        let _ = writeln!(
+            out,
+            "proxy syn cookies: {syn_cookies_sent} sent, {syn_cookies_accepted} accepted, \
+             {syn_cookies_rejected} rejected"
+        );
+        let _ = writeln!(
+            out,
+            "proxy retransmissions: {retransmissions_client_leg} on client legs, \
+             {retransmissions_server_leg} on server legs"
+        );
+        let _ = writeln!(
+            out,
+            "proxy stalls: {stalls_wait} waited, {stalls_reset} reset, {stalls_bypass} bypassed; \
+             {handovers} handovers to pass-through, {inspector_resets} inspector resets"
+        );
+        let _ = writeln!(
+            out,
+            "proxy budget: {buffered_bytes} bytes buffered now; when it ran out, \
+             {budget_bypassed} new flows were bypassed, {budget_reset} reset"
+        );
+        let _ = writeln!(
+            out,
+            "proxy segments: {midstream_passthrough} flows picked up mid-stream (passed through), \
+             {segments_rejected} segments rejected, {emit_failures} emit failures (no mbuf)"
+        );
+    }
+}
+
 impl StatsSnapshot {
     /// The counters as a table a person can read at a glance.
     pub fn render_table(&self) -> String {
@@ -300,6 +373,7 @@ impl StatsSnapshot {
                 r.bytes
             );
         }
+        self.proxy.render(&mut out);
         let drops: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "drops: {}", drops.join(" "));
         let malformed: Vec<String> = self
@@ -378,5 +452,64 @@ mod tests {
         assert!(t.contains("outside") && t.contains("42"));
         assert!(t.contains("table_full=5"));
         assert!(t.contains("tcp_truncated=2"));
+        assert!(
+            t.contains("\nproxy: no proxied connections since start\n"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_table_shows_every_proxy_counter() {
+        let s = StatsSnapshot {
+            proxy: ProxyCounters {
+                connections_active: 101,
+                connections_opened: 102,
+                connections_established: 103,
+                connections_refused: 104,
+                connect_timeouts: 105,
+                connections_reset: 106,
+                syn_cookies_sent: 107,
+                syn_cookies_accepted: 108,
+                syn_cookies_rejected: 109,
+                retransmissions_client_leg: 110,
+                retransmissions_server_leg: 111,
+                stalls_wait: 112,
+                stalls_reset: 113,
+                stalls_bypass: 114,
+                handovers: 115,
+                inspector_resets: 116,
+                budget_bypassed: 117,
+                budget_reset: 118,
+                buffered_bytes: 119,
+                midstream_passthrough: 120,
+                segments_rejected: 121,
+                emit_failures: 122,
+            },
+            ..Default::default()
+        };
+        let t = s.render_table();
+        for n in 101..=122 {
+            assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
+        }
+        assert!(!t.contains("no proxied connections"), "{t}");
+        for line in [
+            "proxy connections: 101 active, 102 opened, 103 established, 104 refused by the server, 105 connect timeouts, 106 reset\n",
+            "proxy syn cookies: 107 sent, 108 accepted, 109 rejected\n",
+            "proxy retransmissions: 110 on client legs, 111 on server legs\n",
+            "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
+            "proxy budget: 119 bytes buffered now; when it ran out, 117 new flows were bypassed, 118 reset\n",
+            "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
+        ] {
+            assert!(t.contains(line), "{line:?} missing from:\n{t}");
+        }
+        // One non-zero counter is enough for the full section.
+        let one = StatsSnapshot {
+            proxy: ProxyCounters {
+                emit_failures: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(one.render_table().contains("proxy connections: 0 active"));
     }
 }

@@ -18,8 +18,9 @@ use tollgate_control::client::{Client, ClientError};
 use tollgate_control::policy::{Action, Ingress, PolicyError, PolicySet, Protocol, StallAction};
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
-    HealthReply, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply, Request,
-    Response, RuleHits, RuleView, StatsReply, VersionReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    HealthReply, LegView, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply,
+    ProxyFlowView, Request, Response, RuleHits, RuleView, StatsReply, VersionReply,
+    MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use tollgate_control::server::{
     ControlServer, Handler, Peer, ServerError, ServerHandle, ServerLimits, SocketAccess,
@@ -1732,5 +1733,110 @@ fn tollgatectl_sets_on_stall_for_proxied_flows() {
         "{}",
         out.stderr
     );
+    daemon.shutdown();
+}
+
+#[test]
+fn tollgatectl_shows_both_legs_of_proxied_flows() {
+    let dir = TestDir::new("ctl-proxy-flows");
+    let path = dir.path("control.sock");
+    let daemon = start(&path);
+    {
+        let mut flows = daemon.daemon.flows.lock().unwrap();
+        flows[1].proxy = Some(ProxyFlowView {
+            state: "relaying".into(),
+            client_leg: Some(LegView {
+                state: "ESTABLISHED".into(),
+                retransmissions: 0,
+                srtt_ms: Some(1),
+                rto_ms: 200,
+                cwnd: 14_600,
+                send_buffered: 0,
+                out_of_order_received: 0,
+            }),
+            server_leg: Some(LegView {
+                state: "ESTABLISHED".into(),
+                retransmissions: 7,
+                srtt_ms: Some(42),
+                rto_ms: 250,
+                cwnd: 29_200,
+                send_buffered: 65_536,
+                out_of_order_received: 3,
+            }),
+            buffered_client_to_server: 65_536,
+            buffered_server_to_client: 0,
+            stalls: 1,
+            handed_over: None,
+        });
+        flows[2].proxy = Some(ProxyFlowView {
+            state: "connecting".into(),
+            client_leg: None,
+            server_leg: Some(LegView {
+                state: "SYN-SENT".into(),
+                retransmissions: 2,
+                srtt_ms: None,
+                rto_ms: 4000,
+                ..LegView::default()
+            }),
+            ..ProxyFlowView::default()
+        });
+        flows.push(FlowView {
+            proxy: Some(ProxyFlowView {
+                state: "pass-through".into(),
+                stalls: 2,
+                handed_over: Some("stall".into()),
+                ..ProxyFlowView::default()
+            }),
+            ..flow(0, "198.18.0.4:40003", "198.19.0.3:22", Action::Proxy, None)
+        });
+    }
+
+    let out = ctl(&path, &["flows", "list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // A bypassed flow has no proxy line; a proxied one has its line right under it.
+    assert!(lines[1].contains("198.18.0.1:40000"), "{}", out.stdout);
+    assert!(lines[2].contains("198.18.0.2:40001"), "{}", out.stdout);
+    let indent = "        ";
+    assert_eq!(
+        lines[3],
+        format!(
+            "{indent}proxy relaying | client leg ESTABLISHED retx 0 srtt 1ms | \
+             server leg ESTABLISHED retx 7 srtt 42ms out-of-order 3 | buffered >64.0K <0B | stalls 1"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[4].contains("198.18.0.3:40002"), "{}", out.stdout);
+    assert_eq!(
+        lines[5],
+        format!(
+            "{indent}proxy connecting | client leg not open | server leg SYN-SENT retx 2 srtt - | \
+             buffered >0B <0B | stalls 0"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[6].contains("198.18.0.4:40003"), "{}", out.stdout);
+    assert!(
+        lines[7].starts_with(&format!("{indent}proxy pass-through | client leg not open"))
+            && lines[7].ends_with("| stalls 2 | handed over to pass-through: stall"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[8].starts_with("flows 1-4 of 4"), "{}", out.stdout);
+    // The detail lines do not widen the columns.
+    let width = lines[0].len();
+    assert!(
+        lines[1].len() <= width + 20,
+        "{} vs {width}: {}",
+        lines[1].len(),
+        out.stdout
+    );
+
+    let out = ctl(&path, &["--json", "flows", "list", "--port", "443"]);
+    let page: FlowsListReply = serde_json::from_str(&out.stdout).unwrap();
+    let proxy = page.flows[0].proxy.as_ref().unwrap();
+    assert_eq!(proxy.server_leg.as_ref().unwrap().retransmissions, 7);
     daemon.shutdown();
 }

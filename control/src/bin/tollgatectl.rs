@@ -22,8 +22,8 @@ use tollgate_control::policy::{
 };
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
-    HealthReply, Op, PolicyChangeReply, PolicyCheckReply, PolicyListReply, RuleView, StatsReply,
-    VersionReply, MAX_PAGE_SIZE,
+    HealthReply, LegView, Op, PolicyChangeReply, PolicyCheckReply, PolicyListReply, ProxyFlowView,
+    RuleView, StatsReply, VersionReply, MAX_PAGE_SIZE,
 };
 
 #[global_allocator]
@@ -888,6 +888,9 @@ fn render_flows(out: &mut String, reply: &FlowsListReply) {
             row.push(f.tcp_state.clone().unwrap_or_else(|| "-".into()));
         }
         table.row(row);
+        if let Some(p) = &f.proxy {
+            table.detail(proxy_line(p));
+        }
     }
     out.push_str(&table.render());
     let first = u64::from(reply.page) * u64::from(reply.page_size) + 1;
@@ -901,6 +904,44 @@ fn render_flows(out: &mut String, reply: &FlowsListReply) {
         let _ = write!(out, "; next page: --page {}", reply.page + 2);
     }
     out.push('\n');
+}
+
+/// A proxied flow's two legs on one line under its row, e.g.
+/// `proxy relaying | client leg ESTABLISHED retx 0 srtt 1ms | server leg
+/// ESTABLISHED retx 3 srtt 42ms | buffered >64.0K <0B | stalls 1`.
+/// The client leg faces the initiator, the server leg the responder; `>` and
+/// `<` are the table's directions.
+fn proxy_line(p: &ProxyFlowView) -> String {
+    let leg = |name: &str, leg: &Option<LegView>| match leg {
+        Some(l) => {
+            let mut text = format!(
+                "{name} leg {} retx {} srtt {}",
+                l.state,
+                l.retransmissions,
+                l.srtt_ms.map_or("-".into(), |ms| format!("{ms}ms"))
+            );
+            if l.out_of_order_received > 0 {
+                let _ = write!(text, " out-of-order {}", l.out_of_order_received);
+            }
+            text
+        }
+        None => format!("{name} leg not open"),
+    };
+    let mut parts = vec![
+        format!("proxy {}", p.state),
+        leg("client", &p.client_leg),
+        leg("server", &p.server_leg),
+        format!(
+            "buffered >{} <{}",
+            bytes(p.buffered_client_to_server),
+            bytes(p.buffered_server_to_client)
+        ),
+        format!("stalls {}", p.stalls),
+    ];
+    if let Some(why) = &p.handed_over {
+        parts.push(format!("handed over to pass-through: {why}"));
+    }
+    parts.join(" | ")
 }
 
 fn bytes(n: u64) -> String {
@@ -928,11 +969,13 @@ fn duration(ms: u64) -> String {
     }
 }
 
-/// Columns padded to their widest cell; numbers right-aligned.
+/// Columns padded to their widest cell; numbers right-aligned. A row may
+/// carry a detail line, printed under it from the second column on and left
+/// out of the column widths.
 struct Table {
     headers: Vec<String>,
     right: Vec<usize>,
-    rows: Vec<Vec<String>>,
+    rows: Vec<(Vec<String>, Option<String>)>,
 }
 
 impl Table {
@@ -945,18 +988,30 @@ impl Table {
     }
 
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push((cells, None));
+    }
+
+    /// Sets the detail line of the last row.
+    fn detail(&mut self, text: String) {
+        if let Some((_, detail)) = self.rows.last_mut() {
+            *detail = Some(text);
+        }
     }
 
     fn render(&self) -> String {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        for (row, _) in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
             }
         }
+        let indent = " ".repeat(widths.first().map_or(0, |w| w + 2));
         let mut out = String::new();
-        for row in std::iter::once(&self.headers).chain(&self.rows) {
+        let rows = self
+            .rows
+            .iter()
+            .map(|(row, detail)| (row, detail.as_deref()));
+        for (row, detail) in std::iter::once((&self.headers, None)).chain(rows) {
             let mut line = String::new();
             for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
                 if i > 0 {
@@ -973,6 +1028,11 @@ impl Table {
             }
             out.push_str(line.trim_end());
             out.push('\n');
+            if let Some(detail) = detail {
+                out.push_str(&indent);
+                out.push_str(detail);
+                out.push('\n');
+            }
         }
         out
     }

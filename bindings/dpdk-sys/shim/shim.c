@@ -5,6 +5,7 @@ const uint64_t TG_ETH_RSS_TCP = RTE_ETH_RSS_TCP;
 const uint64_t TG_ETH_RSS_UDP = RTE_ETH_RSS_UDP;
 const uint64_t TG_ETH_RX_OFFLOAD_RSS_HASH = RTE_ETH_RX_OFFLOAD_RSS_HASH;
 const uint64_t TG_ETH_TX_OFFLOAD_MBUF_FAST_FREE = RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+const uint64_t TG_ETH_TX_OFFLOAD_MULTI_SEGS = RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
 const uint64_t TG_MBUF_F_RX_RSS_HASH = RTE_MBUF_F_RX_RSS_HASH;
 const uint16_t TG_PKTMBUF_HEADROOM = RTE_PKTMBUF_HEADROOM;
 const uint16_t TG_MBUF_DEFAULT_BUF_SIZE = RTE_MBUF_DEFAULT_BUF_SIZE;
@@ -44,6 +45,11 @@ uint16_t tg_mbuf_refcnt_read(const struct rte_mbuf *m) { return rte_mbuf_refcnt_
 uint16_t tg_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value)
 {
 	return rte_mbuf_refcnt_update(m, value);
+}
+
+int tg_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail)
+{
+	return rte_pktmbuf_chain(head, tail);
 }
 
 unsigned tg_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n)

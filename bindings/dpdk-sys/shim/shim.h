@@ -24,6 +24,7 @@ extern const uint64_t TG_ETH_RSS_TCP;
 extern const uint64_t TG_ETH_RSS_UDP;
 extern const uint64_t TG_ETH_RX_OFFLOAD_RSS_HASH;
 extern const uint64_t TG_ETH_TX_OFFLOAD_MBUF_FAST_FREE;
+extern const uint64_t TG_ETH_TX_OFFLOAD_MULTI_SEGS;
 extern const uint64_t TG_MBUF_F_RX_RSS_HASH;
 extern const uint16_t TG_PKTMBUF_HEADROOM;
 extern const uint16_t TG_MBUF_DEFAULT_BUF_SIZE;
@@ -46,6 +47,7 @@ void tg_pktmbuf_free(struct rte_mbuf *m);
 char *tg_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 uint16_t tg_mbuf_refcnt_read(const struct rte_mbuf *m);
 uint16_t tg_mbuf_refcnt_update(struct rte_mbuf *m, int16_t value);
+int tg_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
 
 unsigned tg_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n);
 unsigned tg_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n);

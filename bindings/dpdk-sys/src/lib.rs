@@ -48,6 +48,7 @@ pub mod consts {
 
     pub const ETH_RX_OFFLOAD_RSS_HASH: u64 = bit(19);
     pub const ETH_TX_OFFLOAD_MBUF_FAST_FREE: u64 = bit(16);
+    pub const ETH_TX_OFFLOAD_MULTI_SEGS: u64 = bit(15);
     pub const MBUF_F_RX_RSS_HASH: u64 = bit(1);
     pub const PKTMBUF_HEADROOM: u16 = 128;
     pub const MBUF_DEFAULT_BUF_SIZE: u16 = 2048 + PKTMBUF_HEADROOM;
@@ -81,6 +82,7 @@ mod tests {
                 ETH_TX_OFFLOAD_MBUF_FAST_FREE,
                 TG_ETH_TX_OFFLOAD_MBUF_FAST_FREE
             );
+            assert_eq!(ETH_TX_OFFLOAD_MULTI_SEGS, TG_ETH_TX_OFFLOAD_MULTI_SEGS);
             assert_eq!(MBUF_F_RX_RSS_HASH, TG_MBUF_F_RX_RSS_HASH);
         }
     }

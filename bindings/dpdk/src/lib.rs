@@ -5,6 +5,8 @@
 //! on drop; a [`Burst`] owns up to [`BURST_SIZE`] of them and, after a
 //! transmit, keeps only what the driver refused; an [`RxQueue`] or [`TxQueue`]
 //! is handed to exactly one thread, because DPDK queues are not thread-safe.
+//! An [`MbufSlice`] keeps received payload in its mbuf, shared by reference
+//! count, so a frame can carry it on behind a new header without a copy.
 
 mod burst;
 mod eal;
@@ -14,6 +16,7 @@ mod mbuf;
 mod mempool;
 mod port;
 mod ring;
+mod slice;
 
 pub use burst::{Burst, BURST_SIZE};
 pub use eal::Eal;
@@ -26,6 +29,7 @@ pub use port::{
     SYMMETRIC_RSS_KEY,
 };
 pub use ring::{MbufRing, RingConsumer, RingProducer};
+pub use slice::{ChainError, MbufSlice};
 
 /// The raw bindings, for the few callers that need a constant or a type.
 pub use dpdk_sys as sys;

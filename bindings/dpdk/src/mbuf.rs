@@ -1,6 +1,8 @@
 use std::ptr::NonNull;
 
-use dpdk_sys::{consts, rte_mbuf};
+use dpdk_sys::{consts, rte_mbuf, RTE_MBUF_F_EXTERNAL, RTE_MBUF_F_INDIRECT};
+
+use crate::mempool::Mempool;
 
 /// One owned packet buffer. Dropping it returns it to its pool.
 ///
@@ -57,8 +59,9 @@ impl Mbuf {
         }
     }
 
-    /// The first segment's bytes, writable. Only sound while this mbuf is not
-    /// shared (refcount 1), which holds for every mbuf tollgate has not cloned.
+    /// The first segment's bytes, writable. Sound because the first segment
+    /// of an `Mbuf` never shares its buffer: [`Mbuf::into_slice`] gives up
+    /// the whole mbuf, and [`Mbuf::chain_slice`] only adds segments after it.
     #[inline(always)]
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`, and `&mut self` makes the access exclusive.
@@ -115,19 +118,96 @@ impl Mbuf {
         (m.buf_addr as *const u8).wrapping_add(m.data_off as usize)
     }
 
-    /// Appends `bytes` to the packet's tail.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<(), usize> {
-        let len = u16::try_from(bytes.len()).map_err(|_| bytes.len())?;
-        // SAFETY: rte_pktmbuf_append returns NULL or a pointer to `len`
-        // writable bytes at the tail of the last segment.
-        unsafe {
-            let tail = dpdk_sys::tg_pktmbuf_append(self.0.as_ptr(), len);
-            if tail.is_null() {
-                return Err(bytes.len());
-            }
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), tail as *mut u8, bytes.len());
+    /// A fresh mbuf from `pool`, or `None` when the pool is empty.
+    #[inline(always)]
+    pub fn alloc(pool: &Mempool) -> Option<Mbuf> {
+        pool.alloc()
+    }
+
+    /// The segment the packet ends in.
+    #[inline(always)]
+    fn last_segment(&self) -> NonNull<rte_mbuf> {
+        let mut seg = self.0;
+        // SAFETY: every `next` in a chain we own is NULL or a valid segment.
+        while let Some(next) = NonNull::new(unsafe { seg.as_ref() }.next) {
+            seg = next;
         }
+        seg
+    }
+
+    /// Grows the last segment by `len` bytes and returns where they start.
+    ///
+    /// Refuses a last segment that shares its buffer (an indirect segment
+    /// from [`Mbuf::chain_slice`], an external buffer, or a buffer with more
+    /// than one reference): its tailroom holds bytes that other slices and
+    /// frames still read, which DPDK's own append would overwrite.
+    fn grow_tail(&mut self, len: usize) -> Option<*mut u8> {
+        let len = u16::try_from(len).ok()?;
+        let last = self.last_segment();
+        // SAFETY: `last` is a valid segment of the chain we own.
+        let shared = unsafe {
+            last.as_ref().ol_flags & (RTE_MBUF_F_INDIRECT | RTE_MBUF_F_EXTERNAL) != 0
+                || dpdk_sys::tg_mbuf_refcnt_read(last.as_ptr()) != 1
+        };
+        if shared {
+            return None;
+        }
+        // SAFETY: rte_pktmbuf_append returns NULL or a pointer to `len`
+        // writable bytes at the tail of the last segment (which we just saw
+        // to be ours alone), and accounts for them in pkt_len and data_len.
+        let tail = unsafe { dpdk_sys::tg_pktmbuf_append(self.0.as_ptr(), len) };
+        (!tail.is_null()).then_some(tail as *mut u8)
+    }
+
+    /// Appends `bytes` to the packet's tail. Fails, giving the length back,
+    /// when the last segment lacks the room or shares its buffer.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        let tail = self.grow_tail(bytes.len()).ok_or(bytes.len())?;
+        // SAFETY: `tail` points to bytes.len() writable bytes of our buffer,
+        // which cannot overlap `bytes` (borrowed from elsewhere).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), tail, bytes.len()) };
         Ok(())
+    }
+
+    /// Grows the packet by `len` zeroed bytes at its tail and returns them
+    /// for writing (a header built in place). `None` when the last segment
+    /// lacks the room or shares its buffer.
+    pub fn append_uninit(&mut self, len: usize) -> Option<&mut [u8]> {
+        let tail = self.grow_tail(len)?;
+        // SAFETY: `tail` points to `len` bytes of our buffer, exclusively
+        // ours while `&mut self` is borrowed. Zeroing first makes them
+        // initialised, so handing them out as `&mut [u8]` is sound.
+        unsafe {
+            std::ptr::write_bytes(tail, 0, len);
+            Some(std::slice::from_raw_parts_mut(tail, len))
+        }
+    }
+
+    /// Each segment's bytes, in packet order.
+    pub fn segment_bytes(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut seg = self.0.as_ptr() as *const rte_mbuf;
+        std::iter::from_fn(move || {
+            // SAFETY: `seg` is NULL or a segment of the chain `self` owns,
+            // alive and unchanged while `self` is borrowed.
+            let m = unsafe { seg.as_ref() }?;
+            seg = m.next;
+            // SAFETY: as in `data`, for this segment.
+            Some(unsafe {
+                std::slice::from_raw_parts(
+                    (m.buf_addr as *const u8).add(m.data_off as usize),
+                    m.data_len as usize,
+                )
+            })
+        })
+    }
+
+    /// The whole packet, every segment, as one copied buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.pkt_len() as usize);
+        for seg in self.segment_bytes() {
+            out.extend_from_slice(seg);
+        }
+        out
     }
 
     /// How many owners this buffer has.

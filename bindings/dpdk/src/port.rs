@@ -96,6 +96,7 @@ pub struct Port {
     id: u16,
     name: String,
     steering: Steering,
+    tx_multi_seg: bool,
     rx_queues: u16,
     tx_queues: u16,
     queues_taken: bool,
@@ -223,6 +224,14 @@ impl Port {
             Steering::Software
         };
 
+        // Frames that carry payload zero-copy are chains (header, then the
+        // payload's segment); without this offload a driver may send only
+        // the first segment. Copying is the fallback where it is missing.
+        let tx_multi_seg = info.tx_offloads & consts::ETH_TX_OFFLOAD_MULTI_SEGS != 0;
+        if tx_multi_seg {
+            conf.txmode.offloads |= consts::ETH_TX_OFFLOAD_MULTI_SEGS;
+        }
+
         // SAFETY: conf is a valid configuration; the key lives across the call.
         let ret =
             unsafe { dpdk_sys::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf) };
@@ -270,6 +279,7 @@ impl Port {
             id,
             name: name.to_owned(),
             steering,
+            tx_multi_seg,
             rx_queues: cfg.rx_queues,
             tx_queues: cfg.tx_queues,
             queues_taken: false,
@@ -344,6 +354,13 @@ impl Port {
 
     pub fn steering(&self) -> Steering {
         self.steering
+    }
+
+    /// Whether the port sends multi-segment frames (those built with
+    /// [`Mbuf::chain_slice`](crate::Mbuf::chain_slice)); when false, build
+    /// frames with [`Mbuf::append_slice_copy`](crate::Mbuf::append_slice_copy).
+    pub fn tx_multi_seg(&self) -> bool {
+        self.tx_multi_seg
     }
 
     pub fn link(&self) -> Link {

@@ -103,6 +103,9 @@ pub struct StatsSnapshot {
     /// The TCP proxy's counters, summed over workers.
     #[serde(default)]
     pub proxy: ProxyCounters,
+    /// Per inspection signature (`[[proxy.signature]]` in the config): connections reset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signature_hits: BTreeMap<String, u64>,
 }
 
 /// The TCP proxy's counters (issue 4). Gauges say so; everything else counts up from start.

@@ -249,6 +249,49 @@ pub struct DaemonConfig {
     pub pid_file: Option<PathBuf>,
 }
 
+/// The TCP proxy (issue 4): per-flow buffering, admission and the exception actions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Bytes buffered per flow and direction (the far leg's send queue); the near leg's
+    /// advertised window closes when it is full.
+    pub buffer_kib: usize,
+    /// Out-of-order segments held per flow and direction above a hole.
+    pub out_of_order_segments: usize,
+    /// Proxied flows at once, over all workers (each gets its share); TIME-WAIT included.
+    pub max_flows: usize,
+    /// Handshakes in progress per worker past which SYNs are answered with SYN cookies.
+    pub max_embryonic: usize,
+    /// Payload bytes all proxied flows may hold together, in MiB (each worker gets its share).
+    pub memory_budget_mib: usize,
+    /// A new flow past `max_flows`, past the memory budget, or when packet buffers run short:
+    /// `bypass` forwards it unproxied, `reset` refuses it.
+    pub on_budget: crate::proxy::BudgetAction,
+    /// What a stall does when the flow's rule has no `on-stall`: wait, reset or bypass.
+    pub on_stall: tollgate_control::policy::StallAction,
+    /// The largest MSS either leg offers.
+    pub mss: u16,
+    /// Byte patterns that reset a proxied connection when its stream carries them.
+    #[serde(rename = "signature")]
+    pub signatures: Vec<crate::tcp::inspect::SignatureConfig>,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            buffer_kib: 256,
+            out_of_order_segments: 64,
+            max_flows: 262_144,
+            max_embryonic: 1024,
+            memory_budget_mib: 1024,
+            on_budget: crate::proxy::BudgetAction::Bypass,
+            on_stall: tollgate_control::policy::StallAction::Wait,
+            mss: 1460,
+            signatures: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -261,6 +304,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub policy: PolicyConfig,
     pub control: ControlConfig,
+    pub proxy: ProxySection,
 }
 
 impl Config {
@@ -412,6 +456,50 @@ impl Config {
                     format!("{secs} is outside 1..=604800 seconds"),
                 ));
             }
+        }
+        let p = &self.proxy;
+        if !(4..=65_536).contains(&p.buffer_kib) {
+            return Err(invalid(
+                "proxy.buffer_kib",
+                format!("{} is outside 4..=65536 KiB", p.buffer_kib),
+            ));
+        }
+        if !(1..=4096).contains(&p.out_of_order_segments) {
+            return Err(invalid(
+                "proxy.out_of_order_segments",
+                format!("{} is outside 1..=4096", p.out_of_order_segments),
+            ));
+        }
+        if p.max_flows < cores.len() || p.max_flows > 1 << 24 {
+            return Err(invalid(
+                "proxy.max_flows",
+                format!(
+                    "{} is outside {}..=16777216 (at least one per worker)",
+                    p.max_flows,
+                    cores.len()
+                ),
+            ));
+        }
+        if p.max_embryonic == 0 {
+            return Err(invalid(
+                "proxy.max_embryonic",
+                "0 would answer every SYN with a cookie: use at least 1",
+            ));
+        }
+        if p.memory_budget_mib == 0 {
+            return Err(invalid(
+                "proxy.memory_budget_mib",
+                "0 would refuse every proxied flow: use at least 1",
+            ));
+        }
+        if !(536..=9000).contains(&p.mss) {
+            return Err(invalid(
+                "proxy.mss",
+                format!("{} is outside 536..=9000", p.mss),
+            ));
+        }
+        if let Err(e) = crate::tcp::inspect::SignatureInspector::new(&p.signatures) {
+            return Err(invalid("proxy.signature", e.to_string()));
         }
         if self.workers.idle_sleep_us > 1_000_000 {
             return Err(invalid(

@@ -17,16 +17,24 @@ pub enum DropReason {
     HandoffFull,
     /// The flow's policy says drop.
     Policy,
+    /// A segment of a proxied flow with a wrong TCP checksum: the proxy acknowledges what it
+    /// accepts, so it must not accept a corrupted segment (its sender will retransmit).
+    TcpChecksum,
+    /// A frame of a proxied flow the proxy cannot take: an IP fragment, unreadable TCP
+    /// options, more than two VLAN tags, or a frame spread over several buffers.
+    ProxyUnusable,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::TableFull,
         DropReason::TxFull,
         DropReason::HandoffFull,
         DropReason::Policy,
+        DropReason::TcpChecksum,
+        DropReason::ProxyUnusable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +44,8 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::HandoffFull => "handoff_full",
             DropReason::Policy => "policy",
+            DropReason::TcpChecksum => "tcp_checksum",
+            DropReason::ProxyUnusable => "proxy_unusable",
         }
     }
 

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use crossbeam::channel::{bounded, Receiver, Sender};
 use dpdk::{MbufRing, Mempool, Port, PortConfig, Steering};
+
+use crate::policy::stall_of;
+use crate::proxy::{ProxySettings, ProxyTable};
+use crate::tcp::inspect::SignatureInspector;
+use crate::tcp::proxy::ProxyConfig;
+use crate::tcp::reassembly::ReassemblyLimits;
 use tollgate_control::{MempoolStats, StatsSnapshot};
 
 use crate::config::Config;
@@ -46,6 +52,39 @@ pub struct Dataplane {
     pool: Arc<Mempool>,
     started: Instant,
     board: Arc<PolicyBoard>,
+    signature_names: Vec<String>,
+}
+
+/// One worker's share of the proxy configuration.
+pub fn proxy_settings(config: &Config) -> ProxySettings {
+    let p = &config.proxy;
+    let workers = config.workers.cores.len().max(1);
+    let buffer = p.buffer_kib * 1024;
+    let mut flow = ProxyConfig {
+        buffer,
+        mss: p.mss,
+        ..ProxyConfig::default()
+    };
+    flow.endpoint.reassembly = ReassemblyLimits {
+        max_segments: p.out_of_order_segments,
+        max_bytes: buffer,
+    };
+    flow.stall.action = stall_of(p.on_stall);
+    ProxySettings {
+        flow,
+        max_flows: p.max_flows.div_ceil(workers),
+        max_embryonic: p.max_embryonic,
+        buffer_budget: (p.memory_budget_mib << 20) / workers,
+        on_budget: p.on_budget,
+    }
+}
+
+/// A worker's SYN-cookie secret: from the kernel's random source, never shared or stored.
+fn cookie_secret() -> std::io::Result<[u8; 16]> {
+    use std::io::Read;
+    let mut secret = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
 }
 
 pub fn flow_table_config(config: &Config) -> FlowTableConfig {
@@ -131,6 +170,9 @@ impl Dataplane {
 
         let running = Arc::new(AtomicBool::new(true));
         let board = Arc::new(PolicyBoard::new(policy, workers));
+        let inspector = Arc::new(
+            SignatureInspector::new(&config.proxy.signatures).context("config: proxy.signature")?,
+        );
         let (audit_tx, audit_rx) = bounded(1024);
         let idle_sleep = (config.workers.idle_sleep_us > 0)
             .then(|| Duration::from_micros(config.workers.idle_sleep_us));
@@ -179,6 +221,14 @@ impl Dataplane {
                 audit: (workers > 1).then(|| audit_tx.clone()),
                 policy: board.clone(),
                 commands: command_rx,
+                proxies: ProxyTable::new(
+                    proxy_settings(config),
+                    inspector.clone(),
+                    cookie_secret().context("drawing the SYN-cookie secret")?,
+                ),
+                pool: pool.clone(),
+                tx_multi_seg: inside.tx_multi_seg() && outside.tx_multi_seg(),
+                released: Vec::new(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("tollgate-w{id}"))
@@ -217,6 +267,7 @@ impl Dataplane {
             pool,
             started: Instant::now(),
             board,
+            signature_names: inspector.names().to_vec(),
         })
     }
 
@@ -310,6 +361,7 @@ impl Dataplane {
                 in_use: self.pool.in_use() as u64,
                 available: self.pool.available() as u64,
             },
+            signature_names: &self.signature_names,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod flow_view;
 pub mod parse;
 pub mod pipeline;
 pub mod policy;
+pub mod proxy;
 pub mod stats;
 pub mod steering;
 pub mod synth;

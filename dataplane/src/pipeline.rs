@@ -9,10 +9,14 @@ use tollgate_control::protocol::RuleHits;
 use crate::config::FrameAction;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::{
-    EntryHint, FlowEntry, FlowKey, FlowMode, FlowTable, FlowTableConfig, Observation, PacketMeta,
+    Direction, EntryHint, FlowEntry, FlowKey, FlowMode, FlowTable, FlowTableConfig, Observation,
+    PacketMeta, ProxyLink,
 };
 use crate::parse::parse_frame;
 use crate::policy::CompiledPolicy;
+use crate::proxy::ProxyTarget;
+
+const PROTO_TCP: u8 = 6;
 
 /// Which of the two ports a frame came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +60,15 @@ pub enum Verdict {
     Drop(DropReason),
     /// Another worker owns this frame's flow: hand the frame over.
     HandOff(usize),
+    /// A TCP segment of a proxied flow: the worker's proxy table takes it.
+    Proxy(ProxyTarget),
+    /// A segment of a flow handed over from the proxy to pass-through whose two legs' numbers
+    /// differ: forward it with the translation kept in the proxy table's `slot`.
+    Translate {
+        slot: u32,
+        from_client: bool,
+        egress: PortSide,
+    },
 }
 
 /// The classification fields of a live flow, initiator first.
@@ -291,15 +304,40 @@ impl Pipeline {
                 h.bytes += u64::from(meta.len);
             }
         }
+        let from_client = entry.direction(meta.orientation) == Direction::Original;
         match entry.mode() {
             FlowMode::Drop => Verdict::Drop(DropReason::Policy),
-            FlowMode::Proxy | FlowMode::Bypass => Verdict::Forward(egress),
+            FlowMode::Bypass => match entry.proxy_link() {
+                ProxyLink::Slot(slot) => Verdict::Translate {
+                    slot,
+                    from_client,
+                    egress,
+                },
+                _ => Verdict::Forward(egress),
+            },
+            // Later fragments carry no TCP header: only whole segments (and first fragments,
+            // which the proxy refuses) reach it.
+            FlowMode::Proxy if meta.key.protocol() == PROTO_TCP && meta.tcp_flags.is_some() => {
+                Verdict::Proxy(ProxyTarget {
+                    hash: meta.hash,
+                    link: entry.proxy_link(),
+                    from_client,
+                    rule: entry.rule(),
+                    ingress: *ingress,
+                })
+            }
+            FlowMode::Proxy => Verdict::Forward(egress),
         }
     }
 
     /// Ages out idle and finished flows; call between bursts.
     pub fn expire(&mut self, now_ms: u64) {
         self.counters.flows_expired += self.flows.expire(now_ms) as u64;
+    }
+
+    /// [`Pipeline::expire`], handing each expired entry to `on_expired`.
+    pub fn expire_with(&mut self, now_ms: u64, on_expired: impl FnMut(FlowEntry)) {
+        self.counters.flows_expired += self.flows.expire_with(now_ms, on_expired) as u64;
     }
 
     /// Keys of flows created since the last call, for the split audit.
@@ -338,6 +376,11 @@ impl Pipeline {
         let policy = &self.policy;
         let hits = &mut self.hits;
         self.flows.update_all(|e| {
+            if e.mode() == FlowMode::Bypass && e.proxy_slot().is_some() {
+                // Handed over from the proxy mid-connection: it cannot be proxied again, and
+                // its translations must stay with it.
+                return false;
+            }
             let d = policy.decide(&entry_fields(e));
             if d.mode == e.mode() && d.rule == e.rule() && d.idle_timeout_s == e.idle_timeout_s() {
                 return false;
@@ -369,12 +412,19 @@ mod tests {
     use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 
     fn policy(rules: &[&str]) -> Arc<CompiledPolicy> {
+        policy_with(tollgate_control::policy::Action::Proxy, rules)
+    }
+
+    fn policy_with(
+        default_tcp: tollgate_control::policy::Action,
+        rules: &[&str],
+    ) -> Arc<CompiledPolicy> {
         let mut set = tollgate_control::policy::PolicySet::default();
         for r in rules {
             set.add(serde_json::from_str(r).unwrap()).unwrap();
         }
         let defaults = tollgate_control::protocol::PolicyDefaults {
-            tcp: tollgate_control::policy::Action::Proxy,
+            tcp: default_tcp,
             udp: tollgate_control::policy::Action::Bypass,
             other: tollgate_control::policy::Action::Bypass,
         };
@@ -392,8 +442,38 @@ mod tests {
                 on_table_full: on_full,
                 audit_new_flows: true,
             },
-            policy(&[]),
+            // Forwarding alone: the proxy's frames are the proxy module's tests.
+            policy_with(tollgate_control::policy::Action::Bypass, &[]),
         )
+    }
+
+    #[test]
+    fn segments_of_a_proxied_flow_go_to_the_proxy_and_other_frames_do_not() {
+        let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        p.set_policy(policy(&[]));
+        let a = flow(1000);
+        let Verdict::Proxy(target) = p.handle(&syn(&a), PortSide::Inside, None, None, 0) else {
+            panic!("a TCP SYN under the proxy default goes to the proxy");
+        };
+        assert!(target.from_client);
+        assert_eq!(target.ingress, PortSide::Inside);
+        assert_eq!(target.link, ProxyLink::None);
+        let reply = synth::tcp(
+            &a.reversed(),
+            TcpHeader {
+                flags: TCP_SYN | TCP_ACK,
+                ..Default::default()
+            },
+            b"",
+        );
+        let Verdict::Proxy(target) = p.handle(&reply, PortSide::Outside, None, None, 1) else {
+            panic!("the reply goes to the proxy too");
+        };
+        assert!(!target.from_client);
+        assert_eq!(
+            p.handle(&synth::udp(&a, b"x"), PortSide::Inside, None, None, 2),
+            Verdict::Forward(PortSide::Outside)
+        );
     }
 
     fn flow(port: u16) -> Addressing {
@@ -672,6 +752,7 @@ mod tests {
     #[test]
     fn a_new_policy_reaches_live_flows_only_when_reclassified() {
         let mut p = pipeline(16, FrameAction::Forward, FrameAction::Forward);
+        p.set_policy(policy(&[]));
         let a = Addressing::new(
             "198.18.0.1:40000".parse().unwrap(),
             "198.18.0.2:5201".parse().unwrap(),

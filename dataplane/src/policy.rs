@@ -20,6 +20,7 @@ use tollgate_control::protocol::PolicyDefaults;
 use crate::flow::FlowMode;
 use crate::parse::IpSummary;
 use crate::pipeline::PortSide;
+use crate::tcp::proxy::OnStall;
 
 /// What the policy decided for a new flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,15 @@ pub fn action_of(mode: FlowMode) -> Action {
         FlowMode::Proxy => Action::Proxy,
         FlowMode::Bypass => Action::Bypass,
         FlowMode::Drop => Action::Drop,
+    }
+}
+
+/// A rule's `on-stall` as the proxy engine takes it.
+pub fn stall_of(action: StallAction) -> OnStall {
+    match action {
+        StallAction::Wait => OnStall::Wait,
+        StallAction::Reset => OnStall::Reset,
+        StallAction::Bypass => OnStall::Bypass,
     }
 }
 

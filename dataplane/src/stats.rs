@@ -15,6 +15,8 @@ pub struct SnapshotInputs<'a> {
     pub split_flows: u64,
     pub split_unchecked: u64,
     pub mempool: MempoolStats,
+    /// The proxy's inspection signatures, in configuration order.
+    pub signature_names: &'a [String],
 }
 
 pub fn port_counters(s: &dpdk::PortStats) -> PortCounters {
@@ -71,6 +73,10 @@ pub fn snapshot(inputs: SnapshotInputs<'_>) -> StatsSnapshot {
         }
         for (total, v) in malformed.iter_mut().zip(c.malformed) {
             *total += v;
+        }
+        snap.proxy.add(&report.proxy);
+        for (name, hits) in inputs.signature_names.iter().zip(&report.signature_hits) {
+            *snap.signature_hits.entry(name.clone()).or_default() += hits;
         }
     }
     for reason in DropReason::ALL {

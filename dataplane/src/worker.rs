@@ -9,15 +9,19 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use dpdk::{
-    prefetch, tsc, tsc_hz, Burst, RingConsumer, RingProducer, RxQueue, TxQueue, BURST_SIZE,
+    prefetch, tsc, tsc_hz, Burst, Mbuf, MbufSlice, Mempool, RingConsumer, RingProducer, RxQueue,
+    TxQueue, BURST_SIZE,
 };
 use tollgate_control::protocol::{FlowFilter, FlowView, RuleHits};
+use tollgate_control::ProxyCounters;
 
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::FlowKey;
 use crate::flow_view;
+use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
-use crate::policy::PolicyBoard;
+use crate::policy::{stall_of, PolicyBoard};
+use crate::proxy::{Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable};
 
 /// Requests from the control plane, answered between bursts. The queue is
 /// bounded and the control plane waits with a timeout, so neither side can
@@ -60,6 +64,9 @@ pub struct WorkerReport {
     pub flow_capacity: usize,
     /// Per rule id.
     pub hits: Vec<RuleHits>,
+    pub proxy: ProxyCounters,
+    /// Per proxy signature, in configuration order: connections reset.
+    pub signature_hits: Vec<u64>,
 }
 
 /// Everything one worker needs; moved onto its thread.
@@ -86,6 +93,64 @@ pub struct Worker {
     pub audit: Option<Sender<(u16, Vec<FlowKey>)>>,
     pub policy: Arc<PolicyBoard>,
     pub commands: Receiver<WorkerCommand>,
+    /// This worker's proxied flows.
+    pub proxies: ProxyTable<MbufSlice>,
+    /// Where the proxy's frames get their buffers (the ports' pool).
+    pub pool: Arc<Mempool>,
+    /// Both ports take multi-segment frames, so relayed payload is chained, not copied.
+    pub tx_multi_seg: bool,
+    /// Flows whose entries expired or were cleared, whose proxy slots are to be released.
+    pub released: Vec<u32>,
+}
+
+/// The proxy's frames, onto this worker's TX bursts: a fresh mbuf for the headers, the
+/// payload chained after it from the mbuf it arrived in (or copied, for devices that cannot
+/// send chains).
+struct TxSink<'a> {
+    pool: &'a Mempool,
+    bursts: &'a mut [Burst; 2],
+    queues: &'a mut [TxQueue; 2],
+    retries: u32,
+    chain: bool,
+    sent: u64,
+    refused: u64,
+}
+
+impl FrameSink<MbufSlice> for TxSink<'_> {
+    fn send(&mut self, side: PortSide, headers: &[u8], payload: Option<&MbufSlice>) -> bool {
+        let Some(mut m) = Mbuf::alloc(self.pool) else {
+            return false;
+        };
+        if m.append(headers).is_err() {
+            return false;
+        }
+        if let Some(payload) = payload {
+            let attached = if self.chain {
+                m.chain_slice(payload, self.pool).is_ok()
+            } else {
+                m.append_slice_copy(payload).is_ok()
+            };
+            if !attached {
+                return false;
+            }
+        }
+        let burst = &mut self.bursts[side.index()];
+        if burst.is_full() {
+            let (sent, refused) =
+                Worker::transmit(&mut self.queues[side.index()], burst, self.retries);
+            self.sent += sent;
+            self.refused += refused;
+        }
+        let _ = burst.push(m);
+        true
+    }
+}
+
+impl TxSink<'_> {
+    fn settle(self, counters: &mut WorkerCounters) {
+        counters.tx_packets += self.sent;
+        counters.drop(DropReason::TxFull, self.refused);
+    }
 }
 
 /// Frames waiting to leave, per port and per other worker.
@@ -130,6 +195,9 @@ impl Worker {
                     self.process(&mut rx, None, None, now_ms, &mut out);
                 }
             }
+            if now_ms != last_ms {
+                self.proxy_timers(now_ms, &mut out);
+            }
             self.flush(&mut out);
 
             if let Some(policy) = self
@@ -139,12 +207,12 @@ impl Worker {
                 self.pipeline.set_policy(policy);
             }
             while let Ok(command) = self.commands.try_recv() {
-                self.execute(command, now_ms);
+                self.execute(command, now_ms, &mut out);
             }
 
             if now_ms != last_ms {
                 last_ms = now_ms;
-                self.pipeline.expire(now_ms);
+                self.expire(now_ms, &mut out);
                 if now_ms - last_publish >= PUBLISH_EVERY_MS {
                     last_publish = now_ms;
                     self.publish();
@@ -224,22 +292,19 @@ impl Worker {
         }
         for ((mut m, p), ingress) in rx.drain().zip(&prepared).zip(ingress) {
             match self.pipeline.finish(p, now_ms) {
-                Verdict::Forward(egress) => {
-                    let burst = &mut out.tx[egress.index()];
-                    if burst.is_full() {
-                        Self::transmit(
-                            &mut self.tx[egress.index()],
-                            burst,
-                            self.tx_retries,
-                            &mut self.pipeline.counters,
-                        );
-                    }
-                    // Cannot fail: the burst was just emptied if it was full.
-                    let _ = burst.push(m);
-                }
+                Verdict::Forward(egress) => self.forward(m, egress, out),
                 Verdict::Drop(reason) => {
                     self.pipeline.counters.drop(reason, 1);
                     drop(m);
+                }
+                Verdict::Proxy(target) => self.proxy_frame(m, target, now_ms, out),
+                Verdict::Translate {
+                    slot,
+                    from_client,
+                    egress,
+                } => {
+                    self.translate_frame(&mut m, slot, from_client);
+                    self.forward(m, egress, out);
                 }
                 Verdict::HandOff(worker) => match out.handoff.get_mut(worker) {
                     Some(burst) => {
@@ -267,12 +332,10 @@ impl Worker {
         for side in PortSide::BOTH {
             let burst = &mut out.tx[side.index()];
             if !burst.is_empty() {
-                Self::transmit(
-                    &mut self.tx[side.index()],
-                    burst,
-                    self.tx_retries,
-                    &mut self.pipeline.counters,
-                );
+                let (sent, refused) =
+                    Self::transmit(&mut self.tx[side.index()], burst, self.tx_retries);
+                self.pipeline.counters.tx_packets += sent;
+                self.pipeline.counters.drop(DropReason::TxFull, refused);
             }
         }
         for (worker, burst) in out.handoff.iter_mut().enumerate() {
@@ -287,22 +350,157 @@ impl Worker {
     }
 
     /// Offers the burst to the driver up to `1 + retries` times; what it
-    /// still refuses is freed and counted, never leaked.
+    /// still refuses is freed, never leaked. Returns (sent, refused) for the
+    /// caller to count.
     #[inline]
-    fn transmit(txq: &mut TxQueue, burst: &mut Burst, retries: u32, counters: &mut WorkerCounters) {
+    fn transmit(txq: &mut TxQueue, burst: &mut Burst, retries: u32) -> (u64, u64) {
         let mut attempts = 0;
+        let mut sent = 0u64;
         loop {
-            counters.tx_packets += txq.tx_burst(burst) as u64;
+            sent += txq.tx_burst(burst) as u64;
             if burst.is_empty() {
-                return;
+                return (sent, 0);
             }
             if attempts == retries {
-                counters.drop(DropReason::TxFull, burst.len() as u64);
+                let refused = burst.len() as u64;
                 burst.clear();
-                return;
+                return (sent, refused);
             }
             attempts += 1;
         }
+    }
+
+    #[inline]
+    fn forward(&mut self, m: Mbuf, egress: PortSide, out: &mut Outbox) {
+        let burst = &mut out.tx[egress.index()];
+        if burst.is_full() {
+            let (sent, refused) =
+                Self::transmit(&mut self.tx[egress.index()], burst, self.tx_retries);
+            self.pipeline.counters.tx_packets += sent;
+            self.pipeline.counters.drop(DropReason::TxFull, refused);
+        }
+        // Cannot fail: the burst was just emptied if it was full.
+        let _ = burst.push(m);
+    }
+
+    /// A segment of a proxied flow: the proxy table takes it, keeping its payload in the mbuf.
+    fn proxy_frame(&mut self, m: Mbuf, target: ProxyTarget, now_ms: u64, out: &mut Outbox) {
+        let seg = match Inbound::read(m.data()) {
+            Ok(seg) if m.segments() == 1 => seg,
+            Ok(_) => {
+                // Received frames fit one mbuf at the MTUs the pool is sized for; a chain
+                // (jumbo frames with scatter) is not something the proxy can keep sliced.
+                self.pipeline.counters.drop(DropReason::ProxyUnusable, 1);
+                return;
+            }
+            Err(Unusable::BadChecksum) => {
+                self.pipeline.counters.drop(DropReason::TcpChecksum, 1);
+                return;
+            }
+            Err(_) => {
+                self.pipeline.counters.drop(DropReason::ProxyUnusable, 1);
+                return;
+            }
+        };
+        let on_stall = self.pipeline.policy().on_stall(target.rule).map(stall_of);
+        let mut frame = Some(m);
+        let (offset, len) = (seg.payload_offset, seg.payload_len);
+        let take_payload = || frame.take().and_then(|m| m.into_slice(offset, len).ok());
+        let mut sink = TxSink {
+            pool: &self.pool,
+            bursts: &mut out.tx,
+            queues: &mut self.tx,
+            retries: self.tx_retries,
+            chain: self.tx_multi_seg,
+            sent: 0,
+            refused: 0,
+        };
+        let disposition = self.proxies.on_frame(
+            self.pipeline.flows_mut(),
+            target,
+            &seg,
+            take_payload,
+            on_stall,
+            now_ms,
+            &mut sink,
+        );
+        sink.settle(&mut self.pipeline.counters);
+        match disposition {
+            // A frame the proxy consumed without keeping its payload is freed here.
+            Disposition::Consumed => drop(frame),
+            Disposition::Forward => {
+                if let Some(m) = frame {
+                    self.forward(m, target.ingress.other(), out);
+                }
+            }
+            Disposition::Unusable => self.pipeline.counters.drop(DropReason::ProxyUnusable, 1),
+        }
+    }
+
+    /// A segment of a flow handed over to pass-through after a SYN cookie: its numbers are
+    /// moved into the receiving endpoint's space.
+    fn translate_frame(&mut self, m: &mut Mbuf, slot: u32, from_client: bool) {
+        let Some((start, end)) = parse_frame(m.data()).ok().and_then(|summary| {
+            let ip = summary.ip?;
+            let end = (usize::from(summary.l3_offset) + usize::from(ip.ip_len)).min(m.data().len());
+            Some((usize::from(ip.l4_offset), end))
+        }) else {
+            return;
+        };
+        if let Some(tcp) = m.data_mut().get_mut(start..end) {
+            self.proxies.translate(slot, from_client, tcp);
+        }
+    }
+
+    /// The proxies' timers, and the packet-buffer pressure that stops new proxied flows.
+    fn proxy_timers(&mut self, now_ms: u64, out: &mut Outbox) {
+        // Proxied payload sits in the pool; past seven eighths in use, what is left is kept
+        // for forwarding and for the flows already proxied.
+        self.proxies
+            .set_pressure(self.pool.available() < self.pool.size() / 8);
+        let mut sink = TxSink {
+            pool: &self.pool,
+            bursts: &mut out.tx,
+            queues: &mut self.tx,
+            retries: self.tx_retries,
+            chain: self.tx_multi_seg,
+            sent: 0,
+            refused: 0,
+        };
+        self.proxies
+            .on_timers(self.pipeline.flows_mut(), now_ms, &mut sink);
+        sink.settle(&mut self.pipeline.counters);
+    }
+
+    /// Ages flows out; the proxied ones among them have their connections reset.
+    fn expire(&mut self, now_ms: u64, out: &mut Outbox) {
+        let released = &mut self.released;
+        self.pipeline.expire_with(now_ms, |entry| {
+            if let Some(slot) = entry.proxy_slot() {
+                released.push(slot);
+            }
+        });
+        self.release_proxies(now_ms, out);
+    }
+
+    fn release_proxies(&mut self, now_ms: u64, out: &mut Outbox) {
+        if self.released.is_empty() {
+            return;
+        }
+        let mut sink = TxSink {
+            pool: &self.pool,
+            bursts: &mut out.tx,
+            queues: &mut self.tx,
+            retries: self.tx_retries,
+            chain: self.tx_multi_seg,
+            sent: 0,
+            refused: 0,
+        };
+        for slot in self.released.drain(..) {
+            self.proxies
+                .release(self.pipeline.flows_mut(), slot, now_ms, &mut sink);
+        }
+        sink.settle(&mut self.pipeline.counters);
     }
 
     #[inline]
@@ -320,7 +518,7 @@ impl Worker {
         }
     }
 
-    fn execute(&mut self, command: WorkerCommand, now_ms: u64) {
+    fn execute(&mut self, command: WorkerCommand, now_ms: u64, out: &mut Outbox) {
         // A control plane that gave up waiting has dropped its receiver; the
         // failed send is of no consequence.
         match command {
@@ -335,21 +533,43 @@ impl Worker {
                     if flow_view::matches(&filter, e) {
                         total += 1;
                         if flows.len() < limit {
-                            flows.push(flow_view::view(self.id as u16, e, now_ms));
+                            let mut view = flow_view::view(self.id as u16, e, now_ms);
+                            view.proxy = e.proxy_slot().and_then(|slot| self.proxies.view(slot));
+                            flows.push(view);
                         }
                     }
                 }
                 let _ = reply.send((total, flows));
             }
             WorkerCommand::ClearFlows { filter, reply } => {
-                let removed = self
-                    .pipeline
-                    .flows_mut()
-                    .remove_where(|e| flow_view::matches(&filter, e));
+                let released = &mut self.released;
+                let removed = self.pipeline.flows_mut().remove_where(|e| {
+                    let doomed = flow_view::matches(&filter, e);
+                    if doomed {
+                        if let Some(slot) = e.proxy_slot() {
+                            released.push(slot);
+                        }
+                    }
+                    doomed
+                });
+                self.release_proxies(now_ms, out);
                 let _ = reply.send(removed as u64);
             }
             WorkerCommand::Reclassify { reply } => {
-                let _ = reply.send(self.pipeline.reclassify());
+                let changed = self.pipeline.reclassify();
+                let mut sink = TxSink {
+                    pool: &self.pool,
+                    bursts: &mut out.tx,
+                    queues: &mut self.tx,
+                    retries: self.tx_retries,
+                    chain: self.tx_multi_seg,
+                    sent: 0,
+                    refused: 0,
+                };
+                self.proxies
+                    .reclassify(self.pipeline.flows_mut(), now_ms, &mut sink);
+                sink.settle(&mut self.pipeline.counters);
+                let _ = reply.send(changed);
             }
             WorkerCommand::Ping { reply } => {
                 let _ = reply.send(());
@@ -357,12 +577,14 @@ impl Worker {
         }
     }
 
-    fn snapshot(&self) -> WorkerReport {
+    fn snapshot(&mut self) -> WorkerReport {
         WorkerReport {
             counters: self.pipeline.counters.clone(),
             flows_active: self.pipeline.flows().len(),
             flow_capacity: self.pipeline.flows().capacity(),
             hits: self.pipeline.hits().to_vec(),
+            proxy: self.proxies.counters(),
+            signature_hits: self.proxies.signature_hits().to_vec(),
         }
     }
 
@@ -383,6 +605,11 @@ impl Worker {
             report.flow_capacity = self.pipeline.flows().capacity();
             report.hits.clear();
             report.hits.extend_from_slice(self.pipeline.hits());
+            report.proxy = self.proxies.counters();
+            report.signature_hits.clear();
+            report
+                .signature_hits
+                .extend_from_slice(self.proxies.signature_hits());
         }
     }
 }

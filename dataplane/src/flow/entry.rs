@@ -55,6 +55,24 @@ impl FlowMode {
     }
 }
 
+const PROXY_FINISHED: u32 = u32::MAX;
+const PROXY_COOKIE_SENT: u32 = u32::MAX - 1;
+
+/// A flow's link to the worker's proxy table (stored in a `u32` of the entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyLink {
+    /// The proxy never held this connection: a flow in proxy mode seen without its SYN is not
+    /// the proxy's to terminate.
+    None,
+    /// The proxy holds the flow (or the translations of one handed over) in this slot.
+    Slot(u32),
+    /// The client's SYN was answered with a SYN cookie; its ACK may open the flow.
+    CookieSent,
+    /// The proxy held the connection and has finished it: late segments are ignored, as a
+    /// closed port would.
+    Finished,
+}
+
 /// Where a TCP flow is in its life, as far as idle expiry cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TcpPhase {
@@ -190,6 +208,9 @@ pub struct FlowEntry {
     /// classified again when the policy changes.
     vlan: u16,
     ingress: u8,
+    /// [`ProxyLink`], encoded: the proxy state of a proxied flow, or the translations of one
+    /// handed over to pass-through, live in the worker's proxy table.
+    proxy: u32,
 }
 
 impl FlowEntry {
@@ -216,6 +237,7 @@ impl FlowEntry {
             idle_timeout_s: 0,
             vlan: 0,
             ingress: pkt.ingress,
+            proxy: 0,
         }
     }
 
@@ -269,6 +291,36 @@ impl FlowEntry {
 
     pub fn rule(&self) -> u32 {
         self.rule
+    }
+
+    /// What the worker's proxy table holds for the flow.
+    #[inline]
+    pub fn proxy_link(&self) -> ProxyLink {
+        match self.proxy {
+            0 => ProxyLink::None,
+            PROXY_FINISHED => ProxyLink::Finished,
+            PROXY_COOKIE_SENT => ProxyLink::CookieSent,
+            n => ProxyLink::Slot(n - 1),
+        }
+    }
+
+    pub fn set_proxy_link(&mut self, link: ProxyLink) {
+        self.proxy = match link {
+            ProxyLink::None => 0,
+            ProxyLink::Finished => PROXY_FINISHED,
+            ProxyLink::CookieSent => PROXY_COOKIE_SENT,
+            // Slots stay far below the two markers: the table holds at most `max_flows`.
+            ProxyLink::Slot(slot) => slot.saturating_add(1).min(PROXY_COOKIE_SENT - 1),
+        };
+    }
+
+    /// The flow's slot in the worker's proxy table, if it has one.
+    #[inline]
+    pub fn proxy_slot(&self) -> Option<u32> {
+        match self.proxy_link() {
+            ProxyLink::Slot(slot) => Some(slot),
+            _ => None,
+        }
     }
 
     pub fn idle_timeout_s(&self) -> u32 {

@@ -257,6 +257,17 @@ impl CookieJar {
         })
     }
 
+    /// The offset of the timestamp clock a cookie SYN-ACK and the connection it opens use
+    /// toward the client (see `proxy::cookie_syn_ack`): a keyed hash of the tuple, so the worker
+    /// finds it again from the completing ACK without keeping state, and the TSvals reveal
+    /// neither uptime nor a pattern across connections. A domain of its own keeps it apart
+    /// from the cookie's hashes.
+    pub fn clock_offset(&self, tuple: &FourTuple) -> u32 {
+        let mut message = Message::new();
+        tuple.write_to(SeqNumber(0), 2, &mut message);
+        siphash_2_4(&self.secret, message.as_slice()) as u32
+    }
+
     fn outer_hash(&self, tuple: &FourTuple, client_isn: SeqNumber) -> u32 {
         let mut message = Message::new();
         tuple.write_to(client_isn, 0, &mut message);

@@ -75,6 +75,24 @@ impl Payload for TestBytes {
     }
 }
 
+/// The data plane's payload: a received segment's bytes, kept in the mbuf they arrived in.
+impl Payload for dpdk::MbufSlice {
+    #[inline]
+    fn len(&self) -> usize {
+        dpdk::MbufSlice::len(self)
+    }
+
+    #[inline]
+    fn slice(&self, start: usize, end: usize) -> Self {
+        dpdk::MbufSlice::slice(self, start, end)
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        dpdk::MbufSlice::bytes(self)
+    }
+}
+
 impl From<&[u8]> for TestBytes {
     fn from(bytes: &[u8]) -> Self {
         TestBytes {

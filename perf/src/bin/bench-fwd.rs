@@ -719,6 +719,9 @@ impl Bench {
         config.workers.cores = vec![self.workers_core];
         config.flows.capacity = self.flow_capacity;
         config.policy.state_file = None;
+        // The forwarding path: synthetic one-way TCP is no connection to proxy, so it is
+        // bypassed, as a bypass rule would (`scripts/bench proxy` measures the proxy).
+        config.policy.default_tcp = tollgate_control::policy::Action::Bypass;
         config
             .validate(&[])
             .context("the benchmark's tollgate configuration")?;

@@ -1,0 +1,10 @@
+//! The TCP proxy in the data plane (issue 4): the engine of `tcp::proxy` per flow, framed onto
+//! the wire and kept per worker.
+
+pub mod frame;
+pub mod table;
+#[cfg(test)]
+mod tests;
+
+pub use frame::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
+pub use table::{BudgetAction, Disposition, FrameSink, ProxySettings, ProxyTable, ProxyTarget};

@@ -1,0 +1,963 @@
+//! One worker's proxied flows: the [`TcpProxy`] of each, framed onto the wire, with its timers,
+//! its admission (flow limit, memory pressure, SYN cookies) and its counters.
+//!
+//! Sans-IO like the engine: frames come in as [`Inbound`] plus a payload the driver keeps
+//! without copying, and go out through a [`FrameSink`]. The worker drives it with mbufs, the
+//! tests with plain bytes.
+//!
+//! Each proxied flow's flow-table entry holds its slot here ([`FlowEntry::proxy_slot`]); the
+//! slot holds the flow's key to find the entry again. Both directions of the link are kept by
+//! whoever ends the flow: the proxy closing frees the slot and clears the entry's reference, an
+//! entry expiring or cleared releases the slot ([`ProxyTable::release`]).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tollgate_control::protocol::{LegView, ProxyFlowView};
+use tollgate_control::ProxyCounters;
+
+use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
+use crate::flow::{FlowKey, FlowMode, FlowTable, ProxyLink};
+use crate::pipeline::PortSide;
+use crate::tcp::cookie::{CookieJar, FourTuple};
+use crate::tcp::endpoint::{reset_for, SegmentOutcome, State, Transmit};
+use crate::tcp::inspect::{Direction, SignatureInspector};
+use crate::tcp::payload::Payload;
+use crate::tcp::proxy::{
+    cookie_syn_ack, ConvertError, Handover, Leg, OnStall, ProxyConfig, ProxyEvent, ProxyState,
+    TcpProxy, Translation,
+};
+use crate::tcp::rtt::TimestampClock;
+use crate::tcp::segment::{SegmentHeader, TcpFlags};
+
+const PROTO_TCP: u8 = 6;
+/// The MSS a SYN without the option implies (RFC 9293 section 3.7.1; RFC 8200 for IPv6).
+const DEFAULT_MSS_V4: u16 = 536;
+const DEFAULT_MSS_V6: u16 = 1220;
+
+/// Where the proxy's frames go: the worker's TX bursts, or a test's list.
+pub trait FrameSink<P> {
+    /// Sends `headers` followed by `payload` out of `side`. False when no buffer was free:
+    /// the engine's timers send again whatever a peer must still get.
+    fn send(&mut self, side: PortSide, headers: &[u8], payload: Option<&P>) -> bool;
+}
+
+/// What happens to a new flow the proxy cannot take (flow limit or memory pressure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetAction {
+    /// Forward it unproxied for its whole life (fail open).
+    Bypass,
+    /// Refuse it with a RST (fail closed).
+    Reset,
+}
+
+/// A worker's share of the proxy configuration.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Per-flow TCP settings; the stall action is the default for rules without `on-stall`.
+    pub flow: ProxyConfig,
+    /// Proxied flows this worker holds at most (TIME-WAIT included).
+    pub max_flows: usize,
+    /// Handshakes in progress past which client SYNs are answered with SYN cookies.
+    pub max_embryonic: usize,
+    /// Payload bytes this worker's proxied flows may hold together before new flows are
+    /// refused (checked against the figure of the last reporting interval).
+    pub buffer_budget: usize,
+    pub on_budget: BudgetAction,
+}
+
+impl Default for ProxySettings {
+    fn default() -> ProxySettings {
+        ProxySettings {
+            flow: ProxyConfig::default(),
+            max_flows: 65_536,
+            max_embryonic: 1024,
+            buffer_budget: 256 << 20,
+            on_budget: BudgetAction::Bypass,
+        }
+    }
+}
+
+/// A frame of a flow in proxy mode, as the pipeline found its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyTarget {
+    pub hash: u64,
+    pub link: ProxyLink,
+    /// The frame comes from the flow's initiator, the client.
+    pub from_client: bool,
+    /// The policy rule that classified the flow (0: the default).
+    pub rule: u32,
+    /// The port the frame came in on.
+    pub ingress: PortSide,
+}
+
+/// What the driver does with the frame after [`ProxyTable::on_frame`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The proxy took it (its payload, if any, is held; the frame itself is not forwarded).
+    Consumed,
+    /// Not for the proxy after all: forward it unchanged.
+    Forward,
+    /// Unusable (the payload could not be kept): drop it and count it.
+    Unusable,
+}
+
+/// A proxied flow.
+struct ProxiedFlow<P: Payload> {
+    proxy: TcpProxy<P, Arc<SignatureInspector>>,
+    addressing: FlowAddressing,
+    key: FlowKey,
+    hash: u64,
+    /// The port the client is behind.
+    client_side: PortSide,
+    /// The deadline of this flow's newest timer in the heap (u64::MAX: none).
+    scheduled: u64,
+    /// Counted among the handshakes in progress.
+    embryonic: bool,
+    /// Why the flow was handed over, once it was.
+    handed_over: Option<&'static str>,
+}
+
+/// A flow handed over to pass-through whose two legs' numbers differ (after a SYN cookie).
+struct TranslatedFlow {
+    translations: [Translation; 2],
+    key: FlowKey,
+    hash: u64,
+}
+
+enum Held<P: Payload> {
+    Proxied(Box<ProxiedFlow<P>>),
+    Translated(Box<TranslatedFlow>),
+}
+
+struct Slot<P: Payload> {
+    /// Bumped on every reuse, so a timer of an earlier flow never fires on this one.
+    generation: u32,
+    held: Option<Held<P>>,
+}
+
+/// One worker's proxied flows.
+pub struct ProxyTable<P: Payload> {
+    settings: ProxySettings,
+    inspector: Arc<SignatureInspector>,
+    cookies: CookieJar,
+    slots: Vec<Slot<P>>,
+    free: Vec<u32>,
+    proxied: usize,
+    embryonic: usize,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// Set by the driver when packet buffers run short: new flows are not proxied then.
+    pressure: bool,
+    /// Payload bytes held by proxied flows, as last counted by [`ProxyTable::counters`].
+    buffered: usize,
+    counters: ProxyCounters,
+    /// Retransmissions per leg of flows already gone: live flows' are added on reading.
+    retransmissions_gone: [u64; 2],
+    /// Per signature (by index in the inspector): flows reset.
+    signature_hits: Vec<u64>,
+}
+
+fn is_bare_syn(hdr: &SegmentHeader) -> bool {
+    hdr.flags.contains(TcpFlags::SYN)
+        && !hdr
+            .flags
+            .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
+}
+
+fn direction_of(leg: Leg) -> usize {
+    match leg {
+        Leg::Client => 0,
+        Leg::Server => 1,
+    }
+}
+
+fn side_of(client_side: PortSide, leg: Leg) -> PortSide {
+    match leg {
+        Leg::Client => client_side,
+        Leg::Server => client_side.other(),
+    }
+}
+
+/// The client's and the server's address and port, from a frame of the client's.
+fn tuple_of(seg: &Inbound) -> FourTuple {
+    FourTuple::new(
+        SocketAddr::new(seg.src, seg.header.src_port),
+        SocketAddr::new(seg.dst, seg.header.dst_port),
+    )
+}
+
+fn key_of(seg: &Inbound) -> FlowKey {
+    FlowKey::from_packet(
+        seg.src,
+        seg.dst,
+        PROTO_TCP,
+        seg.header.src_port,
+        seg.header.dst_port,
+    )
+    .0
+}
+
+fn state_name(state: State) -> &'static str {
+    match state {
+        State::Closed => "CLOSED",
+        State::Listen => "LISTEN",
+        State::SynSent => "SYN-SENT",
+        State::SynReceived => "SYN-RECEIVED",
+        State::Established => "ESTABLISHED",
+        State::FinWait1 => "FIN-WAIT-1",
+        State::FinWait2 => "FIN-WAIT-2",
+        State::CloseWait => "CLOSE-WAIT",
+        State::Closing => "CLOSING",
+        State::LastAck => "LAST-ACK",
+        State::TimeWait => "TIME-WAIT",
+    }
+}
+
+fn proxy_state_name(state: ProxyState) -> &'static str {
+    match state {
+        ProxyState::Connecting => "connecting",
+        ProxyState::Relaying => "relaying",
+        ProxyState::TimeWait => "time-wait",
+        ProxyState::Closed => "closed",
+        ProxyState::PassThrough => "pass-through",
+    }
+}
+
+impl<P: Payload> ProxyTable<P> {
+    /// `cookie_secret` must come from a good random source and stay the worker's.
+    pub fn new(
+        settings: ProxySettings,
+        inspector: Arc<SignatureInspector>,
+        cookie_secret: [u8; 16],
+    ) -> ProxyTable<P> {
+        let signatures = inspector.len();
+        ProxyTable {
+            settings,
+            inspector,
+            cookies: CookieJar::new(cookie_secret),
+            slots: Vec::new(),
+            free: Vec::new(),
+            proxied: 0,
+            embryonic: 0,
+            timers: BinaryHeap::new(),
+            pressure: false,
+            buffered: 0,
+            counters: ProxyCounters::default(),
+            retransmissions_gone: [0; 2],
+            signature_hits: vec![0; signatures],
+        }
+    }
+
+    /// Packet buffers are short (or no longer): new flows are then not proxied.
+    pub fn set_pressure(&mut self, pressure: bool) {
+        self.pressure = pressure;
+    }
+
+    /// Flows proxied now (TIME-WAIT included; translated pass-through flows not).
+    pub fn len(&self) -> usize {
+        self.proxied
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.proxied == 0
+    }
+
+    /// A TCP frame of a flow in proxy mode. `take_payload` hands over the frame's payload
+    /// (`seg.payload_offset`, `seg.payload_len`) and is called only when the proxy keeps it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_frame(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        take_payload: impl FnOnce() -> Option<P>,
+        on_stall: Option<OnStall>,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        let leg = if target.from_client {
+            Leg::Client
+        } else {
+            Leg::Server
+        };
+        if let ProxyLink::Slot(slot) = target.link {
+            let reopening = match self.proxied_mut(slot) {
+                Some(flow) => {
+                    leg == Leg::Client
+                        && is_bare_syn(&seg.header)
+                        && matches!(
+                            flow.proxy.state(),
+                            ProxyState::TimeWait | ProxyState::Closed
+                        )
+                }
+                // A translated flow is in bypass mode, so its frames do not come here; if the
+                // entry and the slot ever disagreed, the entry is put right.
+                None => {
+                    self.free_slot(flows, slot, false, now, sink);
+                    if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
+                        entry.set_proxy_link(ProxyLink::None);
+                    }
+                    return Disposition::Forward;
+                }
+            };
+            if reopening {
+                // The client reuses the port: the old connection's TIME-WAIT gives way, as
+                // RFC 9293's TIME-WAIT does to a new SYN.
+                self.free_slot(flows, slot, false, now, sink);
+                return self.without_proxy(flows, target, seg, take_payload, on_stall, now, sink);
+            }
+            let Some(payload) = take_payload() else {
+                return Disposition::Unusable;
+            };
+            let Some(flow) = self.proxied_mut(slot) else {
+                return Disposition::Unusable;
+            };
+            flow.addressing.observe(leg, seg);
+            let outcome = flow.proxy.on_segment(leg, &seg.header, payload, now);
+            if matches!(outcome, SegmentOutcome::Rejected(_)) {
+                self.counters.segments_rejected += 1;
+            }
+            self.drive(flows, slot, now, sink);
+            return Disposition::Consumed;
+        }
+        self.without_proxy(flows, target, seg, take_payload, on_stall, now, sink)
+    }
+
+    /// A frame of a proxy-mode flow the proxy holds nothing for: a new connection, the end of
+    /// a cookie handshake, or a flow that cannot be proxied.
+    #[allow(clippy::too_many_arguments)]
+    fn without_proxy(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        take_payload: impl FnOnce() -> Option<P>,
+        on_stall: Option<OnStall>,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        let hdr = &seg.header;
+        if target.from_client && is_bare_syn(hdr) {
+            return self.open(flows, target, seg, on_stall, now, sink);
+        }
+        match target.link {
+            ProxyLink::CookieSent
+                if target.from_client
+                    && hdr.flags.contains(TcpFlags::ACK)
+                    && !hdr.flags.intersects(TcpFlags::SYN | TcpFlags::RST) =>
+            {
+                self.complete_cookie(flows, target, seg, take_payload, on_stall, now, sink)
+            }
+            ProxyLink::None => {
+                // Seen without its handshake (picked up mid-stream after a restart, or a flow
+                // the policy moved to proxy while it ran): there is no connection to
+                // terminate, so it passes as it is.
+                self.counters.midstream_passthrough += 1;
+                Disposition::Forward
+            }
+            // A segment of a connection the proxy has finished (a late retransmission), or
+            // anything but the ACK a cookie waits for: a closed TCP port would ignore or reset
+            // it; the proxy ignores it.
+            _ => {
+                self.counters.segments_rejected += 1;
+                Disposition::Consumed
+            }
+        }
+    }
+
+    fn flow_config(&self, on_stall: Option<OnStall>) -> ProxyConfig {
+        let mut config = self.settings.flow;
+        if let Some(action) = on_stall {
+            config.stall.action = action;
+        }
+        config
+    }
+
+    fn over_budget(&self) -> bool {
+        self.pressure
+            || self.proxied >= self.settings.max_flows
+            || self.buffered >= self.settings.buffer_budget
+    }
+
+    /// The proxy cannot take a new flow: the configured exception action.
+    fn refuse_new(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        match self.settings.on_budget {
+            BudgetAction::Bypass => {
+                self.counters.budget_bypassed += 1;
+                if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
+                    entry.set_mode(FlowMode::Bypass);
+                }
+                Disposition::Forward
+            }
+            BudgetAction::Reset => {
+                self.counters.budget_reset += 1;
+                if let (Some(rst), Some(mut addressing)) = (
+                    reset_for(&seg.header, seg.payload_len),
+                    FlowAddressing::from_client(seg),
+                ) {
+                    let transmit = Transmit {
+                        header: rst,
+                        payload: None,
+                    };
+                    self.send(
+                        &mut addressing,
+                        target.ingress,
+                        Leg::Client,
+                        &transmit,
+                        sink,
+                    );
+                }
+                Disposition::Consumed
+            }
+        }
+    }
+
+    /// A client's SYN: a new proxied flow, or a SYN cookie when too many handshakes are open.
+    fn open(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        on_stall: Option<OnStall>,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        if self.over_budget() {
+            return self.refuse_new(flows, target, seg, sink);
+        }
+        let Some(mut addressing) = FlowAddressing::from_client(seg) else {
+            return Disposition::Forward;
+        };
+        let config = self.flow_config(on_stall);
+        if self.embryonic >= self.settings.max_embryonic {
+            let tuple = tuple_of(seg);
+            let default_mss = if seg.src.is_ipv6() {
+                DEFAULT_MSS_V6
+            } else {
+                DEFAULT_MSS_V4
+            };
+            let mss = seg.header.options.mss.unwrap_or(default_mss);
+            let (cookie, _) = self.cookies.syn_ack_isn(&tuple, seg.header.seq, mss, now);
+            let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
+            let transmit = Transmit {
+                header: cookie_syn_ack(&config, &seg.header, cookie, clock, now),
+                payload: None,
+            };
+            self.send(
+                &mut addressing,
+                target.ingress,
+                Leg::Client,
+                &transmit,
+                sink,
+            );
+            self.counters.syn_cookies_sent += 1;
+            if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
+                entry.set_proxy_link(ProxyLink::CookieSent);
+            }
+            return Disposition::Consumed;
+        }
+        let Ok(proxy) = TcpProxy::on_client_syn(config, self.inspector.clone(), &seg.header, now)
+        else {
+            return Disposition::Forward;
+        };
+        self.counters.connections_opened += 1;
+        self.insert(flows, target, seg, proxy, addressing, now, sink);
+        Disposition::Consumed
+    }
+
+    /// An ACK from a client with no connection here, after cookies were sent: a valid cookie
+    /// opens the flow; anything else is ignored.
+    #[allow(clippy::too_many_arguments)]
+    fn complete_cookie(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        take_payload: impl FnOnce() -> Option<P>,
+        on_stall: Option<OnStall>,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        let tuple = tuple_of(seg);
+        let hdr = &seg.header;
+        let tsecr = hdr.options.timestamps.map(|(_, tsecr)| tsecr);
+        let Some(params) = self.cookies.validate(&tuple, hdr.ack, hdr.seq, tsecr, now) else {
+            self.counters.syn_cookies_rejected += 1;
+            return Disposition::Consumed;
+        };
+        if self.over_budget() {
+            return self.refuse_new(flows, target, seg, sink);
+        }
+        let Some(addressing) = FlowAddressing::from_client(seg) else {
+            return Disposition::Forward;
+        };
+        let Some(payload) = take_payload() else {
+            return Disposition::Unusable;
+        };
+        let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
+        let config = self.flow_config(on_stall);
+        match TcpProxy::on_client_cookie_ack(
+            config,
+            self.inspector.clone(),
+            hdr,
+            payload,
+            params,
+            clock,
+            now,
+        ) {
+            Ok(proxy) => {
+                self.counters.syn_cookies_accepted += 1;
+                self.counters.connections_opened += 1;
+                self.insert(flows, target, seg, proxy, addressing, now, sink);
+            }
+            Err(_) => self.counters.syn_cookies_rejected += 1,
+        }
+        Disposition::Consumed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        proxy: TcpProxy<P, Arc<SignatureInspector>>,
+        addressing: FlowAddressing,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) {
+        let key = key_of(seg);
+        let flow = ProxiedFlow {
+            proxy,
+            addressing,
+            key,
+            hash: target.hash,
+            client_side: target.ingress,
+            scheduled: u64::MAX,
+            embryonic: true,
+            handed_over: None,
+        };
+        let slot = self.store(Held::Proxied(Box::new(flow)));
+        self.proxied += 1;
+        self.embryonic += 1;
+        if let Some(entry) = flows.get_mut(&key, target.hash) {
+            entry.set_proxy_link(ProxyLink::Slot(slot));
+        }
+        self.drive(flows, slot, now, sink);
+    }
+
+    fn store(&mut self, held: Held<P>) -> u32 {
+        match self.free.pop() {
+            Some(slot) => {
+                let s = &mut self.slots[slot as usize];
+                s.generation = s.generation.wrapping_add(1);
+                s.held = Some(held);
+                slot
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    held: Some(held),
+                });
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    fn proxied_mut(&mut self, slot: u32) -> Option<&mut ProxiedFlow<P>> {
+        match self.slots.get_mut(slot as usize)?.held.as_mut()? {
+            Held::Proxied(flow) => Some(flow),
+            Held::Translated(_) => None,
+        }
+    }
+
+    /// Sends the proxy's segments, handles its events and sets its timer; ends with the flow
+    /// freed if it is over.
+    fn drive(&mut self, flows: &mut FlowTable, slot: u32, now: u64, sink: &mut impl FrameSink<P>) {
+        let generation = self.slots[slot as usize].generation;
+        loop {
+            let Some(Held::Proxied(flow)) = self.slots[slot as usize].held.as_mut() else {
+                return;
+            };
+            let flow = &mut **flow;
+            let mut progressed = false;
+            while let Some((leg, transmit)) = flow.proxy.poll_transmit(now) {
+                progressed = true;
+                let side = flow.client_side;
+                Self::send_on(
+                    &mut flow.addressing,
+                    side,
+                    leg,
+                    &transmit,
+                    sink,
+                    &mut self.counters,
+                );
+            }
+            let Some(event) = flow.proxy.poll_event() else {
+                if !progressed {
+                    break;
+                }
+                continue;
+            };
+            match event {
+                ProxyEvent::Established => {
+                    self.counters.connections_established += 1;
+                    if std::mem::take(&mut flow.embryonic) {
+                        self.embryonic -= 1;
+                    }
+                }
+                ProxyEvent::Refused => self.counters.connections_refused += 1,
+                ProxyEvent::ConnectTimedOut => self.counters.connect_timeouts += 1,
+                ProxyEvent::Reset { .. } | ProxyEvent::TimedOut { .. } => {
+                    self.counters.connections_reset += 1
+                }
+                ProxyEvent::IdleTimeout { .. } => {
+                    self.counters.connections_reset += 1;
+                    flow.proxy.abort(now);
+                }
+                ProxyEvent::InspectorReset { signature, .. } => {
+                    self.counters.inspector_resets += 1;
+                    if let Some(hits) = self.signature_hits.get_mut(signature as usize) {
+                        *hits += 1;
+                    }
+                }
+                ProxyEvent::Stalled { action, .. } => match action {
+                    OnStall::Wait => self.counters.stalls_wait += 1,
+                    OnStall::Reset => self.counters.stalls_reset += 1,
+                    OnStall::Bypass => self.counters.stalls_bypass += 1,
+                },
+                ProxyEvent::PassThrough => {
+                    if let Some(handover) = flow.proxy.take_handover() {
+                        flow.handed_over = Some("stall");
+                        self.hand_over(flows, slot, handover, now, sink);
+                        return;
+                    }
+                }
+                ProxyEvent::Closed => {}
+            }
+        }
+        let Some(Held::Proxied(flow)) = self.slots[slot as usize].held.as_mut() else {
+            return;
+        };
+        match flow.proxy.state() {
+            ProxyState::Closed | ProxyState::PassThrough => {
+                self.free_slot(flows, slot, false, now, sink);
+            }
+            _ => {
+                if let Some(at) = flow.proxy.poll_at() {
+                    if at < flow.scheduled {
+                        flow.scheduled = at;
+                        self.timers.push(Reverse((at, slot, generation)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves a flow to pass-through: flushes what the proxy owed each side, puts the entry in
+    /// bypass mode, and keeps the translations when the legs' numbers differ.
+    fn hand_over(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        handover: Handover<P>,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) {
+        self.counters.handovers += 1;
+        let Some(Some(Held::Proxied(flow))) =
+            self.slots.get_mut(slot as usize).map(|s| s.held.as_mut())
+        else {
+            return;
+        };
+        let side = flow.client_side;
+        let (key, hash) = (flow.key, flow.hash);
+        for (leg, transmit) in &handover.flush {
+            Self::send_on(
+                &mut flow.addressing,
+                side,
+                *leg,
+                transmit,
+                sink,
+                &mut self.counters,
+            );
+        }
+        if let Some(entry) = flows.get_mut(&key, hash) {
+            entry.set_mode(FlowMode::Bypass);
+        }
+        let translations = [handover.client_to_server, handover.server_to_client];
+        self.free_slot(flows, slot, false, now, sink);
+        if let Some(entry) = flows.get_mut(&key, hash) {
+            // Pass-through from here on; nothing of the proxy's is left to find.
+            entry.set_proxy_link(ProxyLink::None);
+        }
+        if translations.iter().all(Translation::is_identity) {
+            return;
+        }
+        let kept = self.store(Held::Translated(Box::new(TranslatedFlow {
+            translations,
+            key,
+            hash,
+        })));
+        if let Some(entry) = flows.get_mut(&key, hash) {
+            entry.set_proxy_link(ProxyLink::Slot(kept));
+        }
+    }
+
+    /// Empties a slot; `abort` resets a live connection's legs first.
+    fn free_slot(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        abort: bool,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) {
+        let Some(held) = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.held.take())
+        else {
+            return;
+        };
+        self.free.push(slot);
+        let (key, hash) = match held {
+            Held::Translated(t) => (t.key, t.hash),
+            Held::Proxied(mut flow) => {
+                if abort && !matches!(flow.proxy.state(), ProxyState::TimeWait) {
+                    flow.proxy.abort(now);
+                    while let Some((leg, transmit)) = flow.proxy.poll_transmit(now) {
+                        let side = flow.client_side;
+                        Self::send_on(
+                            &mut flow.addressing,
+                            side,
+                            leg,
+                            &transmit,
+                            sink,
+                            &mut self.counters,
+                        );
+                    }
+                }
+                self.proxied -= 1;
+                if flow.embryonic {
+                    self.embryonic -= 1;
+                }
+                let stats = flow.proxy.stats();
+                for (i, leg) in [stats.client, stats.server].iter().enumerate() {
+                    if let Some(leg) = leg {
+                        self.retransmissions_gone[i] += leg.tcp.retransmissions;
+                    }
+                }
+                (flow.key, flow.hash)
+            }
+        };
+        if let Some(entry) = flows.get_mut(&key, hash) {
+            if entry.proxy_slot() == Some(slot) {
+                entry.set_proxy_link(ProxyLink::Finished);
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        addressing: &mut FlowAddressing,
+        client_side: PortSide,
+        leg: Leg,
+        transmit: &Transmit<P>,
+        sink: &mut impl FrameSink<P>,
+    ) {
+        Self::send_on(
+            addressing,
+            client_side,
+            leg,
+            transmit,
+            sink,
+            &mut self.counters,
+        );
+    }
+
+    fn send_on(
+        addressing: &mut FlowAddressing,
+        client_side: PortSide,
+        leg: Leg,
+        transmit: &Transmit<P>,
+        sink: &mut impl FrameSink<P>,
+        counters: &mut ProxyCounters,
+    ) {
+        let mut headers = [0u8; MAX_HEADERS_LEN];
+        let payload = transmit.payload.as_ref();
+        let bytes = payload.map_or(&[][..], |p| p.bytes());
+        let len = addressing.write_headers(leg, &transmit.header, bytes, &mut headers);
+        if !sink.send(side_of(client_side, leg), &headers[..len], payload) {
+            counters.emit_failures += 1;
+        }
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn on_timers(&mut self, flows: &mut FlowTable, now: u64, sink: &mut impl FrameSink<P>) {
+        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.slots.get(slot as usize).map(|s| s.generation) != Some(generation) {
+                continue;
+            }
+            let Some(flow) = self.proxied_mut(slot) else {
+                continue;
+            };
+            if flow.scheduled != at {
+                continue;
+            }
+            flow.scheduled = u64::MAX;
+            flow.proxy.on_timer(now);
+            self.drive(flows, slot, now, sink);
+        }
+    }
+
+    /// Rewrites a segment of a flow handed over to pass-through (`tcp_bytes`: the TCP header
+    /// and payload) with its direction's translation. False if the slot holds no translation.
+    pub fn translate(&self, slot: u32, from_client: bool, tcp_bytes: &mut [u8]) -> bool {
+        let Some(Some(Held::Translated(t))) = self.slots.get(slot as usize).map(|s| &s.held) else {
+            return false;
+        };
+        let i = if from_client { 0 } else { 1 };
+        t.translations[i].apply(tcp_bytes).is_ok()
+    }
+
+    /// The flow's entry is going away (expired, or cleared by an operator): resets a live
+    /// connection's legs and frees the slot.
+    pub fn release(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) {
+        self.free_slot(flows, slot, true, now, sink);
+    }
+
+    /// After a policy change applied to live flows: proxied flows whose entry is no longer in
+    /// proxy mode are handed over to pass-through (bypass) or reset (drop). Returns how many.
+    pub fn reclassify(
+        &mut self,
+        flows: &mut FlowTable,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> usize {
+        let mut changed = 0;
+        for slot in 0..self.slots.len() as u32 {
+            let Some(flow) = self.proxied_mut(slot) else {
+                continue;
+            };
+            let (key, hash) = (flow.key, flow.hash);
+            let mode = flows.get(&key, hash).map(|e| e.mode());
+            match mode {
+                Some(FlowMode::Proxy) => {}
+                Some(FlowMode::Bypass) => {
+                    changed += 1;
+                    match flow.proxy.convert_to_passthrough(now) {
+                        Ok(handover) => {
+                            flow.handed_over = Some("policy");
+                            // The PassThrough event the conversion queued is this handover.
+                            while flow.proxy.poll_event().is_some() {}
+                            self.hand_over(flows, slot, handover, now, sink);
+                        }
+                        // A handshake half done cannot be handed over; the client's next SYN
+                        // starts a bypassed flow.
+                        Err(ConvertError::HandshakeInProgress) => {
+                            self.free_slot(flows, slot, true, now, sink)
+                        }
+                        Err(ConvertError::Finished) => {
+                            self.free_slot(flows, slot, false, now, sink)
+                        }
+                    }
+                }
+                Some(FlowMode::Drop) | None => {
+                    changed += 1;
+                    self.free_slot(flows, slot, true, now, sink);
+                }
+            }
+        }
+        changed
+    }
+
+    /// The proxy's view of a flow, for `flows list`.
+    pub fn view(&self, slot: u32) -> Option<ProxyFlowView> {
+        match self.slots.get(slot as usize)?.held.as_ref()? {
+            Held::Translated(_) => Some(ProxyFlowView {
+                state: proxy_state_name(ProxyState::PassThrough).into(),
+                handed_over: Some("translated".into()),
+                ..ProxyFlowView::default()
+            }),
+            Held::Proxied(flow) => {
+                let stats = flow.proxy.stats();
+                let leg = |leg: Option<crate::tcp::proxy::LegStats>| {
+                    leg.map(|l| LegView {
+                        state: state_name(l.state).into(),
+                        retransmissions: l.tcp.retransmissions,
+                        srtt_ms: l.tcp.srtt_ms,
+                        rto_ms: l.tcp.rto_ms,
+                        cwnd: l.tcp.cwnd as u64,
+                        send_buffered: l.tcp.send_buffered as u64,
+                        out_of_order_received: l.tcp.out_of_order_received,
+                    })
+                };
+                Some(ProxyFlowView {
+                    state: proxy_state_name(stats.state).into(),
+                    client_leg: leg(stats.client),
+                    server_leg: leg(stats.server),
+                    buffered_client_to_server: stats.buffered_client_to_server as u64,
+                    buffered_server_to_client: stats.buffered_server_to_client as u64,
+                    stalls: stats.stalls,
+                    handed_over: flow.handed_over.map(Into::into),
+                })
+            }
+        }
+    }
+
+    /// The counters, with the gauges and the live flows' retransmissions read now (the
+    /// buffered bytes are also what the memory budget is checked against until the next
+    /// call). Walks every proxied flow: call it at the reporting interval, not per packet.
+    pub fn counters(&mut self) -> ProxyCounters {
+        let mut counters = self.counters;
+        counters.connections_active = self.proxied as u64;
+        let mut retransmissions = self.retransmissions_gone;
+        let mut buffered = 0u64;
+        for slot in &self.slots {
+            if let Some(Held::Proxied(flow)) = &slot.held {
+                let proxy = &flow.proxy;
+                buffered += (proxy.buffered(Direction::ClientToServer)
+                    + proxy.buffered(Direction::ServerToClient)) as u64;
+                for (i, leg) in [Leg::Client, Leg::Server].into_iter().enumerate() {
+                    if let Some(endpoint) = proxy.leg(leg) {
+                        retransmissions[i] += endpoint.stats().retransmissions;
+                    }
+                }
+            }
+        }
+        counters.retransmissions_client_leg = retransmissions[direction_of(Leg::Client)];
+        counters.retransmissions_server_leg = retransmissions[direction_of(Leg::Server)];
+        counters.buffered_bytes = buffered;
+        self.buffered = buffered as usize;
+        counters
+    }
+
+    /// Per signature, in the inspector's order: flows reset.
+    pub fn signature_hits(&self) -> &[u64] {
+        &self.signature_hits
+    }
+
+    pub fn inspector(&self) -> &SignatureInspector {
+        &self.inspector
+    }
+}

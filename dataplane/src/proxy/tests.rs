@@ -1,0 +1,510 @@
+//! A proxied flow end to end without DPDK: two real TCP endpoints (the engine's own, playing the
+//! client and the server) exchange frames through the pipeline and the proxy table, over a
+//! lossy virtual wire with virtual time. What the worker adds on top is mbufs and queues.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tollgate_control::policy::{Action, PolicySet};
+use tollgate_control::protocol::PolicyDefaults;
+
+use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
+use super::table::{Disposition, FrameSink, ProxySettings, ProxyTable};
+use crate::config::FrameAction;
+use crate::flow::{FlowMode, FlowTableConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Verdict};
+use crate::policy::CompiledPolicy;
+use crate::synth::{self, Addressing, TcpHeader, TCP_SYN};
+use crate::tcp::endpoint::{reset_for, Endpoint, EndpointConfig, State, SynOptions, Transmit};
+use crate::tcp::inspect::SignatureInspector;
+use crate::tcp::payload::{Payload, TestBytes};
+use crate::tcp::proxy::Leg;
+use crate::tcp::segment::TcpFlags;
+use crate::tcp::seq::SeqNumber;
+use crate::test_rng::TestRng;
+
+const CLIENT: &str = "198.18.0.1:40000";
+const SERVER: &str = "198.18.0.2:8080";
+
+#[derive(Default)]
+struct Frames(Vec<(PortSide, Vec<u8>)>);
+
+impl FrameSink<TestBytes> for Frames {
+    fn send(&mut self, side: PortSide, headers: &[u8], payload: Option<&TestBytes>) -> bool {
+        let mut frame = headers.to_vec();
+        if let Some(p) = payload {
+            frame.extend_from_slice(p.bytes());
+        }
+        self.0.push((side, frame));
+        true
+    }
+}
+
+/// Which end of the wire a frame is dropped on its way to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lossy {
+    Nowhere,
+    /// Frames to and from the client (the inside port).
+    ClientLeg,
+    ServerLeg,
+}
+
+struct Lab {
+    pipeline: Pipeline,
+    proxies: ProxyTable<TestBytes>,
+    /// Frames the endpoints' segments as the real hosts would (addresses and MACs).
+    wire: FlowAddressing,
+    client: Endpoint<TestBytes>,
+    server: Option<Endpoint<TestBytes>>,
+    server_listening: bool,
+    now: u64,
+    /// Frames on their way into tollgate (from each host) and out of it (to each host).
+    into_inside: VecDeque<Vec<u8>>,
+    into_outside: VecDeque<Vec<u8>>,
+    to_client: VecDeque<Vec<u8>>,
+    to_server: VecDeque<Vec<u8>>,
+    loss: Lossy,
+    loss_percent: u64,
+    rng: TestRng,
+    client_got: Vec<u8>,
+    server_got: Vec<u8>,
+    /// What each host saw arrive: (flags, source address) of every segment.
+    server_saw: Vec<(TcpFlags, SocketAddr)>,
+    client_saw: Vec<TcpFlags>,
+    /// Data segments the client sent, as (sequence number, length), and how many it sent again.
+    client_data_sent: std::collections::HashSet<(u32, usize)>,
+    client_data_resent: usize,
+    forwarded: usize,
+}
+
+fn policy(default_tcp: Action) -> Arc<CompiledPolicy> {
+    let defaults = PolicyDefaults {
+        tcp: default_tcp,
+        udp: Action::Bypass,
+        other: Action::Bypass,
+    };
+    Arc::new(CompiledPolicy::compile(&PolicySet::default(), defaults, 1))
+}
+
+fn endpoint_config() -> EndpointConfig {
+    EndpointConfig {
+        delayed_ack_ms: 0,
+        ..EndpointConfig::default()
+    }
+}
+
+impl Lab {
+    fn new(settings: ProxySettings, default_tcp: Action) -> Lab {
+        let client: SocketAddr = CLIENT.parse().unwrap();
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let template = synth::tcp(
+            &Addressing::new(client, server),
+            TcpHeader {
+                flags: TCP_SYN,
+                ..Default::default()
+            },
+            b"",
+        );
+        let wire = FlowAddressing::from_client(&Inbound::read(&template).unwrap()).unwrap();
+        let pipeline = Pipeline::new(
+            PipelineConfig {
+                flows: FlowTableConfig {
+                    capacity: 1024,
+                    ..FlowTableConfig::default()
+                },
+                malformed: FrameAction::Drop,
+                on_table_full: FrameAction::Forward,
+                audit_new_flows: false,
+            },
+            policy(default_tcp),
+        );
+        let inspector = Arc::new(SignatureInspector::new(&[]).unwrap());
+        Lab {
+            pipeline,
+            proxies: ProxyTable::new(settings, inspector, [7; 16]),
+            wire,
+            client: Endpoint::connect(
+                endpoint_config(),
+                client.port(),
+                server.port(),
+                SeqNumber(0xfffff000),
+                SynOptions::default(),
+                0,
+            ),
+            server: None,
+            server_listening: true,
+            now: 0,
+            into_inside: VecDeque::new(),
+            into_outside: VecDeque::new(),
+            to_client: VecDeque::new(),
+            to_server: VecDeque::new(),
+            loss: Lossy::Nowhere,
+            loss_percent: 0,
+            rng: TestRng::new(42),
+            client_got: Vec::new(),
+            server_got: Vec::new(),
+            server_saw: Vec::new(),
+            client_saw: Vec::new(),
+            client_data_sent: Default::default(),
+            client_data_resent: 0,
+            forwarded: 0,
+        }
+    }
+
+    fn frame(&mut self, toward: Leg, transmit: &Transmit<TestBytes>) -> Vec<u8> {
+        let payload = transmit.payload.as_ref().map_or(&[][..], |p| p.bytes());
+        let mut headers = [0u8; MAX_HEADERS_LEN];
+        let len = self
+            .wire
+            .write_headers(toward, &transmit.header, payload, &mut headers);
+        let mut frame = headers[..len].to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    fn lost(&mut self, leg: Lossy) -> bool {
+        self.loss == leg && self.rng.chance(self.loss_percent)
+    }
+
+    /// One frame through tollgate, as the worker would handle it.
+    fn through_tollgate(&mut self, frame: Vec<u8>, ingress: PortSide) {
+        let mut out = Frames::default();
+        let verdict = self.pipeline.handle(&frame, ingress, None, None, self.now);
+        match verdict {
+            Verdict::Forward(egress) => {
+                self.forwarded += 1;
+                out.0.push((egress, frame));
+            }
+            Verdict::Proxy(target) => {
+                let seg = Inbound::read(&frame).expect("a valid frame");
+                let payload = TestBytes::from(
+                    &frame[seg.payload_offset..seg.payload_offset + seg.payload_len],
+                );
+                match self.proxies.on_frame(
+                    self.pipeline.flows_mut(),
+                    target,
+                    &seg,
+                    || Some(payload),
+                    None,
+                    self.now,
+                    &mut out,
+                ) {
+                    Disposition::Consumed => {}
+                    Disposition::Forward => {
+                        self.forwarded += 1;
+                        out.0.push((ingress.other(), frame));
+                    }
+                    Disposition::Unusable => panic!("an unusable frame"),
+                }
+            }
+            Verdict::Translate {
+                slot,
+                from_client,
+                egress,
+            } => {
+                let mut frame = frame;
+                let seg = Inbound::read(&frame).unwrap();
+                let l4 = seg.payload_offset - seg.header.header_len();
+                assert!(self.proxies.translate(slot, from_client, &mut frame[l4..]));
+                out.0.push((egress, frame));
+            }
+            other => panic!("unexpected verdict {other:?}"),
+        }
+        self.route(out);
+    }
+
+    fn route(&mut self, out: Frames) {
+        for (side, frame) in out.0 {
+            match side {
+                PortSide::Inside => self.to_client.push_back(frame),
+                PortSide::Outside => self.to_server.push_back(frame),
+            }
+        }
+    }
+
+    /// One millisecond of the world.
+    fn step(&mut self) {
+        // The hosts send.
+        while let Some(t) = self.client.poll_transmit(self.now) {
+            if let Some(p) = &t.payload {
+                if !self.client_data_sent.insert((t.header.seq.0, p.len())) {
+                    self.client_data_resent += 1;
+                }
+            }
+            let frame = self.frame(Leg::Server, &t);
+            if !self.lost(Lossy::ClientLeg) {
+                self.into_inside.push_back(frame);
+            }
+        }
+        if let Some(server) = self.server.as_mut() {
+            let mut sent = Vec::new();
+            while let Some(t) = server.poll_transmit(self.now) {
+                sent.push(t);
+            }
+            for t in sent {
+                let frame = self.frame(Leg::Client, &t);
+                if !self.lost(Lossy::ServerLeg) {
+                    self.into_outside.push_back(frame);
+                }
+            }
+        }
+        // tollgate.
+        while let Some(frame) = self.into_inside.pop_front() {
+            self.through_tollgate(frame, PortSide::Inside);
+        }
+        while let Some(frame) = self.into_outside.pop_front() {
+            self.through_tollgate(frame, PortSide::Outside);
+        }
+        let mut out = Frames::default();
+        self.proxies
+            .on_timers(self.pipeline.flows_mut(), self.now, &mut out);
+        self.route(out);
+        // The hosts receive.
+        while let Some(frame) = self.to_client.pop_front() {
+            if self.lost(Lossy::ClientLeg) {
+                continue;
+            }
+            let seg = Inbound::read(&frame).expect("tollgate's frames are valid");
+            self.client_saw.push(seg.header.flags);
+            let payload = TestBytes::from(&frame[seg.payload_offset..]);
+            self.client.on_segment(&seg.header, payload, self.now);
+        }
+        while let Some(frame) = self.to_server.pop_front() {
+            if self.lost(Lossy::ServerLeg) {
+                continue;
+            }
+            let seg = Inbound::read(&frame).expect("tollgate's frames are valid");
+            self.server_saw.push((
+                seg.header.flags,
+                SocketAddr::new(seg.src, seg.header.src_port),
+            ));
+            let payload = TestBytes::from(&frame[seg.payload_offset..]);
+            match self.server.as_mut() {
+                Some(server) => {
+                    server.on_segment(&seg.header, payload, self.now);
+                }
+                None if seg.header.flags.contains(TcpFlags::SYN) && self.server_listening => {
+                    self.server = Some(
+                        Endpoint::accept(
+                            endpoint_config(),
+                            &seg.header,
+                            seg.header.dst_port,
+                            seg.header.src_port,
+                            SeqNumber(0x1234_5678),
+                            SynOptions::default(),
+                            self.now,
+                        )
+                        .unwrap(),
+                    );
+                }
+                None => {
+                    if let Some(rst) = reset_for(&seg.header, seg.payload_len) {
+                        let t = Transmit {
+                            header: rst,
+                            payload: None,
+                        };
+                        let frame = self.frame(Leg::Client, &t);
+                        self.into_outside.push_back(frame);
+                    }
+                }
+            }
+        }
+        // Timers and applications.
+        if self.client.poll_at().is_some_and(|at| at <= self.now) {
+            self.client.on_timer(self.now);
+        }
+        while let Some(p) = self.client.recv() {
+            self.client_got.extend_from_slice(p.bytes());
+        }
+        if let Some(server) = self.server.as_mut() {
+            if server.poll_at().is_some_and(|at| at <= self.now) {
+                server.on_timer(self.now);
+            }
+            while let Some(p) = server.recv() {
+                self.server_got.extend_from_slice(p.bytes());
+            }
+        }
+        self.now += 1;
+    }
+
+    fn run_until(&mut self, limit_ms: u64, mut done: impl FnMut(&mut Lab) -> bool) -> bool {
+        let end = self.now + limit_ms;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Feeds `bytes` into an endpoint's send queue as it takes them, in 1000-byte writes.
+fn feed(endpoint: &mut Endpoint<TestBytes>, bytes: &[u8], offset: &mut usize) {
+    while *offset < bytes.len() {
+        let end = (*offset + 1000).min(bytes.len());
+        if endpoint
+            .send(TestBytes::from(&bytes[*offset..end]))
+            .is_err()
+        {
+            return;
+        }
+        *offset = end;
+    }
+}
+
+fn transfer(lab: &mut Lab, up: &[u8], down: &[u8], limit_ms: u64) -> bool {
+    let (mut sent_up, mut sent_down) = (0, 0);
+    lab.run_until(limit_ms, |lab| {
+        if lab.client.state() == State::Established {
+            feed(&mut lab.client, up, &mut sent_up);
+        }
+        if let Some(server) = lab.server.as_mut() {
+            if server.state().is_synchronized() {
+                feed(server, down, &mut sent_down);
+            }
+        }
+        lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
+    })
+}
+
+#[test]
+fn a_proxied_flow_relays_both_ways_byte_exact_and_transparently() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    let (up, down) = (data(300_000, 1), data(500_000, 2));
+    assert!(
+        transfer(&mut lab, &up, &down, 20_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    // Every frame the server saw claims to come from the client, and none was simply forwarded.
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    assert!(lab.server_saw.iter().all(|(_, from)| *from == client));
+    assert_eq!(lab.forwarded, 0);
+    let counters = lab.proxies.counters();
+    assert_eq!(counters.connections_opened, 1);
+    assert_eq!(counters.connections_established, 1);
+    assert_eq!(counters.connections_active, 1);
+    // Close from the client; both legs finish and the proxy lets the flow go.
+    lab.client.shutdown_write();
+    assert!(lab.run_until(5_000, |lab| lab
+        .server
+        .as_ref()
+        .is_some_and(|s| s.peer_closed())));
+    lab.server.as_mut().unwrap().shutdown_write();
+    assert!(lab.run_until(5_000, |lab| lab.client.state() == State::TimeWait));
+    assert!(lab.run_until(130_000, |lab| lab.proxies.is_empty()));
+    assert_eq!(lab.proxies.counters().connections_active, 0);
+}
+
+#[test]
+fn the_client_hears_nothing_before_the_server_answers_and_a_closed_port_refuses_it() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    lab.server_listening = false;
+    assert!(lab.run_until(2_000, |lab| lab.client.state() == State::Closed));
+    // The client's only answer was the RST the server's refusal turned into.
+    assert_eq!(lab.client_saw.len(), 1);
+    assert!(lab.client_saw[0].contains(TcpFlags::RST));
+    assert_eq!(lab.proxies.counters().connections_refused, 1);
+    assert!(lab.run_until(1_000, |lab| lab.proxies.is_empty()));
+}
+
+#[test]
+fn loss_on_the_server_leg_is_repaired_by_the_proxy_not_the_client() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    lab.loss = Lossy::ServerLeg;
+    lab.loss_percent = 3;
+    let (up, down) = (data(400_000, 3), data(200_000, 4));
+    assert!(
+        transfer(&mut lab, &up, &down, 60_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    let counters = lab.proxies.counters();
+    assert!(
+        counters.retransmissions_server_leg > 0,
+        "the proxy's server leg must have repaired the loss"
+    );
+    // (Its SYN may have been: the client's SYN is answered only once the server's is, and
+    // that may take a retransmission on the lossy leg.)
+    assert_eq!(
+        lab.client_data_resent, 0,
+        "the client must never have had to send data again"
+    );
+}
+
+#[test]
+fn loss_on_the_client_leg_is_repaired_on_that_leg() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    lab.loss = Lossy::ClientLeg;
+    lab.loss_percent = 3;
+    let (up, down) = (data(200_000, 5), data(400_000, 6));
+    assert!(
+        transfer(&mut lab, &up, &down, 60_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    assert!(lab.proxies.counters().retransmissions_client_leg > 0);
+    assert_eq!(lab.server.as_ref().unwrap().stats().retransmissions, 0);
+}
+
+#[test]
+fn past_the_embryonic_limit_a_syn_cookie_opens_the_flow() {
+    let settings = ProxySettings {
+        max_embryonic: 0,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    let (up, down) = (data(100_000, 7), data(100_000, 8));
+    assert!(
+        transfer(&mut lab, &up, &down, 20_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    let counters = lab.proxies.counters();
+    assert_eq!(counters.syn_cookies_sent, 1);
+    assert_eq!(counters.syn_cookies_accepted, 1);
+}
+
+#[test]
+fn a_new_flow_past_the_flow_limit_is_bypassed_and_still_works() {
+    let settings = ProxySettings {
+        max_flows: 0,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    let (up, down) = (data(50_000, 9), data(50_000, 10));
+    assert!(
+        transfer(&mut lab, &up, &down, 20_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.proxies.counters().budget_bypassed, 1);
+    assert!(lab.forwarded > 0);
+    let entry = lab.pipeline.flows().iter().next().unwrap();
+    assert_eq!(entry.mode(), FlowMode::Bypass);
+}
+
+#[test]
+fn a_bypassed_flow_is_never_touched_by_the_proxy() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Bypass);
+    let (up, down) = (data(50_000, 11), data(50_000, 12));
+    assert!(
+        transfer(&mut lab, &up, &down, 20_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    assert_eq!(lab.proxies.counters().connections_opened, 0);
+}

@@ -76,6 +76,8 @@ struct Lab {
     client_data_sent: std::collections::HashSet<(u32, usize)>,
     client_data_resent: usize,
     forwarded: usize,
+    /// The server application reads only every this many milliseconds (1: always).
+    server_reads_every_ms: u64,
 }
 
 fn policy(default_tcp: Action) -> Arc<CompiledPolicy> {
@@ -149,6 +151,7 @@ impl Lab {
             client_data_sent: Default::default(),
             client_data_resent: 0,
             forwarded: 0,
+            server_reads_every_ms: 1,
         }
     }
 
@@ -227,7 +230,8 @@ impl Lab {
     fn step(&mut self) {
         // The hosts send.
         while let Some(t) = self.client.poll_transmit(self.now) {
-            if let Some(p) = &t.payload {
+            // One-byte segments are zero-window probes, which repeat by design.
+            if let Some(p) = t.payload.as_ref().filter(|p| p.len() > 1) {
                 if !self.client_data_sent.insert((t.header.seq.0, p.len())) {
                     self.client_data_resent += 1;
                 }
@@ -321,8 +325,10 @@ impl Lab {
             if server.poll_at().is_some_and(|at| at <= self.now) {
                 server.on_timer(self.now);
             }
-            while let Some(p) = server.recv() {
-                self.server_got.extend_from_slice(p.bytes());
+            if self.now % self.server_reads_every_ms == 0 {
+                while let Some(p) = server.recv() {
+                    self.server_got.extend_from_slice(p.bytes());
+                }
             }
         }
         self.now += 1;
@@ -507,4 +513,25 @@ fn a_bypassed_flow_is_never_touched_by_the_proxy() {
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
     assert_eq!(lab.proxies.counters().connections_opened, 0);
+}
+
+#[test]
+fn a_slow_server_closes_the_client_window_without_the_client_ever_resending() {
+    for (loss, seed) in [(0, 1), (3, 2), (3, 3)] {
+        let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+        lab.rng = TestRng::new(seed);
+        lab.loss = Lossy::ServerLeg;
+        lab.loss_percent = loss;
+        lab.server_reads_every_ms = 50;
+        let up = data(3_000_000, 13);
+        assert!(
+            transfer(&mut lab, &up, &[], 120_000),
+            "transfer did not finish"
+        );
+        assert_eq!(lab.server_got, up);
+        assert_eq!(
+            lab.client_data_resent, 0,
+            "{loss}% loss on the server leg: client data resent"
+        );
+    }
 }

@@ -400,6 +400,11 @@ pub struct Endpoint<P: Payload> {
     /// The right edge last advertised, RCV.NXT + RCV.WND, which never moves left (RFC 9293
     /// §3.8.6.2.2) by a whole unit of the window scale (see `window_to_advertise`).
     rcv_adv: SeqNumber,
+    /// The furthest right edge ever advertised. Rounding to the window scale can pull the edge
+    /// back by less than one unit; data the peer sent within the earlier edge is still taken
+    /// (RFC 7323 appendix F), or a sender that filled the window exactly would have to send
+    /// its tail again.
+    rcv_adv_max: SeqNumber,
     /// RFC 7323 Last.ACK.sent.
     last_ack_sent: SeqNumber,
     ack_now: bool,
@@ -488,6 +493,7 @@ impl<P: Payload> Endpoint<P> {
             recv: Reassembly::new(SeqNumber(0), config.reassembly),
             rcv_capacity: config.receive_buffer,
             rcv_adv: SeqNumber(0),
+            rcv_adv_max: SeqNumber(0),
             last_ack_sent: SeqNumber(0),
             ack_now: false,
             ack_at: None,
@@ -823,6 +829,7 @@ impl<P: Payload> Endpoint<P> {
             self.ts_recent_at = now;
         }
         self.rcv_adv = rcv_nxt + usize::from(self.syn_window);
+        self.rcv_adv_max = self.rcv_adv;
         self.last_ack_sent = rcv_nxt;
         self.snd_wl1 = syn.seq;
         self.snd_wl2 = self.iss;
@@ -1081,7 +1088,7 @@ impl<P: Payload> Endpoint<P> {
     /// RFC 9293 §3.10.7.4's four acceptability cases, against the window last advertised.
     fn acceptable(&self, seq: SeqNumber, seg_len: usize) -> bool {
         let rcv_nxt = self.recv.rcv_nxt();
-        let window = self.rcv_adv.since(rcv_nxt) as i64;
+        let window = self.rcv_adv_max.since(rcv_nxt) as i64;
         let in_window = |s: SeqNumber| {
             let offset = i64::from(s.distance(rcv_nxt));
             offset >= 0 && offset < window
@@ -1360,7 +1367,7 @@ impl<P: Payload> Endpoint<P> {
         let len = payload.len();
         if len > 0 {
             let before = self.recv.rcv_nxt();
-            let window = self.rcv_adv.since(before);
+            let window = self.rcv_adv_max.since(before);
             let had_hole = self.recv.held_segments() > 0;
             let range = SeqRange::from_len(seq, len);
             match self.recv.insert(seq, payload, window, now) {
@@ -1399,7 +1406,7 @@ impl<P: Payload> Endpoint<P> {
             }
         }
         if fin {
-            let window = self.rcv_adv.since(self.recv.rcv_nxt());
+            let window = self.rcv_adv_max.since(self.recv.rcv_nxt());
             if let Insert::Dropped(_) = self.recv.insert_fin(seq + len, window, now) {
                 if outcome == SegmentOutcome::Accepted {
                     outcome = SegmentOutcome::Rejected(Reject::OutOfWindow);
@@ -2170,6 +2177,9 @@ impl<P: Payload> Endpoint<P> {
             let (units, edge) = self.window_to_advertise();
             window = units;
             self.rcv_adv = edge;
+            if edge.distance(self.rcv_adv_max) > 0 {
+                self.rcv_adv_max = edge;
+            }
             if self.negotiated.sack {
                 options.sack = self.sack_option();
             }

@@ -63,3 +63,18 @@ lab_listening() {
 lab_python() {
     if [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi
 }
+
+# lab_wait_free SECONDS: wait, polling every 10 s, until no scripts/e2e/ test runs and
+# 'scripts/lab status' says the lab is down (exit 3): the lab is shared. Returns 1 if it is
+# still busy after SECONDS. Needs scripts/lib/shell.bash (TG_ROOT, now_ms).
+lab_wait_free() {
+    local limit=$1 deadline rc
+    deadline=$(($(now_ms) + limit * 1000))
+    while :; do
+        rc=0
+        "$TG_ROOT/scripts/lab" status >/dev/null 2>&1 || rc=$?
+        if ((rc == 3)) && ! pgrep -f 'scripts/e2e/' >/dev/null; then return 0; fi
+        (($(now_ms) < deadline)) || return 1
+        sleep 10
+    done
+}

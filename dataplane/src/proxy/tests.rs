@@ -325,7 +325,7 @@ impl Lab {
             if server.poll_at().is_some_and(|at| at <= self.now) {
                 server.on_timer(self.now);
             }
-            if self.now % self.server_reads_every_ms == 0 {
+            if self.now.is_multiple_of(self.server_reads_every_ms) {
                 while let Some(p) = server.recv() {
                     self.server_got.extend_from_slice(p.bytes());
                 }

@@ -140,9 +140,15 @@ pub struct ProxyCounters {
     pub handovers: u64,
     /// Signature matches that reset a flow.
     pub inspector_resets: u64,
-    /// New flows that found the proxy's flow limit or memory budget exhausted, by what was done.
+    /// New flows the proxy could not take, by what was done with them (each condition's
+    /// configured action)...
     pub budget_bypassed: u64,
     pub budget_reset: u64,
+    /// ...and by the condition: `proxy.max_flows` reached, `proxy.memory_budget_mib` reached,
+    /// packet buffers short.
+    pub flow_limit_hits: u64,
+    pub memory_budget_hits: u64,
+    pub buffer_shortage_hits: u64,
     /// Gauge: payload bytes the proxy holds (send queues, out-of-order queues).
     pub buffered_bytes: u64,
     /// TCP flows in proxy mode seen without their handshake (picked up mid-stream, e.g. after
@@ -175,6 +181,9 @@ impl ProxyCounters {
             inspector_resets,
             budget_bypassed,
             budget_reset,
+            flow_limit_hits,
+            memory_budget_hits,
+            buffer_shortage_hits,
             buffered_bytes,
             midstream_passthrough,
             segments_rejected,
@@ -198,6 +207,9 @@ impl ProxyCounters {
         self.inspector_resets += inspector_resets;
         self.budget_bypassed += budget_bypassed;
         self.budget_reset += budget_reset;
+        self.flow_limit_hits += flow_limit_hits;
+        self.memory_budget_hits += memory_budget_hits;
+        self.buffer_shortage_hits += buffer_shortage_hits;
         self.buffered_bytes += buffered_bytes;
         self.midstream_passthrough += midstream_passthrough;
         self.segments_rejected += segments_rejected;
@@ -239,6 +251,9 @@ impl ProxyCounters {
             inspector_resets,
             budget_bypassed,
             budget_reset,
+            flow_limit_hits,
+            memory_budget_hits,
+            buffer_shortage_hits,
             buffered_bytes,
             midstream_passthrough,
             segments_rejected,
@@ -267,8 +282,10 @@ impl ProxyCounters {
         );
         let _ = writeln!(
             out,
-            "proxy budget: {buffered_bytes} bytes buffered now; when it ran out, \
-             {budget_bypassed} new flows were bypassed, {budget_reset} reset"
+            "proxy budget: {buffered_bytes} bytes buffered now; new flows not proxied: \
+             {flow_limit_hits} at the flow limit, {memory_budget_hits} at the memory budget, \
+             {buffer_shortage_hits} short of packet buffers; {budget_bypassed} bypassed, \
+             {budget_reset} reset"
         );
         let _ = writeln!(
             out,
@@ -483,6 +500,9 @@ mod tests {
                 inspector_resets: 116,
                 budget_bypassed: 117,
                 budget_reset: 118,
+                flow_limit_hits: 123,
+                memory_budget_hits: 124,
+                buffer_shortage_hits: 125,
                 buffered_bytes: 119,
                 midstream_passthrough: 120,
                 segments_rejected: 121,
@@ -500,7 +520,7 @@ mod tests {
             "proxy syn cookies: 107 sent, 108 accepted, 109 rejected\n",
             "proxy retransmissions: 110 on client legs, 111 on server legs\n",
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
-            "proxy budget: 119 bytes buffered now; when it ran out, 117 new flows were bypassed, 118 reset\n",
+            "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset\n",
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
         ] {
             assert!(t.contains(line), "{line:?} missing from:\n{t}");

@@ -264,9 +264,13 @@ pub struct ProxySection {
     pub max_embryonic: usize,
     /// Payload bytes all proxied flows may hold together, in MiB (each worker gets its share).
     pub memory_budget_mib: usize,
-    /// A new flow past `max_flows`, past the memory budget, or when packet buffers run short:
-    /// `bypass` forwards it unproxied, `reset` refuses it.
-    pub on_budget: crate::proxy::BudgetAction,
+    /// What a new flow gets when the proxy cannot take it, per condition: `bypass` forwards
+    /// it unproxied for its whole life, `reset` refuses it with a RST. At `max_flows`...
+    pub on_flow_limit: crate::proxy::BudgetAction,
+    /// ...at `memory_budget_mib`...
+    pub on_memory_budget: crate::proxy::BudgetAction,
+    /// ...and when fewer than an eighth of the packet buffers are free.
+    pub on_buffer_shortage: crate::proxy::BudgetAction,
     /// What a stall does when the flow's rule has no `on-stall`: wait, reset or bypass.
     pub on_stall: tollgate_control::policy::StallAction,
     /// The largest MSS either leg offers.
@@ -284,7 +288,9 @@ impl Default for ProxySection {
             max_flows: 262_144,
             max_embryonic: 1024,
             memory_budget_mib: 1024,
-            on_budget: crate::proxy::BudgetAction::Bypass,
+            on_flow_limit: crate::proxy::BudgetAction::Bypass,
+            on_memory_budget: crate::proxy::BudgetAction::Bypass,
+            on_buffer_shortage: crate::proxy::BudgetAction::Bypass,
             on_stall: tollgate_control::policy::StallAction::Wait,
             mss: 1460,
             signatures: Vec::new(),

@@ -75,7 +75,9 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         max_flows: p.max_flows.div_ceil(workers),
         max_embryonic: p.max_embryonic,
         buffer_budget: (p.memory_budget_mib << 20) / workers,
-        on_budget: p.on_budget,
+        on_flow_limit: p.on_flow_limit,
+        on_memory_budget: p.on_memory_budget,
+        on_buffer_shortage: p.on_buffer_shortage,
     }
 }
 

@@ -66,7 +66,20 @@ pub struct ProxySettings {
     /// Payload bytes this worker's proxied flows may hold together before new flows are
     /// refused (checked against the figure of the last reporting interval).
     pub buffer_budget: usize,
-    pub on_budget: BudgetAction,
+    /// What a new flow gets when `max_flows` is reached...
+    pub on_flow_limit: BudgetAction,
+    /// ...when `buffer_budget` is...
+    pub on_memory_budget: BudgetAction,
+    /// ...and when packet buffers are short ([`ProxyTable::set_pressure`]).
+    pub on_buffer_shortage: BudgetAction,
+}
+
+/// Why a new flow is not proxied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shortage {
+    FlowLimit,
+    MemoryBudget,
+    PacketBuffers,
 }
 
 impl Default for ProxySettings {
@@ -76,7 +89,9 @@ impl Default for ProxySettings {
             max_flows: 65_536,
             max_embryonic: 1024,
             buffer_budget: 256 << 20,
-            on_budget: BudgetAction::Bypass,
+            on_flow_limit: BudgetAction::Bypass,
+            on_memory_budget: BudgetAction::Bypass,
+            on_buffer_shortage: BudgetAction::Bypass,
         }
     }
 }
@@ -376,21 +391,43 @@ impl<P: Payload> ProxyTable<P> {
         config
     }
 
-    fn over_budget(&self) -> bool {
-        self.pressure
-            || self.proxied >= self.settings.max_flows
-            || self.buffered >= self.settings.buffer_budget
+    /// What stops a new flow being proxied, if anything.
+    fn shortage(&self) -> Option<Shortage> {
+        if self.proxied >= self.settings.max_flows {
+            Some(Shortage::FlowLimit)
+        } else if self.buffered >= self.settings.buffer_budget {
+            Some(Shortage::MemoryBudget)
+        } else if self.pressure {
+            Some(Shortage::PacketBuffers)
+        } else {
+            None
+        }
     }
 
-    /// The proxy cannot take a new flow: the configured exception action.
+    /// The proxy cannot take a new flow: the condition's configured exception action.
     fn refuse_new(
         &mut self,
+        shortage: Shortage,
         flows: &mut FlowTable,
         target: ProxyTarget,
         seg: &Inbound,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
-        match self.settings.on_budget {
+        let action = match shortage {
+            Shortage::FlowLimit => {
+                self.counters.flow_limit_hits += 1;
+                self.settings.on_flow_limit
+            }
+            Shortage::MemoryBudget => {
+                self.counters.memory_budget_hits += 1;
+                self.settings.on_memory_budget
+            }
+            Shortage::PacketBuffers => {
+                self.counters.buffer_shortage_hits += 1;
+                self.settings.on_buffer_shortage
+            }
+        };
+        match action {
             BudgetAction::Bypass => {
                 self.counters.budget_bypassed += 1;
                 if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
@@ -431,8 +468,8 @@ impl<P: Payload> ProxyTable<P> {
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
-        if self.over_budget() {
-            return self.refuse_new(flows, target, seg, sink);
+        if let Some(shortage) = self.shortage() {
+            return self.refuse_new(shortage, flows, target, seg, sink);
         }
         let Some(mut addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;
@@ -494,8 +531,8 @@ impl<P: Payload> ProxyTable<P> {
             self.counters.syn_cookies_rejected += 1;
             return Disposition::Consumed;
         };
-        if self.over_budget() {
-            return self.refuse_new(flows, target, seg, sink);
+        if let Some(shortage) = self.shortage() {
+            return self.refuse_new(shortage, flows, target, seg, sink);
         }
         let Some(addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;

@@ -535,3 +535,47 @@ fn a_slow_server_closes_the_client_window_without_the_client_ever_resending() {
         );
     }
 }
+
+#[test]
+fn each_shortage_applies_its_own_action_and_is_counted() {
+    use super::table::BudgetAction;
+    // Flow limit with reset: the client is refused as by a closed port.
+    let settings = ProxySettings {
+        max_flows: 0,
+        on_flow_limit: BudgetAction::Reset,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    assert!(lab.run_until(2_000, |lab| lab.client.state() == State::Closed));
+    assert!(lab.client_saw.iter().all(|f| f.contains(TcpFlags::RST)));
+    assert!(lab.server_saw.is_empty(), "nothing reaches the server");
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.flow_limit_hits, c.budget_reset, c.budget_bypassed),
+        (1, 1, 0)
+    );
+
+    // Memory budget with bypass: the flow works, unproxied.
+    let settings = ProxySettings {
+        buffer_budget: 0,
+        on_memory_budget: BudgetAction::Bypass,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    let (up, down) = (data(20_000, 14), data(20_000, 15));
+    assert!(transfer(&mut lab, &up, &down, 10_000));
+    let c = lab.proxies.counters();
+    assert_eq!((c.memory_budget_hits, c.budget_bypassed), (1, 1));
+    assert_eq!(c.connections_opened, 0);
+
+    // Packet buffers short: its own counter; when the shortage ends, flows are proxied again.
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    lab.proxies.set_pressure(true);
+    assert!(transfer(&mut lab, &up, &down, 10_000));
+    assert_eq!(lab.proxies.counters().buffer_shortage_hits, 1);
+    lab.proxies.set_pressure(false);
+    let mut again = Lab::new(ProxySettings::default(), Action::Proxy);
+    std::mem::swap(&mut again.proxies, &mut lab.proxies);
+    assert!(transfer(&mut again, &up, &down, 10_000));
+    assert_eq!(again.proxies.counters().connections_opened, 1);
+}

@@ -210,6 +210,7 @@ impl Lab {
                 let seg = Inbound::read(&frame).unwrap();
                 let l4 = seg.payload_offset - seg.header.header_len();
                 assert!(self.proxies.translate(slot, from_client, &mut frame[l4..]));
+                self.forwarded += 1;
                 out.0.push((egress, frame));
             }
             other => panic!("unexpected verdict {other:?}"),
@@ -578,4 +579,63 @@ fn each_shortage_applies_its_own_action_and_is_counted() {
     std::mem::swap(&mut again.proxies, &mut lab.proxies);
     assert!(transfer(&mut again, &up, &down, 10_000));
     assert_eq!(again.proxies.counters().connections_opened, 1);
+}
+
+/// A live policy change to bypass hands a proxied flow over mid-transfer; after a SYN cookie
+/// the legs' numbers differ, so every later segment is translated on its way.
+#[test]
+fn a_flow_moved_to_bypass_mid_transfer_is_handed_over_and_finishes_byte_exact() {
+    for max_embryonic in [1024, 0] {
+        let settings = ProxySettings {
+            max_embryonic,
+            ..ProxySettings::default()
+        };
+        let mut lab = Lab::new(settings, Action::Proxy);
+        let (up, down) = (data(400_000, 16), data(600_000, 17));
+        let (mut sent_up, mut sent_down) = (0, 0);
+        let mut moved = false;
+        let done = lab.run_until(30_000, |lab| {
+            if lab.client.state() == State::Established {
+                feed(&mut lab.client, &up, &mut sent_up);
+            }
+            if let Some(server) = lab.server.as_mut() {
+                if server.state().is_synchronized() {
+                    feed(server, &down, &mut sent_down);
+                }
+            }
+            if !moved && lab.server_got.len() > 100_000 {
+                moved = true;
+                lab.pipeline.set_policy(policy(Action::Bypass));
+                assert_eq!(lab.pipeline.reclassify(), 1);
+                let mut out = Frames::default();
+                let now = lab.now;
+                let changed = lab
+                    .proxies
+                    .reclassify(lab.pipeline.flows_mut(), now, &mut out);
+                assert_eq!(changed, 1);
+                lab.route(out);
+            }
+            lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
+        });
+        assert!(
+            done,
+            "transfer did not finish (max_embryonic {max_embryonic})"
+        );
+        assert_eq!(lab.server_got, up);
+        assert_eq!(lab.client_got, down);
+        let counters = lab.proxies.counters();
+        assert_eq!(counters.handovers, 1);
+        assert_eq!(counters.connections_active, 0);
+        assert!(
+            lab.forwarded > 0,
+            "the rest of the flow was forwarded (max_embryonic {max_embryonic})"
+        );
+        let entry = lab.pipeline.flows().iter().next().unwrap();
+        assert_eq!(entry.mode(), FlowMode::Bypass);
+        // A cookie flow's sequence spaces differ, so it keeps translations (other flows may
+        // too, for the small timestamp shift between the legs' clocks).
+        if max_embryonic == 0 {
+            assert!(entry.proxy_slot().is_some());
+        }
+    }
 }

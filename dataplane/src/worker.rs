@@ -146,7 +146,26 @@ impl FrameSink<MbufSlice> for TxSink<'_> {
     }
 }
 
-impl TxSink<'_> {
+impl<'a> TxSink<'a> {
+    fn new(
+        pool: &'a Mempool,
+        bursts: &'a mut [Burst; 2],
+        queues: &'a mut [TxQueue; 2],
+        retries: u32,
+        chain: bool,
+    ) -> TxSink<'a> {
+        TxSink {
+            pool,
+            bursts,
+            queues,
+            retries,
+            chain,
+            sent: 0,
+            refused: 0,
+        }
+    }
+
+    /// Adds what was sent and what the driver refused to the worker's counters.
     fn settle(self, counters: &mut WorkerCounters) {
         counters.tx_packets += self.sent;
         counters.drop(DropReason::TxFull, self.refused);
@@ -406,15 +425,13 @@ impl Worker {
         let mut frame = Some(m);
         let (offset, len) = (seg.payload_offset, seg.payload_len);
         let take_payload = || frame.take().and_then(|m| m.into_slice(offset, len).ok());
-        let mut sink = TxSink {
-            pool: &self.pool,
-            bursts: &mut out.tx,
-            queues: &mut self.tx,
-            retries: self.tx_retries,
-            chain: self.tx_multi_seg,
-            sent: 0,
-            refused: 0,
-        };
+        let mut sink = TxSink::new(
+            &self.pool,
+            &mut out.tx,
+            &mut self.tx,
+            self.tx_retries,
+            self.tx_multi_seg,
+        );
         let disposition = self.proxies.on_frame(
             self.pipeline.flows_mut(),
             target,
@@ -458,15 +475,13 @@ impl Worker {
         // for forwarding and for the flows already proxied.
         self.proxies
             .set_pressure(self.pool.available() < self.pool.size() / 8);
-        let mut sink = TxSink {
-            pool: &self.pool,
-            bursts: &mut out.tx,
-            queues: &mut self.tx,
-            retries: self.tx_retries,
-            chain: self.tx_multi_seg,
-            sent: 0,
-            refused: 0,
-        };
+        let mut sink = TxSink::new(
+            &self.pool,
+            &mut out.tx,
+            &mut self.tx,
+            self.tx_retries,
+            self.tx_multi_seg,
+        );
         self.proxies
             .on_timers(self.pipeline.flows_mut(), now_ms, &mut sink);
         sink.settle(&mut self.pipeline.counters);
@@ -487,15 +502,13 @@ impl Worker {
         if self.released.is_empty() {
             return;
         }
-        let mut sink = TxSink {
-            pool: &self.pool,
-            bursts: &mut out.tx,
-            queues: &mut self.tx,
-            retries: self.tx_retries,
-            chain: self.tx_multi_seg,
-            sent: 0,
-            refused: 0,
-        };
+        let mut sink = TxSink::new(
+            &self.pool,
+            &mut out.tx,
+            &mut self.tx,
+            self.tx_retries,
+            self.tx_multi_seg,
+        );
         for slot in self.released.drain(..) {
             self.proxies
                 .release(self.pipeline.flows_mut(), slot, now_ms, &mut sink);
@@ -557,15 +570,13 @@ impl Worker {
             }
             WorkerCommand::Reclassify { reply } => {
                 let changed = self.pipeline.reclassify();
-                let mut sink = TxSink {
-                    pool: &self.pool,
-                    bursts: &mut out.tx,
-                    queues: &mut self.tx,
-                    retries: self.tx_retries,
-                    chain: self.tx_multi_seg,
-                    sent: 0,
-                    refused: 0,
-                };
+                let mut sink = TxSink::new(
+                    &self.pool,
+                    &mut out.tx,
+                    &mut self.tx,
+                    self.tx_retries,
+                    self.tx_multi_seg,
+                );
                 self.proxies
                     .reclassify(self.pipeline.flows_mut(), now_ms, &mut sink);
                 sink.settle(&mut self.pipeline.counters);

@@ -201,8 +201,8 @@ impl Default for StatsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// What flows matching no rule get, per protocol. `proxy` is the full
-    /// TCP proxy (for other protocols, and until the proxy exists, tracked
-    /// pass-through); `bypass` is stateless pass-through.
+    /// TCP proxy (for other protocols, tracked pass-through); `bypass` is
+    /// stateless pass-through.
     pub default_tcp: tollgate_control::policy::Action,
     pub default_udp: tollgate_control::policy::Action,
     pub default_other: tollgate_control::policy::Action,

@@ -19,7 +19,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Tollgate: a DPDK data plane for a stateful middlebox. It sits between two
 /// ports as a transparent bump in the wire: frames received on one port leave
-/// on the other, every flow tracked by the worker core that owns it.
+/// on the other, every flow tracked by the worker core that owns it. TCP flows
+/// are proxied by default (the worker terminates the client's connection and
+/// opens its own to the server, transparently; [proxy] in the config), and
+/// flows named by policy (tollgatectl) pass through statelessly.
 ///
 /// Settings come from the TOML file given with --config (see
 /// dataplane/tollgate.example.toml); flags override it. Runs as root (or with

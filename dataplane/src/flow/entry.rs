@@ -35,8 +35,9 @@ impl Direction {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FlowMode {
-    /// The default for TCP: the full proxy. Until the proxy exists, tracked
-    /// pass-through (counters and TCP phase kept, frames unchanged).
+    /// The default for TCP: the full proxy (the worker's proxy table holds the
+    /// connection). Other protocols have no proxy: tracked pass-through
+    /// (counters kept, frames unchanged).
     Proxy,
     /// Stateless pass-through: forwarded untouched, no TCP state enforced.
     #[default]

@@ -289,6 +289,10 @@ pub struct EndpointStats {
     pub challenge_acks_limited: u64,
     /// Segments that arrived out of order and were held.
     pub out_of_order_received: u64,
+    /// Held out-of-order segments discarded when `ReassemblyLimits::timeout_ms` ran out, and
+    /// their bytes (RFC 2018 section 8 reneging: the sender sends them again).
+    pub out_of_order_discarded: u64,
+    pub out_of_order_discarded_bytes: u64,
     pub srtt_ms: Option<u64>,
     pub rttvar_ms: Option<u64>,
     pub rto_ms: u64,
@@ -321,6 +325,8 @@ struct Counters {
     challenge_acks: u64,
     challenge_acks_limited: u64,
     out_of_order_received: u64,
+    out_of_order_discarded: u64,
+    out_of_order_discarded_bytes: u64,
 }
 
 /// [`Endpoint::accept`] was handed something that cannot open a connection.
@@ -700,6 +706,8 @@ impl<P: Payload> Endpoint<P> {
             challenge_acks: c.challenge_acks,
             challenge_acks_limited: c.challenge_acks_limited,
             out_of_order_received: c.out_of_order_received,
+            out_of_order_discarded: c.out_of_order_discarded,
+            out_of_order_discarded_bytes: c.out_of_order_discarded_bytes,
             srtt_ms: self.rtt.srtt_ms(),
             rttvar_ms: self.rtt.rttvar_ms(),
             rto_ms: self.rtt.rto(),
@@ -1513,6 +1521,7 @@ impl<P: Payload> Endpoint<P> {
             self.time_wait_at,
             self.keepalive_deadline(),
             self.idle_deadline(),
+            self.recv.expiry_ms(),
         ]
         .into_iter()
         .flatten()
@@ -1570,6 +1579,9 @@ impl<P: Payload> Endpoint<P> {
         if self.ack_at.is_some_and(|at| at <= now) {
             self.ack_at = None;
             self.ack_now = true;
+        }
+        if self.recv.expiry_ms().is_some_and(|at| at <= now) {
+            self.expire_out_of_order();
         }
         if self.keepalive_deadline().is_some_and(|at| at <= now) {
             self.on_keepalive_timeout(now);
@@ -1631,6 +1643,21 @@ impl<P: Payload> Endpoint<P> {
             }
             _ => {}
         }
+    }
+
+    /// The out-of-order queue's timeout (`ReassemblyLimits::timeout_ms`): everything held above
+    /// the hole goes, payloads released. RFC 2018 section 8 allows the reneging: SACK blocks
+    /// sent from now on report only what arrives again (the generator's memory of reported
+    /// blocks goes too), and the sender, which keeps SACKed data until it is cumulatively
+    /// acknowledged, sends it again after its retransmission timeout, when it is accepted as
+    /// new data. No ACK is sent for the discard itself: it would be a duplicate ACK without
+    /// news.
+    fn expire_out_of_order(&mut self) {
+        let (segments, bytes) = self.recv.expire_held();
+        self.counters.out_of_order_discarded += segments as u64;
+        self.counters.out_of_order_discarded_bytes += bytes as u64;
+        self.sack_gen.clear();
+        self.sack_trigger = None;
     }
 
     fn on_persist_timeout(&mut self) {
@@ -3006,6 +3033,118 @@ mod tests {
         );
     }
 
+    fn received(ep: &mut Ep) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Some(p) = ep.recv() {
+            got.extend_from_slice(p.bytes());
+        }
+        got
+    }
+
+    #[test]
+    fn held_data_is_discarded_at_the_timeout_and_taken_again_when_resent() {
+        let mut ep = sack_server();
+        assert_eq!(ep.config.reassembly.timeout_ms, Some(10_000));
+        let (first, second) = (bytes(1000, 1000), bytes(3000, 500));
+        ep.on_segment(&seg(ACK, IRS + 1001, ISS + 1, 65535), first.clone(), 20);
+        ep.on_segment(&seg(ACK, IRS + 3001, ISS + 1, 65535), second.clone(), 21);
+        let dup = drain(&mut ep, 21).pop().expect("duplicate ACKs");
+        assert_eq!(dup.header.options.sack.len(), 2);
+        assert!(first.storage_refs() > 1, "held");
+        // The deadline runs from the first segment held above the hole, through the timers.
+        assert_eq!(ep.poll_at(), Some(10_020));
+        ep.on_timer(10_019);
+        assert_eq!(ep.stats().out_of_order_segments, 2, "not before");
+        silent(&mut ep, 10_019);
+        ep.on_timer(10_020);
+        let stats = ep.stats();
+        assert_eq!(
+            (stats.out_of_order_segments, stats.out_of_order_bytes),
+            (0, 0)
+        );
+        assert_eq!(
+            (
+                stats.out_of_order_discarded,
+                stats.out_of_order_discarded_bytes
+            ),
+            (2, 1500)
+        );
+        assert_eq!(
+            (first.storage_refs(), second.storage_refs()),
+            (1, 1),
+            "payloads released"
+        );
+        silent(&mut ep, 10_020);
+        assert_eq!(ep.poll_at(), None, "no timer left");
+
+        // The sender sends a discarded segment again (RFC 2018 section 8, after its RTO): it is
+        // new data, SACKed alone, with no D-SACK and no trace of the other discarded block.
+        let outcome = ep.on_segment(&seg(ACK, IRS + 1001, ISS + 1, 65535), first, 10_200);
+        assert_eq!(outcome, SegmentOutcome::Accepted);
+        let dup = one(&mut ep, 10_200);
+        assert_ack(&dup, ISS + 1, IRS + 1);
+        assert_eq!(
+            dup.header.options.sack.as_slice(),
+            &[(s(IRS + 1001), s(IRS + 2001))]
+        );
+        assert_eq!(
+            ep.poll_at(),
+            Some(20_200),
+            "a fresh clock for data held anew"
+        );
+        ep.on_segment(&seg(ACK, IRS + 1, ISS + 1, 65535), bytes(0, 1000), 10_201);
+        let ack = one(&mut ep, 10_201);
+        assert_ack(&ack, ISS + 1, IRS + 2001);
+        assert!(ack.header.options.sack.is_empty());
+        ep.on_segment(
+            &seg(ACK, IRS + 2001, ISS + 1, 65535),
+            bytes(2000, 1500),
+            10_202,
+        );
+        assert_eq!(ep.rcv_nxt(), s(IRS + 3501));
+        assert_eq!(received(&mut ep), bytes(0, 3500).bytes());
+        assert_eq!(ep.stats().out_of_order_discarded, 2);
+    }
+
+    #[test]
+    fn the_out_of_order_timeout_restarts_on_progress_and_can_be_off() {
+        let mut ep = sack_server();
+        ep.on_segment(&seg(ACK, IRS + 2001, ISS + 1, 65535), bytes(2000, 500), 20);
+        drain(&mut ep, 20);
+        // Part of the hole filled at 5000: the sender is repairing, the clock starts again.
+        ep.on_segment(&seg(ACK, IRS + 1, ISS + 1, 65535), bytes(0, 1000), 5_000);
+        drain(&mut ep, 5_000);
+        assert_eq!(ep.poll_at(), Some(15_000));
+        ep.on_timer(10_020);
+        assert_eq!(ep.stats().out_of_order_segments, 1);
+        ep.on_timer(15_000);
+        assert_eq!(ep.stats().out_of_order_discarded, 1);
+        silent(&mut ep, 15_000);
+        assert_eq!(received(&mut ep), bytes(0, 1000).bytes());
+
+        let config = EndpointConfig {
+            reassembly: ReassemblyLimits {
+                timeout_ms: None,
+                ..ReassemblyLimits::default()
+            },
+            ..config()
+        };
+        let ours = SynOptions {
+            sack_permitted: true,
+            ..plain()
+        };
+        let peer = TcpOptions {
+            sack_permitted: true,
+            ..mss_only(1000)
+        };
+        let mut ep = server(config, ours, peer);
+        ep.on_segment(&seg(ACK, IRS + 2001, ISS + 1, 65535), bytes(2000, 500), 20);
+        drain(&mut ep, 20);
+        assert_eq!(ep.poll_at(), None, "held for as long as it takes");
+        ep.on_timer(1_000_000);
+        assert_eq!(ep.stats().out_of_order_segments, 1);
+    }
+
     #[test]
     fn out_of_order_without_sack_gets_duplicate_acks() {
         let mut ep = plain_server();
@@ -3991,6 +4130,7 @@ mod tests {
             reassembly: ReassemblyLimits {
                 max_segments: [4, 64][rng.index(2)],
                 max_bytes: [8_000, 256 * 1024][rng.index(2)],
+                timeout_ms: [None, Some(300), Some(10_000)][rng.index(3)],
             },
             delayed_ack_ms: [0, 40][rng.index(2)],
             // Longer than the 60 s maximum RTO, so that a FIN retransmitted at full backoff

@@ -32,7 +32,11 @@
 //! behaviour), resets, or hands the flow over to pass-through: a [`Handover`] with the segments
 //! the proxy still owes each side and the per-direction translations that keep both endpoints'
 //! views valid from then on. [`TcpProxy::convert_to_passthrough`] is the same path for policy and
-//! detection decisions (issue 5).
+//! detection decisions (issue 5). The out-of-order timeout (`ReassemblyLimits::timeout_ms`) runs
+//! on the same hole clock; its 10 s default outlasts the detection, so a hand-over still flushes
+//! the held data. A shorter one (or an RTO backed off past 3.3 s, or a longer
+//! [`StallConfig::after_ms`]) discards the data first: the hole stays open, the stall still comes
+//! when due, and the discarded bytes are the peer's to send again.
 //!
 //! The flow ends when both legs are CLOSED or in TIME-WAIT. The proxy keeps legs in TIME-WAIT
 //! (each holds its sequence numbers and a timer, nothing else), so a retransmitted FIN is still
@@ -2411,6 +2415,10 @@ mod tests {
     fn ctcp_net(action: OnStall) -> (Net<NoInspection>, u32) {
         let mut config = ProxyConfig::default();
         config.stall.action = action;
+        ctcp_net_with(config)
+    }
+
+    fn ctcp_net_with(config: ProxyConfig) -> (Net<NoInspection>, u32) {
         let mut net = Net::new(NoInspection, config);
         net.client = None;
         let mut syn = from_client(SYN, CLIENT_ISS, 0);
@@ -2465,11 +2473,29 @@ mod tests {
             leg: Leg::Client,
             action: OnStall::Wait
         }));
+        // The held segments wait out the out-of-order timeout (10 s by default) on the hole's
+        // clock, as on the ASA, and are then discarded.
+        net.run_until(10_107);
+        assert_eq!(
+            net.proxy_ref()
+                .stats()
+                .client
+                .unwrap()
+                .tcp
+                .out_of_order_segments,
+            7
+        );
+        net.run_until(10_108);
+        let tcp = net.proxy_ref().stats().client.unwrap().tcp;
+        assert_eq!(
+            (tcp.out_of_order_segments, tcp.out_of_order_discarded),
+            (0, 7)
+        );
         net.run_until(60_000);
         let stats = net.proxy_ref().stats();
         assert_eq!(stats.stalls, 1, "one hole, one stall");
         assert_eq!(stats.state, ProxyState::Relaying);
-        assert_eq!(stats.client.unwrap().tcp.out_of_order_segments, 7);
+        assert_eq!(stats.client.unwrap().tcp.out_of_order_discarded, 7);
         net.read_server();
         assert_eq!(
             net.server_received.len(),
@@ -2532,7 +2558,11 @@ mod tests {
                 out.header.seq
             })
             .collect();
-        assert_eq!(flushed, (3..10).map(ctcp_seq).collect::<Vec<_>>());
+        assert_eq!(
+            flushed,
+            (3..10).map(ctcp_seq).collect::<Vec<_>>(),
+            "the default out-of-order timeout outlasts stall detection"
+        );
         for i in 3..10 {
             let seen = net.wires[P2S]
                 .data()
@@ -2561,6 +2591,74 @@ mod tests {
             ctcp_seq(11),
             "the server's ACKs reach the client as they are"
         );
+    }
+
+    /// An out-of-order timeout shorter than stall detection, with bypass. What happens, in order:
+    /// the held segments are discarded at the timeout (counted, SACK forgets them); the hole
+    /// stays open on its own clock, so the stall is still detected when it would have been and
+    /// the flow handed over, with nothing held left to flush; from then on the client's
+    /// segments pass through, and the discarded ones are the client's to send again, as a
+    /// real TCP does on its retransmission timeout (RFC 2018 section 8). A cTCP client never
+    /// would: that is the price of a timeout shorter than the stall detection.
+    #[test]
+    fn a_short_out_of_order_timeout_discards_before_a_bypass_stall_which_still_comes() {
+        let mut config = ProxyConfig::default();
+        config.stall.action = OnStall::Bypass;
+        config.endpoint.reassembly.timeout_ms = Some(500);
+        let (mut net, server_isn) = ctcp_net_with(config);
+        send_with_a_hole(&mut net, server_isn);
+        // The hole opened at 108 (segment 3's arrival): discarded at 608, a stall at 1108.
+        net.run_until(607);
+        assert_eq!(
+            net.proxy_ref()
+                .stats()
+                .client
+                .unwrap()
+                .tcp
+                .out_of_order_segments,
+            7
+        );
+        net.run_until(608);
+        let stats = net.proxy_ref().stats();
+        let tcp = stats.client.unwrap().tcp;
+        assert_eq!(
+            (tcp.out_of_order_segments, tcp.out_of_order_discarded),
+            (0, 7)
+        );
+        assert_eq!((stats.state, stats.stalls), (ProxyState::Relaying, 0));
+        net.run_until(1_107);
+        assert_eq!(net.proxy_ref().stats().stalls, 0);
+        net.run_until(1_108);
+        assert_eq!(
+            net.proxy_events[1..],
+            [
+                ProxyEvent::Stalled {
+                    leg: Leg::Client,
+                    action: OnStall::Bypass
+                },
+                ProxyEvent::PassThrough
+            ]
+        );
+        let handover = net.handover.clone().expect("the stall produced a handover");
+        assert!(handover.flush.is_empty(), "nothing was left to flush");
+        let stats = net.proxy_ref().stats();
+        assert_eq!(stats.client.unwrap().tcp.out_of_order_discarded, 7);
+        // Pass-through: the server's own TCP now sees the hole and asks for it; the client sends
+        // the missing segment and then the discarded ones, and the server's stream is whole.
+        ctcp_send(&mut net, 10, server_isn);
+        net.run_until(1_200);
+        net.read_server();
+        assert_eq!(net.server_received.len(), 2 * CTCP_SEGMENT);
+        for i in 2..10 {
+            ctcp_send(&mut net, i, server_isn);
+        }
+        net.run_until(1_300);
+        net.read_server();
+        let expected: Vec<u8> = (0..11)
+            .flat_map(|i| ctcp_payload(i).bytes().to_vec())
+            .collect();
+        assert_eq!(net.server_received, expected);
+        assert_eq!(net.client_inbox.last().unwrap().header.ack, ctcp_seq(11));
     }
 
     // ---- SYN cookies and conversion ----
@@ -2703,6 +2801,7 @@ mod tests {
             reassembly: crate::tcp::reassembly::ReassemblyLimits {
                 max_segments: [4, 64][rng.index(2)],
                 max_bytes: [8_000, 256 * 1024][rng.index(2)],
+                timeout_ms: [None, Some(300), Some(10_000)][rng.index(3)],
             },
             delayed_ack_ms: [0, 40][rng.index(2)],
             // Past the 60 s maximum RTO, so that a FIN sent again at full backoff still finds

@@ -6,7 +6,8 @@
 //! socket's receive buffer would (smoltcp's `Assembler` tracks ranges over such a buffer; this
 //! keeps the payloads themselves instead). The queue is bounded in segments and bytes, like the
 //! ASA's tcp-map `queue-limit`, because it is what a peer that never fills a hole (the cTCP case
-//! in ARCHITECTURE.md) makes grow.
+//! in ARCHITECTURE.md) makes grow; and in time, like that `queue-limit`'s `timeout`: the owner
+//! calls [`Reassembly::expire_held`] at [`Reassembly::expiry_ms`].
 //!
 //! Held data is a `VecDeque` sorted by sequence number, disjoint, with no entry starting at
 //! `RCV.NXT`. Finding a segment's place is a binary search (O(log n)); inserting or removing
@@ -31,14 +32,32 @@ pub struct ReassemblyLimits {
     /// Held payload bytes; mbufs are pinned whole, so the engine's global budget also counts
     /// them (issue 4, "bounded per flow and direction").
     pub max_bytes: usize,
+    /// How long out-of-order data may wait above a hole before it is all discarded
+    /// ([`Reassembly::expire_held`]); `None` keeps it until the hole is filled or the
+    /// connection ends.
+    ///
+    /// Measured on the hole's clock ([`Reassembly::held_since_ms`]): from the arrival of the
+    /// first segment held above the hole, dated anew whenever `RCV.NXT` advances and data stays
+    /// held. That is the ASA's "not put in order and passed on within the timeout" for a sender
+    /// that repairs nothing, without punishing one that is repairing several losses in turn,
+    /// and it needs one timestamp per direction rather than one per segment.
+    pub timeout_ms: Option<u64>,
 }
 
 impl Default for ReassemblyLimits {
-    /// 64 segments and 256 KiB, the per-flow default buffer of issue 4.
+    /// 64 segments and 256 KiB, the per-flow default buffer of issue 4, held for at most 10 s.
+    ///
+    /// 10 s is within the ASA's 1 to 20 s range (its default is 4 s) and deliberately past the
+    /// proxy's stall detection, which runs on the same hole clock and fires max(3 RTOs, 1 s)
+    /// after it, about 1 s at usual RTOs: a stall handed over to pass-through
+    /// (`OnStall::Bypass`) then still finds the held data to flush to the far side. Only a leg
+    /// whose RTO has backed off past 3.3 s, or a configured stall time past 10 s, sees the
+    /// discard first (see `tcp::proxy`).
     fn default() -> ReassemblyLimits {
         ReassemblyLimits {
             max_segments: 64,
             max_bytes: 256 * 1024,
+            timeout_ms: Some(10_000),
         }
     }
 }
@@ -88,6 +107,11 @@ pub struct Reassembly<P: Payload> {
     limits: ReassemblyLimits,
     arrivals: u64,
     hole_since_ms: Option<u64>,
+    /// When the out-of-order data now held began waiting; see `ReassemblyLimits::timeout_ms`.
+    held_since_ms: Option<u64>,
+    /// Held data expired since `RCV.NXT` last advanced: the peer sent beyond the hole, so the
+    /// hole is still open (and its clock running) though nothing is held above it.
+    reneged: bool,
     /// Sequence number of the FIN, once one has arrived (RFC 9293 section 3.10.7.4, eighth step).
     fin: Option<SeqNumber>,
     fin_received: bool,
@@ -105,6 +129,8 @@ impl<P: Payload> Reassembly<P> {
             limits,
             arrivals: 0,
             hole_since_ms: None,
+            held_since_ms: None,
+            reneged: false,
             fin: None,
             fin_received: false,
         }
@@ -288,16 +314,25 @@ impl<P: Payload> Reassembly<P> {
     }
 
     fn has_hole(&self) -> bool {
-        !self.held.is_empty() || (self.fin.is_some() && !self.fin_received)
+        !self.held.is_empty() || (self.fin.is_some() && !self.fin_received) || self.reneged
     }
 
     /// A hole is dated from the arrival of the first data above it. When `RCV.NXT` advances and
     /// data is still held, the remaining hole is dated anew: the sender is demonstrably repairing
     /// losses, and a stall (issue 4, point 5) is a hole nobody fills, not a slow recovery from
-    /// several losses.
+    /// several losses. The held data's own clock runs the same way, but only while data is held
+    /// (a FIN alone pins no memory, and data that came after an expiry starts afresh).
     fn update_hole_clock(&mut self, progressed: bool, now_ms: u64) {
+        if progressed {
+            self.reneged = false;
+        }
         self.hole_since_ms = match self.hole_since_ms {
             _ if !self.has_hole() => None,
+            Some(since) if !progressed => Some(since),
+            _ => Some(now_ms),
+        };
+        self.held_since_ms = match self.held_since_ms {
+            _ if self.held.is_empty() => None,
             Some(since) if !progressed => Some(since),
             _ => Some(now_ms),
         };
@@ -374,8 +409,25 @@ impl<P: Payload> Reassembly<P> {
     /// When the hole at `RCV.NXT` opened, if there is one: the time passed to the insert that
     /// first put data (or a FIN) above it, or that last advanced `RCV.NXT` while data stayed held.
     /// The stall detector compares it with an RTO-scale limit.
+    ///
+    /// After [`expire_held`](Self::expire_held) the hole stays open, and this date with it, until
+    /// `RCV.NXT` next advances: the peer still owes the bytes it had sent beyond the hole, so a
+    /// peer that never fills it is still seen to stall.
     pub fn oldest_hole_since_ms(&self) -> Option<u64> {
         self.hole_since_ms
+    }
+
+    /// When the out-of-order data held now began waiting, if any is held: the clock
+    /// [`ReassemblyLimits::timeout_ms`] runs on. It is the hole's clock except that it starts
+    /// only with held data and starts again after an expiry.
+    pub fn held_since_ms(&self) -> Option<u64> {
+        self.held_since_ms
+    }
+
+    /// When the held data expires, if any is held and a timeout is set.
+    pub fn expiry_ms(&self) -> Option<u64> {
+        let timeout = self.limits.timeout_ms?;
+        Some(self.held_since_ms?.saturating_add(timeout))
     }
 
     /// In-order data not taken yet, oldest first, with the sequence number of its first byte.
@@ -464,10 +516,29 @@ impl<P: Payload> Reassembly<P> {
         let freed = self.held_bytes;
         self.held.clear();
         self.held_bytes = 0;
+        self.held_since_ms = None;
+        self.reneged = false;
         if !self.has_hole() {
             self.hole_since_ms = None;
         }
         freed
+    }
+
+    /// The timeout ([`expiry_ms`](Self::expiry_ms)): drops every out-of-order segment, as
+    /// [`discard_held`](Self::discard_held) does, and returns the segments and bytes dropped.
+    /// Unlike it, the hole stays open on its clock until `RCV.NXT` advances (see
+    /// [`oldest_hole_since_ms`](Self::oldest_hole_since_ms)). The dropped ranges are no longer
+    /// in [`ranges`](Self::ranges) or [`sack_blocks`](Self::sack_blocks), and the same bytes
+    /// sent again are new data.
+    pub fn expire_held(&mut self) -> (usize, usize) {
+        let dropped = (self.held.len(), self.held_bytes);
+        if dropped.0 > 0 {
+            self.held.clear();
+            self.held_bytes = 0;
+            self.reneged = true;
+        }
+        self.held_since_ms = None;
+        dropped
     }
 }
 
@@ -478,6 +549,7 @@ impl<P: Payload> std::fmt::Debug for Reassembly<P> {
             .field("ready_bytes", &self.ready_bytes)
             .field("held", &self.ranges().collect::<Vec<_>>())
             .field("held_bytes", &self.held_bytes)
+            .field("held_since_ms", &self.held_since_ms)
             .field("fin", &self.fin)
             .finish()
     }
@@ -703,6 +775,7 @@ mod tests {
             ReassemblyLimits {
                 max_segments: 2,
                 max_bytes: 100,
+                timeout_ms: None,
             },
         );
         assert_eq!(put(&mut r, &data, 0, 100, 150), Insert::Queued);
@@ -781,6 +854,73 @@ mod tests {
         assert_eq!(r.discard_held(), 10);
         assert_eq!(r.oldest_hole_since_ms(), None);
         assert_eq!(r.held_segments(), 0);
+    }
+
+    #[test]
+    fn held_data_expires_on_the_hole_clock() {
+        let data = stream(500);
+        let mut r: Reassembly<TestBytes> = Reassembly::new(
+            s(0),
+            ReassemblyLimits {
+                timeout_ms: Some(100),
+                ..ReassemblyLimits::default()
+            },
+        );
+        r.insert(s(0), data.slice(0, 10), WINDOW, 5);
+        assert_eq!(r.expiry_ms(), None, "nothing held");
+        r.insert(s(100), data.slice(100, 110), WINDOW, 10);
+        r.insert(s(200), data.slice(200, 210), WINDOW, 50);
+        assert_eq!(
+            (r.held_since_ms(), r.expiry_ms()),
+            (Some(10), Some(110)),
+            "from the first segment held above the hole"
+        );
+        r.insert(s(10), data.slice(10, 20), WINDOW, 60);
+        assert_eq!(r.expiry_ms(), Some(160), "progress dates it anew");
+        assert_eq!(r.expire_held(), (2, 20));
+        assert_eq!(r.ranges().count(), 0);
+        assert!(r.sack_blocks(4).is_empty(), "no longer reported");
+        assert_eq!(r.expiry_ms(), None);
+        assert_eq!(
+            r.oldest_hole_since_ms(),
+            Some(60),
+            "the hole itself stays open for the stall detector"
+        );
+        // Data after the expiry waits on a fresh clock; the hole keeps its own.
+        assert_eq!(
+            r.insert(s(300), data.slice(300, 310), WINDOW, 160),
+            Insert::Queued
+        );
+        r.insert(s(400), data.slice(400, 410), WINDOW, 170);
+        assert_eq!(r.expiry_ms(), Some(260));
+        assert_eq!(r.oldest_hole_since_ms(), Some(60));
+        assert_eq!(r.expire_held(), (2, 20));
+        // What expired is new data when it comes again, and the stream is whole.
+        assert_eq!(put(&mut r, &data, 0, 100, 110), Insert::Queued);
+        assert_eq!(put(&mut r, &data, 0, 20, 100), Insert::InOrder);
+        assert_eq!(r.oldest_hole_since_ms(), None, "progress closes it");
+        assert_eq!(put(&mut r, &data, 0, 110, 500), Insert::InOrder);
+        assert_eq!(
+            take(&mut r, &data),
+            [(0, 10), (10, 10), (20, 80), (100, 10), (110, 390)]
+        );
+        assert_eq!(r.expire_held(), (0, 0));
+
+        // `None` never expires; a FIN alone pins nothing and has no expiry.
+        let mut r: Reassembly<TestBytes> = Reassembly::new(
+            s(0),
+            ReassemblyLimits {
+                timeout_ms: None,
+                ..ReassemblyLimits::default()
+            },
+        );
+        put(&mut r, &data, 0, 100, 110);
+        assert_eq!(r.held_since_ms(), Some(0));
+        assert_eq!(r.expiry_ms(), None);
+        let mut r = at(0);
+        assert_eq!(r.insert_fin(s(50), WINDOW, 7), Insert::Queued);
+        assert_eq!(r.expiry_ms(), None);
+        assert_eq!(r.oldest_hole_since_ms(), Some(7));
     }
 
     #[test]
@@ -884,6 +1024,7 @@ mod tests {
             let limits = ReassemblyLimits {
                 max_segments: 1 + rng.index(10),
                 max_bytes: 1 + rng.index(3000),
+                timeout_ms: Some(50),
             };
             let mut r: Reassembly<TestBytes> = Reassembly::new(s(base), limits);
             let mut delivered = 0usize;
@@ -920,6 +1061,14 @@ mod tests {
                 }
                 if step % 3 == 0 {
                     drain(&mut r, &mut delivered);
+                }
+                // The timeout, as the endpoint drives it: never before the held data's deadline.
+                if r.expiry_ms().is_some_and(|at| at <= step) {
+                    let (segments, bytes) = r.expire_held();
+                    assert!(segments > 0 && bytes > 0);
+                    assert_eq!((r.held_segments(), r.held_bytes()), (0, 0));
+                    assert_eq!(r.expiry_ms(), None);
+                    assert!(r.oldest_hole_since_ms().is_some(), "the hole stays open");
                 }
             }
             let mut a = 0;

@@ -258,6 +258,11 @@ pub struct ProxySection {
     pub buffer_kib: usize,
     /// Out-of-order segments held per flow and direction above a hole.
     pub out_of_order_segments: usize,
+    /// How long segments may wait above a hole before they are dropped (the sender sends them
+    /// again once the hole is filled), like the ASA tcp-map `queue-limit ... timeout`; 0 keeps
+    /// them until the hole is filled. Keep it above the stall detection (1 s and 3 RTOs), so
+    /// that `on-stall bypass` still finds the data to hand over.
+    pub out_of_order_timeout_ms: u64,
     /// Proxied flows at once, over all workers (each gets its share); TIME-WAIT included.
     pub max_flows: usize,
     /// Handshakes in progress per worker past which SYNs are answered with SYN cookies.
@@ -285,6 +290,7 @@ impl Default for ProxySection {
         ProxySection {
             buffer_kib: 256,
             out_of_order_segments: 64,
+            out_of_order_timeout_ms: 10_000,
             max_flows: 262_144,
             max_embryonic: 1024,
             memory_budget_mib: 1024,
@@ -474,6 +480,15 @@ impl Config {
             return Err(invalid(
                 "proxy.out_of_order_segments",
                 format!("{} is outside 1..=4096", p.out_of_order_segments),
+            ));
+        }
+        if p.out_of_order_timeout_ms > 600_000 {
+            return Err(invalid(
+                "proxy.out_of_order_timeout_ms",
+                format!(
+                    "{} is above 600000 (10 minutes); 0 keeps segments until the hole is filled",
+                    p.out_of_order_timeout_ms
+                ),
             ));
         }
         if p.max_flows < cores.len() || p.max_flows > 1 << 24 {

@@ -68,6 +68,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     flow.endpoint.reassembly = ReassemblyLimits {
         max_segments: p.out_of_order_segments,
         max_bytes: buffer,
+        timeout_ms: (p.out_of_order_timeout_ms > 0).then_some(p.out_of_order_timeout_ms),
     };
     flow.stall.action = stall_of(p.on_stall);
     ProxySettings {

@@ -289,7 +289,7 @@ impl Default for ProxySection {
     fn default() -> Self {
         ProxySection {
             buffer_kib: 256,
-            out_of_order_segments: 64,
+            out_of_order_segments: 256,
             out_of_order_timeout_ms: 10_000,
             max_flows: 262_144,
             max_embryonic: 1024,

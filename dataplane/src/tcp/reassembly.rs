@@ -45,7 +45,9 @@ pub struct ReassemblyLimits {
 }
 
 impl Default for ReassemblyLimits {
-    /// 64 segments and 256 KiB, the per-flow default buffer of issue 4, held for at most 10 s.
+    /// 256 segments and 256 KiB, the per-flow default buffer of issue 4, held for at most 10 s.
+    /// A 256 KiB window is about 180 full-sized segments: all of them can arrive above one hole,
+    /// and a smaller count would drop (and have resent) what the window let the peer send.
     ///
     /// 10 s is within the ASA's 1 to 20 s range (its default is 4 s) and deliberately past the
     /// proxy's stall detection, which runs on the same hole clock and fires max(3 RTOs, 1 s)
@@ -55,7 +57,7 @@ impl Default for ReassemblyLimits {
     /// discard first (see `tcp::proxy`).
     fn default() -> ReassemblyLimits {
         ReassemblyLimits {
-            max_segments: 64,
+            max_segments: 256,
             max_bytes: 256 * 1024,
             timeout_ms: Some(10_000),
         }

@@ -16,7 +16,7 @@ use tollgate_control::protocol::{FlowFilter, FlowView, RuleHits};
 use tollgate_control::ProxyCounters;
 
 use crate::counters::{DropReason, WorkerCounters};
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, FlowTable};
 use crate::flow_view;
 use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
@@ -425,23 +425,9 @@ impl Worker {
         let mut frame = Some(m);
         let (offset, len) = (seg.payload_offset, seg.payload_len);
         let take_payload = || frame.take().and_then(|m| m.into_slice(offset, len).ok());
-        let mut sink = TxSink::new(
-            &self.pool,
-            &mut out.tx,
-            &mut self.tx,
-            self.tx_retries,
-            self.tx_multi_seg,
-        );
-        let disposition = self.proxies.on_frame(
-            self.pipeline.flows_mut(),
-            target,
-            &seg,
-            take_payload,
-            on_stall,
-            now_ms,
-            &mut sink,
-        );
-        sink.settle(&mut self.pipeline.counters);
+        let disposition = self.with_proxies(out, |proxies, flows, sink| {
+            proxies.on_frame(flows, target, &seg, take_payload, on_stall, now_ms, sink)
+        });
         match disposition {
             // A frame the proxy consumed without keeping its payload is freed here.
             Disposition::Consumed => drop(frame),
@@ -475,16 +461,9 @@ impl Worker {
         // for forwarding and for the flows already proxied.
         self.proxies
             .set_pressure(self.pool.available() < self.pool.size() / 8);
-        let mut sink = TxSink::new(
-            &self.pool,
-            &mut out.tx,
-            &mut self.tx,
-            self.tx_retries,
-            self.tx_multi_seg,
-        );
-        self.proxies
-            .on_timers(self.pipeline.flows_mut(), now_ms, &mut sink);
-        sink.settle(&mut self.pipeline.counters);
+        self.with_proxies(out, |proxies, flows, sink| {
+            proxies.on_timers(flows, now_ms, sink)
+        });
     }
 
     /// Ages flows out; the proxied ones among them have their connections reset.
@@ -502,6 +481,23 @@ impl Worker {
         if self.released.is_empty() {
             return;
         }
+        let mut released = std::mem::take(&mut self.released);
+        self.with_proxies(out, |proxies, flows, sink| {
+            for slot in released.drain(..) {
+                proxies.release(flows, slot, now_ms, sink);
+            }
+        });
+        // Keeps the allocation for the next time.
+        self.released = released;
+    }
+
+    /// Runs `f` on the proxy table and the flow table with a sink onto this worker's TX
+    /// bursts, then counts what the sink sent and what the driver refused.
+    fn with_proxies<R>(
+        &mut self,
+        out: &mut Outbox,
+        f: impl FnOnce(&mut ProxyTable<MbufSlice>, &mut FlowTable, &mut TxSink<'_>) -> R,
+    ) -> R {
         let mut sink = TxSink::new(
             &self.pool,
             &mut out.tx,
@@ -509,11 +505,9 @@ impl Worker {
             self.tx_retries,
             self.tx_multi_seg,
         );
-        for slot in self.released.drain(..) {
-            self.proxies
-                .release(self.pipeline.flows_mut(), slot, now_ms, &mut sink);
-        }
+        let result = f(&mut self.proxies, self.pipeline.flows_mut(), &mut sink);
         sink.settle(&mut self.pipeline.counters);
+        result
     }
 
     #[inline]
@@ -570,16 +564,9 @@ impl Worker {
             }
             WorkerCommand::Reclassify { reply } => {
                 let changed = self.pipeline.reclassify();
-                let mut sink = TxSink::new(
-                    &self.pool,
-                    &mut out.tx,
-                    &mut self.tx,
-                    self.tx_retries,
-                    self.tx_multi_seg,
-                );
-                self.proxies
-                    .reclassify(self.pipeline.flows_mut(), now_ms, &mut sink);
-                sink.settle(&mut self.pipeline.counters);
+                self.with_proxies(out, |proxies, flows, sink| {
+                    proxies.reclassify(flows, now_ms, sink)
+                });
                 let _ = reply.send(changed);
             }
             WorkerCommand::Ping { reply } => {

@@ -154,7 +154,9 @@ pub struct ProxyCounters {
     /// TCP flows in proxy mode seen without their handshake (picked up mid-stream, e.g. after
     /// a restart): forwarded as pass-through, since there is nothing to proxy.
     pub midstream_passthrough: u64,
-    /// Segments a leg rejected (outside the window, bad ACK, RFC 5961 checks).
+    /// Segments a leg did not accept, as any TCP would not: old duplicates (a peer
+    /// retransmitting what was received, its ACK lost), beyond the window, RFC 5961 checks.
+    /// Each is answered as RFC 9293 says (mostly with an ACK); none is forwarded.
     pub segments_rejected: u64,
     /// Segments the proxy could not build (no mbuf free): its timers send them again.
     pub emit_failures: u64,

@@ -384,6 +384,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(pid_file) = &config.daemon.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
+    // The ports close before the EAL cleans up, which removes the virtual devices under them.
+    drop(dataplane);
     drop(eal);
     eprintln!("tollgate: stopped");
     Ok(())

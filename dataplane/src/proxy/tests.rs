@@ -98,6 +98,14 @@ fn endpoint_config() -> EndpointConfig {
 
 impl Lab {
     fn new(settings: ProxySettings, default_tcp: Action) -> Lab {
+        Lab::with_inspector(settings, default_tcp, SignatureInspector::new(&[]).unwrap())
+    }
+
+    fn with_inspector(
+        settings: ProxySettings,
+        default_tcp: Action,
+        inspector: SignatureInspector,
+    ) -> Lab {
         let client: SocketAddr = CLIENT.parse().unwrap();
         let server: SocketAddr = SERVER.parse().unwrap();
         let template = synth::tcp(
@@ -121,7 +129,7 @@ impl Lab {
             },
             policy(default_tcp),
         );
-        let inspector = Arc::new(SignatureInspector::new(&[]).unwrap());
+        let inspector = Arc::new(inspector);
         Lab {
             pipeline,
             proxies: ProxyTable::new(settings, inspector, [7; 16]),
@@ -638,4 +646,41 @@ fn a_flow_moved_to_bypass_mid_transfer_is_handed_over_and_finishes_byte_exact() 
             assert!(entry.proxy_slot().is_some());
         }
     }
+}
+
+#[test]
+fn a_configured_signature_resets_the_flow_and_is_counted_by_name() {
+    let config: crate::config::Config = crate::config::Config::from_toml(
+        r#"
+        [[proxy.signature]]
+        name = "exfil"
+        pattern = 'SECRET\x00'
+        direction = "client-to-server"
+        "#,
+    )
+    .unwrap();
+    let inspector = SignatureInspector::new(&config.proxy.signatures).unwrap();
+    assert_eq!(inspector.names(), ["exfil"]);
+    let mut lab = Lab::with_inspector(ProxySettings::default(), Action::Proxy, inspector);
+    // The pattern split across two writes (two segments).
+    let mut up = data(10_000, 18);
+    up.extend_from_slice(b"SEC");
+    let tail = b"RET\x00and more";
+    let mut sent = 0;
+    let reset = lab.run_until(10_000, |lab| {
+        if lab.client.state() == State::Established && sent == 0 {
+            feed(&mut lab.client, &up, &mut sent);
+        }
+        if sent == up.len() && lab.server_got.len() == up.len() {
+            let _ = lab.client.send(TestBytes::from(&tail[..]));
+            sent += 1;
+        }
+        lab.client.state() == State::Closed
+    });
+    assert!(reset, "the client was reset");
+    // Nothing of the matching bytes reached the server.
+    assert!(!lab.server_got.windows(3).any(|w| w == b"RET"));
+    let counters = lab.proxies.counters();
+    assert_eq!(counters.inspector_resets, 1);
+    assert_eq!(lab.proxies.signature_hits(), [1]);
 }

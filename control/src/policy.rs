@@ -391,6 +391,41 @@ impl fmt::Display for StallAction {
     }
 }
 
+/// What a proxied flow is watched for from its first payload: a protocol
+/// that looks like TCP but cannot be proxied, which then passes through
+/// (issue 5). Rules without it get the daemon's default by port
+/// (`proxy.detect_ipsec_over_tcp_ports`, TCP/10000 unless configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Detect {
+    /// IPsec over TCP: Cisco cTCP, RFC 8229, length-framed IKE/ESP.
+    IpsecOverTcp,
+    /// Nothing: the flow stays proxied whatever it carries.
+    Off,
+}
+
+impl FromStr for Detect {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Detect, String> {
+        match s {
+            "ipsec-over-tcp" => Ok(Detect::IpsecOverTcp),
+            "off" => Ok(Detect::Off),
+            _ => Err(format!(
+                "{s:?} is not a detection: use ipsec-over-tcp or off"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Detect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Detect::IpsecOverTcp => "ipsec-over-tcp",
+            Detect::Off => "off",
+        })
+    }
+}
+
 /// What a rule matches. An absent field matches anything. Source and
 /// destination are as seen in the flow's first frame.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -460,6 +495,10 @@ pub struct RuleSpec {
     /// default. Only with action proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_stall: Option<StallAction>,
+    /// What flows this rule proxies are watched for; absent, the daemon's
+    /// default by port. Only with action proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect: Option<Detect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -522,6 +561,15 @@ impl RuleSpec {
                 "on_stall",
                 format!(
                     "only proxied flows stall; this rule's action is {}: drop on_stall or use action proxy",
+                    self.action
+                ),
+            ));
+        }
+        if self.detect.is_some() && self.action != Action::Proxy {
+            return Err(invalid(
+                "detect",
+                format!(
+                    "detection watches proxied flows; this rule's action is {}: drop detect or use action proxy",
                     self.action
                 ),
             ));
@@ -732,6 +780,32 @@ mod tests {
                 .is_err()
         );
         assert!(serde_json::from_str::<RuleSpec>(r#"{"action":"allow"}"#).is_err());
+    }
+
+    #[test]
+    fn detect_is_for_proxied_flows_only() {
+        let s = spec(r#"{"match":{"proto":"tcp"},"action":"proxy","detect":"ipsec-over-tcp"}"#);
+        assert_eq!(s.detect, Some(Detect::IpsecOverTcp));
+        s.validate().unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""detect":"ipsec-over-tcp""#), "{json}");
+        let plain = spec(r#"{"action":"proxy"}"#);
+        assert!(!serde_json::to_string(&plain).unwrap().contains("detect"));
+        let e = spec(r#"{"action":"bypass","detect":"off"}"#)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "detect: detection watches proxied flows; this rule's action is bypass: drop detect or use action proxy"
+        );
+        assert!(serde_json::from_str::<RuleSpec>(r#"{"action":"proxy","detect":"ssh"}"#).is_err());
+        for d in [Detect::IpsecOverTcp, Detect::Off] {
+            assert_eq!(d.to_string().parse::<Detect>().unwrap(), d);
+        }
+        assert!("IPsec"
+            .parse::<Detect>()
+            .unwrap_err()
+            .contains("ipsec-over-tcp or off"));
     }
 
     #[test]

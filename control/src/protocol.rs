@@ -339,6 +339,13 @@ pub struct FlowView {
     /// The proxy's view of a proxied flow (both legs), while the proxy holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyFlowView>,
+    /// Why a flow the proxy held passes through now: "stall", "policy" or "detection".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_over: Option<String>,
+    /// What detection recognised in the flow's first payload ("ctcp-ike", "ctcp-esp",
+    /// "rfc8229", "framed-ike", "framed-esp").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<String>,
 }
 
 /// A proxied flow as `flows list` shows it.

@@ -160,6 +160,17 @@ pub struct ProxyCounters {
     pub segments_rejected: u64,
     /// Segments the proxy could not build (no mbuf free): its timers send them again.
     pub emit_failures: u64,
+    /// Flows handed over to pass-through because their first payload showed IPsec over TCP,
+    /// by how it showed: Cisco cTCP carrying IKE or ESP, RFC 8229's `IKETCP` prefix, RFC 8229
+    /// framing without the prefix carrying IKE or ESP...
+    pub detected_ctcp_ike: u64,
+    pub detected_ctcp_esp: u64,
+    pub detected_rfc8229: u64,
+    pub detected_framed_ike: u64,
+    pub detected_framed_esp: u64,
+    /// ...and flows watched for it whose first payload showed something else (they stay
+    /// proxied).
+    pub detected_not_ipsec: u64,
 }
 
 impl ProxyCounters {
@@ -190,6 +201,12 @@ impl ProxyCounters {
             midstream_passthrough,
             segments_rejected,
             emit_failures,
+            detected_ctcp_ike,
+            detected_ctcp_esp,
+            detected_rfc8229,
+            detected_framed_ike,
+            detected_framed_esp,
+            detected_not_ipsec,
         } = *o;
         self.connections_active += connections_active;
         self.connections_opened += connections_opened;
@@ -216,6 +233,12 @@ impl ProxyCounters {
         self.midstream_passthrough += midstream_passthrough;
         self.segments_rejected += segments_rejected;
         self.emit_failures += emit_failures;
+        self.detected_ctcp_ike += detected_ctcp_ike;
+        self.detected_ctcp_esp += detected_ctcp_esp;
+        self.detected_rfc8229 += detected_rfc8229;
+        self.detected_framed_ike += detected_framed_ike;
+        self.detected_framed_esp += detected_framed_esp;
+        self.detected_not_ipsec += detected_not_ipsec;
     }
 }
 
@@ -226,7 +249,7 @@ impl ProxyCounters {
 
     /// The proxy section of the stats table. Shown always, so an operator can
     /// tell "no proxied flows" from "a tollgate without these counters": one
-    /// line while every counter is zero, six once any is not.
+    /// line while every counter is zero, seven once any is not.
     fn render(&self, out: &mut String) {
         if self.is_zero() {
             let _ = writeln!(out, "proxy: no proxied connections since start");
@@ -260,6 +283,12 @@ impl ProxyCounters {
             midstream_passthrough,
             segments_rejected,
             emit_failures,
+            detected_ctcp_ike,
+            detected_ctcp_esp,
+            detected_rfc8229,
+            detected_framed_ike,
+            detected_framed_esp,
+            detected_not_ipsec,
         } = *self;
         let _ = writeln!(
             out,
@@ -293,6 +322,18 @@ impl ProxyCounters {
             out,
             "proxy segments: {midstream_passthrough} flows picked up mid-stream (passed through), \
              {segments_rejected} segments rejected, {emit_failures} emit failures (no mbuf)"
+        );
+        let detected = detected_ctcp_ike
+            + detected_ctcp_esp
+            + detected_rfc8229
+            + detected_framed_ike
+            + detected_framed_esp;
+        let _ = writeln!(
+            out,
+            "proxy detection: {detected} flows of ipsec-over-tcp passed through (ctcp-ike \
+             {detected_ctcp_ike}, ctcp-esp {detected_ctcp_esp}, rfc8229 {detected_rfc8229}, \
+             framed-ike {detected_framed_ike}, framed-esp {detected_framed_esp}), \
+             {detected_not_ipsec} watched and kept proxied"
         );
     }
 }
@@ -509,11 +550,17 @@ mod tests {
                 midstream_passthrough: 120,
                 segments_rejected: 121,
                 emit_failures: 122,
+                detected_ctcp_ike: 126,
+                detected_ctcp_esp: 127,
+                detected_rfc8229: 128,
+                detected_framed_ike: 129,
+                detected_framed_esp: 130,
+                detected_not_ipsec: 131,
             },
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=122 {
+        for n in 101..=131 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
@@ -524,6 +571,7 @@ mod tests {
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
             "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset\n",
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
+            "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",
         ] {
             assert!(t.contains(line), "{line:?} missing from:\n{t}");
         }

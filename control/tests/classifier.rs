@@ -150,6 +150,7 @@ fn random_rule(rng: &mut Rng) -> RuleSpec {
         action: rng.pick(&[Action::Bypass, Action::Proxy, Action::Drop]),
         idle_timeout_secs: None,
         on_stall: None,
+        detect: None,
         name: None,
         comment: None,
     }
@@ -495,6 +496,7 @@ fn many_rules_on_one_port_and_many_prefix_lengths() {
             action: Action::Bypass,
             idle_timeout_secs: None,
             on_stall: None,
+            detect: None,
             name: None,
             comment: None,
         })
@@ -538,6 +540,7 @@ fn overlapping_ranges_beyond_the_port_table_budget() {
             action: Action::Bypass,
             idle_timeout_secs: None,
             on_stall: None,
+            detect: None,
             name: None,
             comment: None,
         })

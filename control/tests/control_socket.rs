@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tollgate_control::client::{Client, ClientError};
-use tollgate_control::policy::{Action, Ingress, PolicyError, PolicySet, Protocol, StallAction};
+use tollgate_control::policy::{
+    Action, Detect, Ingress, PolicyError, PolicySet, Protocol, StallAction,
+};
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
     HealthReply, LegView, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply,
@@ -61,6 +63,8 @@ fn flow(worker: u16, src: &str, dst: &str, mode: Action, rule: Option<u32>) -> F
         idle_ms: 1_200,
         tcp_state: Some("established".into()),
         proxy: None,
+        handed_over: None,
+        detected: None,
     }
 }
 
@@ -1737,6 +1741,121 @@ fn tollgatectl_sets_on_stall_for_proxied_flows() {
 }
 
 #[test]
+fn tollgatectl_sets_detection_for_proxied_flows() {
+    let dir = TestDir::new("ctl-detect");
+    let path = dir.path("control.sock");
+    let daemon = start(&path);
+
+    for args in [
+        &[
+            "--dst-port",
+            "4443",
+            "--detect",
+            "ipsec-over-tcp",
+            "--name",
+            "vpn",
+        ][..],
+        &[
+            "--dst-port",
+            "10000",
+            "--detect",
+            "off",
+            "--on-stall",
+            "bypass",
+        ][..],
+    ] {
+        let mut argv = vec!["policy", "add", "--proto", "tcp", "--action", "proxy"];
+        argv.extend_from_slice(args);
+        let out = ctl(&path, &argv);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    {
+        let state = daemon.daemon.state.lock().unwrap();
+        let rules = &state.0.rules;
+        assert_eq!(rules[0].spec.detect, Some(Detect::IpsecOverTcp));
+        assert_eq!(rules[1].spec.detect, Some(Detect::Off));
+    }
+    let out = ctl(&path, &["--json", "policy", "list"]);
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(listed["rules"][0]["detect"], "ipsec-over-tcp", "{listed}");
+    assert_eq!(listed["rules"][1]["detect"], "off", "{listed}");
+
+    let out = ctl(&path, &["policy", "list"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].contains("IDLE  ON-STALL  DETECT          NAME"),
+        "{}",
+        out.stdout
+    );
+    let column = lines[0].find("DETECT").unwrap();
+    assert!(
+        lines[1][column..].starts_with("ipsec-over-tcp  vpn"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[2][column..].starts_with("off "), "{}", out.stdout);
+
+    let out = ctl(
+        &path,
+        &[
+            "explain",
+            "--proto",
+            "tcp",
+            "--src",
+            "198.18.0.9:40000",
+            "--dst",
+            "198.19.0.1:10000",
+        ],
+    );
+    assert!(
+        out.stdout
+            .contains("  rule 2: proto tcp dst-port 10000 -> proxy, on-stall bypass, detect off\n"),
+        "{}",
+        out.stdout
+    );
+
+    // Only proxied flows are watched: anything else is refused, by tollgatectl and by the
+    // daemon; an unknown detection is refused naming the known ones.
+    let out = ctl(
+        &path,
+        &[
+            "policy",
+            "add",
+            "--action",
+            "bypass",
+            "--detect",
+            "ipsec-over-tcp",
+        ],
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        one_error_line(&out),
+        "tollgatectl: invalid rule: detect (--detect): detection watches proxied flows; \
+         this rule's action is bypass: drop detect or use action proxy"
+    );
+    let e = daemon
+        .client()
+        .call(add(json!({"action": "drop", "detect": "off"})))
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Daemon { code: ErrorCode::Invalid, message }
+            if message.starts_with("detect: detection watches proxied flows")),
+        "{e:?}"
+    );
+    let out = ctl(
+        &path,
+        &["policy", "add", "--action", "proxy", "--detect", "ssh"],
+    );
+    assert_eq!(out.code, 2);
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("ssh") && line.contains("ipsec-over-tcp") && line.contains("off"),
+        "{line}"
+    );
+    daemon.shutdown();
+}
+
+#[test]
 fn tollgatectl_shows_both_legs_of_proxied_flows() {
     let dir = TestDir::new("ctl-proxy-flows");
     let path = dir.path("control.sock");
@@ -1789,6 +1908,18 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
             }),
             ..flow(0, "198.18.0.4:40003", "198.19.0.3:22", Action::Proxy, None)
         });
+        // Handed over on detection: the proxy holds nothing for it any more.
+        flows.push(FlowView {
+            handed_over: Some("detection".into()),
+            detected: Some("ctcp-ike".into()),
+            ..flow(
+                1,
+                "198.18.0.5:40004",
+                "198.19.0.3:10000",
+                Action::Bypass,
+                None,
+            )
+        });
     }
 
     let out = ctl(&path, &["flows", "list"]);
@@ -1824,7 +1955,14 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
         "{}",
         out.stdout
     );
-    assert!(lines[8].starts_with("flows 1-4 of 4"), "{}", out.stdout);
+    assert!(lines[8].contains("198.18.0.5:40004"), "{}", out.stdout);
+    assert_eq!(
+        lines[9],
+        format!("{indent}handed over to pass-through: detection (ipsec-over-tcp, ctcp-ike)"),
+        "{}",
+        out.stdout
+    );
+    assert!(lines[10].starts_with("flows 1-5 of 5"), "{}", out.stdout);
     // The detail lines do not widen the columns.
     let width = lines[0].len();
     assert!(

@@ -278,6 +278,9 @@ pub struct ProxySection {
     pub on_buffer_shortage: crate::proxy::BudgetAction,
     /// What a stall does when the flow's rule has no `on-stall`: wait, reset or bypass.
     pub on_stall: tollgate_control::policy::StallAction,
+    /// Server ports whose proxied flows are watched for IPsec over TCP (handed over to
+    /// pass-through when their first payload shows it) unless their rule says `detect`.
+    pub detect_ipsec_over_tcp_ports: Vec<u16>,
     /// The largest MSS either leg offers.
     pub mss: u16,
     /// Byte patterns that reset a proxied connection when its stream carries them.
@@ -298,6 +301,8 @@ impl Default for ProxySection {
             on_memory_budget: crate::proxy::BudgetAction::Bypass,
             on_buffer_shortage: crate::proxy::BudgetAction::Bypass,
             on_stall: tollgate_control::policy::StallAction::Wait,
+            // Cisco's IPsec over TCP default.
+            detect_ipsec_over_tcp_ports: vec![10_000],
             mss: 1460,
             signatures: Vec::new(),
         }
@@ -517,6 +522,12 @@ impl Config {
             return Err(invalid(
                 "proxy.mss",
                 format!("{} is outside 536..=9000", p.mss),
+            ));
+        }
+        if p.detect_ipsec_over_tcp_ports.contains(&0) {
+            return Err(invalid(
+                "proxy.detect_ipsec_over_tcp_ports",
+                "0 is not a TCP port a server listens on",
             ));
         }
         if let Err(e) = crate::tcp::inspect::SignatureInspector::new(&p.signatures) {
@@ -740,6 +751,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listed twice"));
+        let mut c = lab();
+        c.proxy.detect_ipsec_over_tcp_ports = vec![10_000, 0];
+        assert_eq!(
+            c.validate(&[]).unwrap_err().to_string(),
+            "config: proxy.detect_ipsec_over_tcp_ports: 0 is not a TCP port a server listens on"
+        );
         let mut c = lab();
         c.workers.cores = vec![7];
         assert!(c

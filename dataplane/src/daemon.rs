@@ -79,6 +79,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         on_flow_limit: p.on_flow_limit,
         on_memory_budget: p.on_memory_budget,
         on_buffer_shortage: p.on_buffer_shortage,
+        detect_ports: p.detect_ipsec_over_tcp_ports.clone(),
     }
 }
 

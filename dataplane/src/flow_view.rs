@@ -4,7 +4,7 @@
 use tollgate_control::policy::{Ingress, Protocol};
 use tollgate_control::protocol::{FlowFilter, FlowView};
 
-use crate::flow::{Direction, FlowEntry, TcpPhase};
+use crate::flow::{Direction, FlowEntry, HandoverCause, TcpPhase};
 use crate::pipeline::PortSide;
 use crate::policy::action_of;
 
@@ -59,5 +59,10 @@ pub fn view(worker: u16, e: &FlowEntry, now_ms: u64) -> FlowView {
         idle_ms: now_ms.saturating_sub(e.last_seen_ms()),
         tcp_state: tcp_state(e),
         proxy: None,
+        handed_over: e.handover().map(|cause| cause.name().to_string()),
+        detected: match e.handover() {
+            Some(HandoverCause::Detection(framing)) => Some(framing.name().to_string()),
+            _ => None,
+        },
     }
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod daemon;
+pub mod detect;
 pub mod flow;
 pub mod flow_view;
 pub mod parse;

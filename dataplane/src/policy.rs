@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate_control::classifier::Classifier;
-use tollgate_control::policy::{Action, FlowFields, Ingress, PolicySet, StallAction};
+use tollgate_control::policy::{Action, Detect, FlowFields, Ingress, PolicySet, StallAction};
 use tollgate_control::protocol::PolicyDefaults;
 
 use crate::flow::FlowMode;
@@ -85,8 +85,9 @@ pub struct CompiledPolicy {
     pub defaults: PolicyDefaults,
     /// One more than the highest rule id: the size of per-rule hit arrays.
     pub rule_slots: usize,
-    /// Each rule's `on_stall`, indexed by rule id (`rule_slots` long).
+    /// Each rule's `on_stall` and `detect`, indexed by rule id (`rule_slots` long).
     on_stall: Vec<Option<StallAction>>,
+    detect: Vec<Option<Detect>>,
 }
 
 impl CompiledPolicy {
@@ -98,8 +99,10 @@ impl CompiledPolicy {
             .max()
             .unwrap_or(1);
         let mut on_stall = vec![None; rule_slots];
+        let mut detect = vec![None; rule_slots];
         for r in &set.rules {
             on_stall[r.id as usize] = r.spec.on_stall;
+            detect[r.id as usize] = r.spec.detect;
         }
         CompiledPolicy {
             generation,
@@ -107,6 +110,7 @@ impl CompiledPolicy {
             defaults,
             rule_slots,
             on_stall,
+            detect,
         }
     }
 
@@ -116,6 +120,12 @@ impl CompiledPolicy {
     #[inline]
     pub fn on_stall(&self, rule: u32) -> Option<StallAction> {
         self.on_stall.get(rule as usize).copied().flatten()
+    }
+
+    /// The `detect` of rule `rule`, None as for [`CompiledPolicy::on_stall`].
+    #[inline]
+    pub fn detect(&self, rule: u32) -> Option<Detect> {
+        self.detect.get(rule as usize).copied().flatten()
     }
 
     pub fn default_action(&self, proto: u8) -> Action {
@@ -250,7 +260,7 @@ mod tests {
         let gone = add(&mut set, r#"{"action":"proxy","on_stall":"wait"}"#);
         let bypass = add(
             &mut set,
-            r#"{"match":{"proto":"tcp"},"action":"proxy","on_stall":"bypass"}"#,
+            r#"{"match":{"proto":"tcp"},"action":"proxy","on_stall":"bypass","detect":"off"}"#,
         );
         set.delete(gone).unwrap();
         let p = CompiledPolicy::compile(&set, DEFAULTS, 1);
@@ -262,6 +272,11 @@ mod tests {
         assert_eq!(p.on_stall(0), None);
         assert_eq!(p.on_stall(bypass + 1), None);
         assert_eq!(p.on_stall(u32::MAX), None);
+        // `detect` is kept the same way.
+        assert_eq!(p.detect(bypass), Some(Detect::Off));
+        assert_eq!(p.detect(reset), None);
+        assert_eq!(p.detect(0), None);
+        assert_eq!(p.detect(u32::MAX), None);
 
         // What a worker does: the decision's rule id, then its on_stall.
         let flow = FlowFields {

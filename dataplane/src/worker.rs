@@ -12,6 +12,7 @@ use dpdk::{
     prefetch, tsc, tsc_hz, Burst, Mbuf, MbufSlice, Mempool, RingConsumer, RingProducer, RxQueue,
     TxQueue, BURST_SIZE,
 };
+use tollgate_control::policy::Detect;
 use tollgate_control::protocol::{FlowFilter, FlowView, RuleHits};
 use tollgate_control::ProxyCounters;
 
@@ -21,7 +22,9 @@ use crate::flow_view;
 use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
 use crate::policy::{stall_of, PolicyBoard};
-use crate::proxy::{Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable};
+use crate::proxy::{
+    Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, RuleOptions, Unusable,
+};
 
 /// Requests from the control plane, answered between bursts. The queue is
 /// bounded and the control plane waits with a timeout, so neither side can
@@ -421,12 +424,18 @@ impl Worker {
                 return;
             }
         };
-        let on_stall = self.pipeline.policy().on_stall(target.rule).map(stall_of);
+        let policy = self.pipeline.policy();
+        let options = RuleOptions {
+            on_stall: policy.on_stall(target.rule).map(stall_of),
+            detect: policy
+                .detect(target.rule)
+                .map(|d| d == Detect::IpsecOverTcp),
+        };
         let mut frame = Some(m);
         let (offset, len) = (seg.payload_offset, seg.payload_len);
         let take_payload = || frame.take().and_then(|m| m.into_slice(offset, len).ok());
         let disposition = self.with_proxies(out, |proxies, flows, sink| {
-            proxies.on_frame(flows, target, &seg, take_payload, on_stall, now_ms, sink)
+            proxies.on_frame(flows, target, &seg, take_payload, options, now_ms, sink)
         });
         match disposition {
             // A frame the proxy consumed without keeping its payload is freed here.

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use tollgate_control::client::{Client, ClientError, DEFAULT_SOCKET};
 use tollgate_control::policy::{
-    Action, Ingress, Match, PolicyError, PolicySet, PortRange, Prefix, Protocol, RuleSpec,
+    Action, Detect, Ingress, Match, PolicyError, PolicySet, PortRange, Prefix, Protocol, RuleSpec,
     StallAction,
 };
 use tollgate_control::protocol::{
@@ -36,6 +36,7 @@ Examples:
   tollgatectl policy add --proto tcp --dst-port 10000 --action bypass --name ctcp
   tollgatectl policy add --proto tcp --dst-port 5201 --action bypass --apply-existing
   tollgatectl policy add --proto tcp --dst 198.19.0.0/16 --action proxy --on-stall bypass
+  tollgatectl policy add --proto tcp --dst-port 4443 --action proxy --detect ipsec-over-tcp
   tollgatectl policy insert 1 --proto udp --dst 198.18.0.0/15 --action drop
   tollgatectl policy list
   tollgatectl policy replace --file /etc/tollgate/policy.json
@@ -131,7 +132,8 @@ The file holds JSON: {\"rules\": [RULE, ...]} or a bare array of rules, each
 like {\"match\": {\"proto\": \"tcp\", \"dst_port\": 10000}, \"action\": \"bypass\",
 \"name\": \"ctcp\"}. Match fields: proto, src, dst, src_port, dst_port,
 ingress, vlan; rule fields: match, action, idle_timeout_secs, on_stall
-(\"wait\", \"reset\" or \"bypass\", with action proxy only), name, comment.
+(\"wait\", \"reset\" or \"bypass\", with action proxy only), detect
+(\"ipsec-over-tcp\" or \"off\", with action proxy only), name, comment.
 The output of `policy list --json` is accepted too: its ids and hit counters
 are ignored, as replaced rules get new ids.";
 
@@ -179,6 +181,24 @@ enum StallArg {
     Reset,
     /// Hand the flow over to stateless pass-through, so a peer that never retransmits can go on
     Bypass,
+}
+
+/// What a proxied flow's first payload is watched for.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DetectArg {
+    /// IPsec over TCP (Cisco cTCP, RFC 8229, length-framed IKE/ESP): such a flow is handed over to pass-through before a lost segment can stall it
+    IpsecOverTcp,
+    /// Nothing: the flow stays proxied whatever it carries
+    Off,
+}
+
+impl From<DetectArg> for Detect {
+    fn from(a: DetectArg) -> Detect {
+        match a {
+            DetectArg::IpsecOverTcp => Detect::IpsecOverTcp,
+            DetectArg::Off => Detect::Off,
+        }
+    }
 }
 
 impl From<StallArg> for StallAction {
@@ -238,6 +258,9 @@ struct RuleArgs {
     /// What happens when a peer of a flow this rule proxies leaves a hole in its stream (a lost segment) and does not fill it (needs --action proxy); without it the daemon's default applies
     #[arg(long, value_enum, value_name = "ACTION")]
     on_stall: Option<StallArg>,
+    /// What flows this rule proxies are watched for from their first payload (needs --action proxy); without it the daemon watches for IPsec over TCP on its configured ports (proxy.detect_ipsec_over_tcp_ports, TCP/10000 by default)
+    #[arg(long, value_enum, value_name = "WHAT")]
+    detect: Option<DetectArg>,
     /// A short name, shown in listings and in flows' reasons
     #[arg(long)]
     name: Option<String>,
@@ -261,6 +284,7 @@ impl RuleArgs {
             action: self.action.into(),
             idle_timeout_secs: self.idle_timeout,
             on_stall: self.on_stall.map(StallAction::from),
+            detect: self.detect.map(Detect::from),
             name: self.name.clone(),
             comment: self.comment.clone(),
         }
@@ -506,6 +530,7 @@ fn with_flag(e: &PolicyError) -> String {
         "match.vlan" => "--vlan",
         "idle_timeout_secs" => "--idle-timeout",
         "on_stall" => "--on-stall",
+        "detect" => "--detect",
         "name" => "--name",
         "comment" => "--comment",
         _ => return e.to_string(),
@@ -604,6 +629,8 @@ struct FileRule {
     #[serde(default)]
     on_stall: Option<StallAction>,
     #[serde(default)]
+    detect: Option<Detect>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     comment: Option<String>,
@@ -618,6 +645,7 @@ impl From<FileRule> for RuleSpec {
             action: r.action,
             idle_timeout_secs: r.idle_timeout_secs,
             on_stall: r.on_stall,
+            detect: r.detect,
             name: r.name,
             comment: r.comment,
         }
@@ -710,6 +738,9 @@ fn render(command: &Command, result: Value) -> Result<String, String> {
                 if let Some(s) = rule.spec.on_stall {
                     let _ = write!(out, ", on-stall {s}");
                 }
+                if let Some(d) = rule.spec.detect {
+                    let _ = write!(out, ", detect {d}");
+                }
                 out.push('\n');
             }
         }
@@ -798,12 +829,16 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
     if reply.rules.is_empty() {
         let _ = writeln!(out, "no rules");
     } else {
-        // ON-STALL only when some rule sets it, as few do: "-" there is the
-        // daemon's default (for proxy rules) or not applicable.
+        // ON-STALL and DETECT only when some rule sets them, as few do: "-" there
+        // is the daemon's default (for proxy rules) or not applicable.
         let with_stall = reply.rules.iter().any(|r| r.rule.spec.on_stall.is_some());
+        let with_detect = reply.rules.iter().any(|r| r.rule.spec.detect.is_some());
         let mut headers = vec!["ID", "POS", "ACTION", "MATCH", "IDLE"];
         if with_stall {
             headers.push("ON-STALL");
+        }
+        if with_detect {
+            headers.push("DETECT");
         }
         headers.extend(["NAME", "FLOWS", "PACKETS", "BYTES"]);
         let counts = headers.len() - 3;
@@ -820,6 +855,9 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
             ];
             if with_stall {
                 row.push(rule.spec.on_stall.map_or("-".into(), |s| s.to_string()));
+            }
+            if with_detect {
+                row.push(rule.spec.detect.map_or("-".into(), |d| d.to_string()));
             }
             row.extend([
                 rule.spec.name.clone().unwrap_or_else(|| "-".into()),
@@ -890,6 +928,14 @@ fn render_flows(out: &mut String, reply: &FlowsListReply) {
         table.row(row);
         if let Some(p) = &f.proxy {
             table.detail(proxy_line(p));
+        }
+        if let Some(why) = &f.handed_over {
+            table.detail(match &f.detected {
+                Some(what) => {
+                    format!("handed over to pass-through: {why} (ipsec-over-tcp, {what})")
+                }
+                None => format!("handed over to pass-through: {why}"),
+            });
         }
     }
     out.push_str(&table.render());

@@ -3,6 +3,7 @@
 use super::key::{FlowKey, Orientation, TCP};
 use super::table::{FlowTimeouts, PacketMeta};
 use super::timer::TimerHandle;
+use crate::detect::IpsecFraming;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -72,6 +73,51 @@ pub enum ProxyLink {
     /// The proxy held the connection and has finished it: late segments are ignored, as a
     /// closed port would.
     Finished,
+}
+
+/// Why a flow the proxy held was handed over to pass-through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoverCause {
+    /// A peer left a hole unfilled and the rule said `on-stall bypass`.
+    Stall,
+    /// A policy change moved the live flow to bypass.
+    Policy,
+    /// Its first payload showed IPsec over TCP.
+    Detection(IpsecFraming),
+}
+
+const HANDOVER_STALL: u8 = 1;
+const HANDOVER_POLICY: u8 = 2;
+/// Or'ed with the framing's code.
+const HANDOVER_DETECTION: u8 = 0x10;
+
+impl HandoverCause {
+    pub fn name(self) -> &'static str {
+        match self {
+            HandoverCause::Stall => "stall",
+            HandoverCause::Policy => "policy",
+            HandoverCause::Detection(_) => "detection",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            HandoverCause::Stall => HANDOVER_STALL,
+            HandoverCause::Policy => HANDOVER_POLICY,
+            HandoverCause::Detection(framing) => HANDOVER_DETECTION | framing as u8,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<HandoverCause> {
+        match code {
+            HANDOVER_STALL => Some(HandoverCause::Stall),
+            HANDOVER_POLICY => Some(HandoverCause::Policy),
+            c if c & HANDOVER_DETECTION != 0 => {
+                IpsecFraming::from_code(c & !HANDOVER_DETECTION).map(HandoverCause::Detection)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Where a TCP flow is in its life, as far as idle expiry cares.
@@ -212,6 +258,8 @@ pub struct FlowEntry {
     /// [`ProxyLink`], encoded: the proxy state of a proxied flow, or the translations of one
     /// handed over to pass-through, live in the worker's proxy table.
     proxy: u32,
+    /// [`HandoverCause`], encoded (0: never handed over).
+    handover: u8,
 }
 
 impl FlowEntry {
@@ -239,6 +287,7 @@ impl FlowEntry {
             vlan: 0,
             ingress: pkt.ingress,
             proxy: 0,
+            handover: 0,
         }
     }
 
@@ -313,6 +362,15 @@ impl FlowEntry {
             // Slots stay far below the two markers: the table holds at most `max_flows`.
             ProxyLink::Slot(slot) => slot.saturating_add(1).min(PROXY_COOKIE_SENT - 1),
         };
+    }
+
+    /// Why the proxy handed the flow over to pass-through, if it did.
+    pub fn handover(&self) -> Option<HandoverCause> {
+        HandoverCause::from_code(self.handover)
+    }
+
+    pub fn set_handover(&mut self, cause: HandoverCause) {
+        self.handover = cause.code();
     }
 
     /// The flow's slot in the worker's proxy table, if it has one.
@@ -419,6 +477,16 @@ mod tests {
             assert!(end <= 64, "{field} ends at byte {end}, past the first line");
         }
         assert_eq!(size_of::<FlowMode>(), 1);
+    }
+
+    #[test]
+    fn handover_causes_round_trip_through_their_byte() {
+        let mut causes = vec![HandoverCause::Stall, HandoverCause::Policy];
+        causes.extend(IpsecFraming::ALL.map(HandoverCause::Detection));
+        for cause in causes {
+            assert_eq!(HandoverCause::from_code(cause.code()), Some(cause));
+        }
+        assert_eq!(HandoverCause::from_code(0), None);
     }
 
     #[test]

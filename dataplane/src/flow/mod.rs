@@ -11,6 +11,6 @@ mod slab;
 mod table;
 mod timer;
 
-pub use entry::{Direction, FlowEntry, FlowMode, ProxyLink, TcpPhase, TcpTracker};
+pub use entry::{Direction, FlowEntry, FlowMode, HandoverCause, ProxyLink, TcpPhase, TcpTracker};
 pub use key::{FlowKey, Orientation};
 pub use table::{EntryHint, FlowTable, FlowTableConfig, FlowTimeouts, Observation, PacketMeta};

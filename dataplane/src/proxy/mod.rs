@@ -7,4 +7,6 @@ pub mod table;
 mod tests;
 
 pub use frame::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
-pub use table::{BudgetAction, Disposition, FrameSink, ProxySettings, ProxyTable, ProxyTarget};
+pub use table::{
+    BudgetAction, Disposition, FrameSink, ProxySettings, ProxyTable, ProxyTarget, RuleOptions,
+};

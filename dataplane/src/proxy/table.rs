@@ -19,7 +19,8 @@ use tollgate_control::protocol::{LegView, ProxyFlowView};
 use tollgate_control::ProxyCounters;
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
-use crate::flow::{FlowKey, FlowMode, FlowTable, ProxyLink};
+use crate::detect::{Detection, IpsecDetector, IpsecFraming};
+use crate::flow::{FlowKey, FlowMode, FlowTable, HandoverCause, ProxyLink};
 use crate::pipeline::PortSide;
 use crate::tcp::cookie::{CookieJar, FourTuple};
 use crate::tcp::endpoint::{reset_for, SegmentOutcome, State, Transmit};
@@ -72,6 +73,8 @@ pub struct ProxySettings {
     pub on_memory_budget: BudgetAction,
     /// ...and when packet buffers are short ([`ProxyTable::set_pressure`]).
     pub on_buffer_shortage: BudgetAction,
+    /// Server ports whose flows are watched for IPsec over TCP when their rule does not say.
+    pub detect_ports: Vec<u16>,
 }
 
 /// Why a new flow is not proxied.
@@ -92,8 +95,19 @@ impl Default for ProxySettings {
             on_flow_limit: BudgetAction::Bypass,
             on_memory_budget: BudgetAction::Bypass,
             on_buffer_shortage: BudgetAction::Bypass,
+            detect_ports: vec![10_000],
         }
     }
+}
+
+/// What the flow's policy rule says about proxying it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// `on-stall`; `None`: the configured default.
+    pub on_stall: Option<OnStall>,
+    /// `detect ipsec-over-tcp` (true) or `detect off` (false); `None`: by the server port
+    /// ([`ProxySettings::detect_ports`]).
+    pub detect: Option<bool>,
 }
 
 /// A frame of a flow in proxy mode, as the pipeline found its flow.
@@ -133,7 +147,33 @@ struct ProxiedFlow<P: Payload> {
     /// Counted among the handshakes in progress.
     embryonic: bool,
     /// Why the flow was handed over, once it was.
-    handed_over: Option<&'static str>,
+    handed_over: Option<HandoverCause>,
+    detection: Detecting,
+}
+
+/// Where a flow's watch for IPsec over TCP is.
+enum Detecting {
+    /// Not watched, or found to be something else.
+    Off,
+    Watching(IpsecDetector),
+    /// Recognised; handed over as soon as both legs are synchronized.
+    Found(IpsecFraming),
+}
+
+impl Detecting {
+    /// Looks at a segment's payload while watching; returns what it decided, once.
+    fn watch(&mut self, from_client: bool, payload: &[u8]) -> Detection {
+        let Detecting::Watching(detector) = self else {
+            return Detection::Undecided;
+        };
+        let detection = detector.on_payload(from_client, payload);
+        match detection {
+            Detection::Undecided => {}
+            Detection::NotIpsec => *self = Detecting::Off,
+            Detection::IpsecOverTcp(framing) => *self = Detecting::Found(framing),
+        }
+        detection
+    }
 }
 
 /// A flow handed over to pass-through whose two legs' numbers differ (after a SYN cookie).
@@ -289,7 +329,7 @@ impl<P: Payload> ProxyTable<P> {
         target: ProxyTarget,
         seg: &Inbound,
         take_payload: impl FnOnce() -> Option<P>,
-        on_stall: Option<OnStall>,
+        options: RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
@@ -322,7 +362,7 @@ impl<P: Payload> ProxyTable<P> {
                 // The client reuses the port: the old connection's TIME-WAIT gives way, as
                 // RFC 9293's TIME-WAIT does to a new SYN.
                 self.free_slot(flows, slot, false, now, sink);
-                return self.without_proxy(flows, target, seg, take_payload, on_stall, now, sink);
+                return self.without_proxy(flows, target, seg, take_payload, options, now, sink);
             }
             let Some(payload) = take_payload() else {
                 return Disposition::Unusable;
@@ -331,14 +371,76 @@ impl<P: Payload> ProxyTable<P> {
                 return Disposition::Unusable;
             };
             flow.addressing.observe(leg, seg);
+            let detection = flow.detection.watch(target.from_client, payload.bytes());
             let outcome = flow.proxy.on_segment(leg, &seg.header, payload, now);
             if matches!(outcome, SegmentOutcome::Rejected(_)) {
                 self.counters.segments_rejected += 1;
             }
+            self.count_detection(detection);
+            if self.hand_over_detected(flows, slot, now, sink) {
+                return Disposition::Consumed;
+            }
             self.drive(flows, slot, now, sink);
             return Disposition::Consumed;
         }
-        self.without_proxy(flows, target, seg, take_payload, on_stall, now, sink)
+        self.without_proxy(flows, target, seg, take_payload, options, now, sink)
+    }
+
+    fn count_detection(&mut self, detection: Detection) {
+        let c = &mut self.counters;
+        match detection {
+            Detection::Undecided => {}
+            Detection::NotIpsec => c.detected_not_ipsec += 1,
+            Detection::IpsecOverTcp(framing) => match framing {
+                IpsecFraming::CtcpIke => c.detected_ctcp_ike += 1,
+                IpsecFraming::CtcpEsp => c.detected_ctcp_esp += 1,
+                IpsecFraming::Rfc8229 => c.detected_rfc8229 += 1,
+                IpsecFraming::FramedIke => c.detected_framed_ike += 1,
+                IpsecFraming::FramedEsp => c.detected_framed_esp += 1,
+            },
+        }
+    }
+
+    /// Hands a flow recognised as IPsec over TCP over to pass-through, with what it holds
+    /// flushed to each side (the segment just taken included). True once it is done; a flow
+    /// still completing a handshake waits for its next segment.
+    fn hand_over_detected(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> bool {
+        let Some(flow) = self.proxied_mut(slot) else {
+            return false;
+        };
+        let Detecting::Found(framing) = flow.detection else {
+            return false;
+        };
+        // Nothing the segment made the legs queue is sent: the flush carries its data to the
+        // far side once, and the far side's own ACK, passed through, answers the sender.
+        let cause = HandoverCause::Detection(framing);
+        match flow.proxy.convert_to_passthrough(now) {
+            Ok(handover) => {
+                flow.handed_over = Some(cause);
+                // The last events: the handshake the segment completed, if it did, and the
+                // PassThrough the conversion queued, which is this handover.
+                let mut established = 0;
+                while let Some(event) = flow.proxy.poll_event() {
+                    if event == ProxyEvent::Established {
+                        established += 1;
+                    }
+                }
+                self.counters.connections_established += established;
+                self.hand_over(flows, slot, handover, cause, now, sink);
+                true
+            }
+            Err(ConvertError::HandshakeInProgress) => false,
+            Err(ConvertError::Finished) => {
+                flow.detection = Detecting::Off;
+                false
+            }
+        }
     }
 
     /// A frame of a proxy-mode flow the proxy holds nothing for: a new connection, the end of
@@ -350,13 +452,13 @@ impl<P: Payload> ProxyTable<P> {
         target: ProxyTarget,
         seg: &Inbound,
         take_payload: impl FnOnce() -> Option<P>,
-        on_stall: Option<OnStall>,
+        options: RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
         let hdr = &seg.header;
         if target.from_client && is_bare_syn(hdr) {
-            return self.open(flows, target, seg, on_stall, now, sink);
+            return self.open(flows, target, seg, options, now, sink);
         }
         match target.link {
             ProxyLink::CookieSent
@@ -364,7 +466,7 @@ impl<P: Payload> ProxyTable<P> {
                     && hdr.flags.contains(TcpFlags::ACK)
                     && !hdr.flags.intersects(TcpFlags::SYN | TcpFlags::RST) =>
             {
-                self.complete_cookie(flows, target, seg, take_payload, on_stall, now, sink)
+                self.complete_cookie(flows, target, seg, take_payload, options, now, sink)
             }
             ProxyLink::None => {
                 // Seen without its handshake (picked up mid-stream after a restart, or a flow
@@ -383,12 +485,24 @@ impl<P: Payload> ProxyTable<P> {
         }
     }
 
-    fn flow_config(&self, on_stall: Option<OnStall>) -> ProxyConfig {
+    fn flow_config(&self, options: RuleOptions) -> ProxyConfig {
         let mut config = self.settings.flow;
-        if let Some(action) = on_stall {
+        if let Some(action) = options.on_stall {
             config.stall.action = action;
         }
         config
+    }
+
+    /// A new flow's watch for IPsec over TCP, by its rule or else by its server port.
+    fn detecting(&self, options: RuleOptions, seg: &Inbound) -> Detecting {
+        let on = options
+            .detect
+            .unwrap_or_else(|| self.settings.detect_ports.contains(&seg.header.dst_port));
+        if on {
+            Detecting::Watching(IpsecDetector::default())
+        } else {
+            Detecting::Off
+        }
     }
 
     /// What stops a new flow being proxied, if anything.
@@ -464,7 +578,7 @@ impl<P: Payload> ProxyTable<P> {
         flows: &mut FlowTable,
         target: ProxyTarget,
         seg: &Inbound,
-        on_stall: Option<OnStall>,
+        options: RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
@@ -474,7 +588,7 @@ impl<P: Payload> ProxyTable<P> {
         let Some(mut addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;
         };
-        let config = self.flow_config(on_stall);
+        let config = self.flow_config(options);
         if self.embryonic >= self.settings.max_embryonic {
             let tuple = tuple_of(seg);
             let default_mss = if seg.src.is_ipv6() {
@@ -507,7 +621,8 @@ impl<P: Payload> ProxyTable<P> {
             return Disposition::Forward;
         };
         self.counters.connections_opened += 1;
-        self.insert(flows, target, seg, proxy, addressing, now, sink);
+        let detection = self.detecting(options, seg);
+        self.insert(flows, target, seg, proxy, addressing, detection, now, sink);
         Disposition::Consumed
     }
 
@@ -520,7 +635,7 @@ impl<P: Payload> ProxyTable<P> {
         target: ProxyTarget,
         seg: &Inbound,
         take_payload: impl FnOnce() -> Option<P>,
-        on_stall: Option<OnStall>,
+        options: RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
@@ -541,7 +656,12 @@ impl<P: Payload> ProxyTable<P> {
             return Disposition::Unusable;
         };
         let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
-        let config = self.flow_config(on_stall);
+        let config = self.flow_config(options);
+        // The ACK that completes a cookie handshake may carry the first payload (when the
+        // client's bare ACK was lost): it is watched like any other. The hand-over waits for
+        // the server leg's handshake, and comes with the next segment of the flow.
+        let mut detection = self.detecting(options, seg);
+        let detected = detection.watch(true, payload.bytes());
         match TcpProxy::on_client_cookie_ack(
             config,
             self.inspector.clone(),
@@ -554,7 +674,8 @@ impl<P: Payload> ProxyTable<P> {
             Ok(proxy) => {
                 self.counters.syn_cookies_accepted += 1;
                 self.counters.connections_opened += 1;
-                self.insert(flows, target, seg, proxy, addressing, now, sink);
+                self.count_detection(detected);
+                self.insert(flows, target, seg, proxy, addressing, detection, now, sink);
             }
             Err(_) => self.counters.syn_cookies_rejected += 1,
         }
@@ -569,6 +690,7 @@ impl<P: Payload> ProxyTable<P> {
         seg: &Inbound,
         proxy: TcpProxy<P, Arc<SignatureInspector>>,
         addressing: FlowAddressing,
+        detection: Detecting,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) {
@@ -582,6 +704,7 @@ impl<P: Payload> ProxyTable<P> {
             scheduled: u64::MAX,
             embryonic: true,
             handed_over: None,
+            detection,
         };
         let slot = self.store(Held::Proxied(Box::new(flow)));
         self.proxied += 1;
@@ -674,8 +797,8 @@ impl<P: Payload> ProxyTable<P> {
                 },
                 ProxyEvent::PassThrough => {
                     if let Some(handover) = flow.proxy.take_handover() {
-                        flow.handed_over = Some("stall");
-                        self.hand_over(flows, slot, handover, now, sink);
+                        flow.handed_over = Some(HandoverCause::Stall);
+                        self.hand_over(flows, slot, handover, HandoverCause::Stall, now, sink);
                         return;
                     }
                 }
@@ -707,6 +830,7 @@ impl<P: Payload> ProxyTable<P> {
         flows: &mut FlowTable,
         slot: u32,
         handover: Handover<P>,
+        cause: HandoverCause,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) {
@@ -730,6 +854,7 @@ impl<P: Payload> ProxyTable<P> {
         }
         if let Some(entry) = flows.get_mut(&key, hash) {
             entry.set_mode(FlowMode::Bypass);
+            entry.set_handover(cause);
         }
         let translations = [handover.client_to_server, handover.server_to_client];
         self.free_slot(flows, slot, false, now, sink);
@@ -904,10 +1029,10 @@ impl<P: Payload> ProxyTable<P> {
                     changed += 1;
                     match flow.proxy.convert_to_passthrough(now) {
                         Ok(handover) => {
-                            flow.handed_over = Some("policy");
+                            flow.handed_over = Some(HandoverCause::Policy);
                             // The PassThrough event the conversion queued is this handover.
                             while flow.proxy.poll_event().is_some() {}
-                            self.hand_over(flows, slot, handover, now, sink);
+                            self.hand_over(flows, slot, handover, HandoverCause::Policy, now, sink);
                         }
                         // A handshake half done cannot be handed over; the client's next SYN
                         // starts a bypassed flow.
@@ -956,7 +1081,7 @@ impl<P: Payload> ProxyTable<P> {
                     buffered_client_to_server: stats.buffered_client_to_server as u64,
                     buffered_server_to_client: stats.buffered_server_to_client as u64,
                     stalls: stats.stalls,
-                    handed_over: flow.handed_over.map(Into::into),
+                    handed_over: flow.handed_over.map(|cause| cause.name().into()),
                 })
             }
         }

@@ -10,9 +10,10 @@ use tollgate_control::policy::{Action, PolicySet};
 use tollgate_control::protocol::PolicyDefaults;
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
-use super::table::{Disposition, FrameSink, ProxySettings, ProxyTable};
+use super::table::{Disposition, FrameSink, ProxySettings, ProxyTable, RuleOptions};
 use crate::config::FrameAction;
-use crate::flow::{FlowMode, FlowTableConfig};
+use crate::detect::{samples, IpsecFraming};
+use crate::flow::{FlowMode, FlowTableConfig, HandoverCause};
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Verdict};
 use crate::policy::CompiledPolicy;
 use crate::synth::{self, Addressing, TcpHeader, TCP_SYN};
@@ -78,6 +79,8 @@ struct Lab {
     forwarded: usize,
     /// The server application reads only every this many milliseconds (1: always).
     server_reads_every_ms: u64,
+    /// What the flow's policy rule says.
+    rule_options: RuleOptions,
 }
 
 fn policy(default_tcp: Action) -> Arc<CompiledPolicy> {
@@ -160,6 +163,7 @@ impl Lab {
             client_data_resent: 0,
             forwarded: 0,
             server_reads_every_ms: 1,
+            rule_options: RuleOptions::default(),
         }
     }
 
@@ -197,7 +201,7 @@ impl Lab {
                     target,
                     &seg,
                     || Some(payload),
-                    None,
+                    self.rule_options,
                     self.now,
                     &mut out,
                 ) {
@@ -683,4 +687,145 @@ fn a_configured_signature_resets_the_flow_and_is_counted_by_name() {
     let counters = lab.proxies.counters();
     assert_eq!(counters.inspector_resets, 1);
     assert_eq!(lab.proxies.signature_hits(), [1]);
+}
+
+/// Datagrams as cTCP carries them, one a write: IKE first, then ESP.
+fn ctcp_datagrams(count: u32, spi: u32) -> Vec<Vec<u8>> {
+    let mut out = vec![samples::ctcp_ike(&samples::ikev1_aggressive(300))];
+    out.extend((1..count).map(|seq| samples::ctcp_esp(spi, seq, 200)));
+    out
+}
+
+/// Sends `datagrams` from `endpoint` one write each, as its send queue takes them.
+fn feed_datagrams(endpoint: &mut Endpoint<TestBytes>, datagrams: &[Vec<u8>], next: &mut usize) {
+    while let Some(d) = datagrams.get(*next) {
+        if endpoint.send(TestBytes::from(&d[..])).is_err() {
+            return;
+        }
+        *next += 1;
+    }
+}
+
+/// A flow whose first payload is cTCP is handed over to pass-through at once: the segment
+/// that showed it goes to the server in the hand-over's flush, everything after is forwarded,
+/// and both streams arrive byte-exact, with loss on the client leg and after a SYN cookie
+/// (translated) too.
+#[test]
+fn ipsec_over_tcp_is_recognised_and_handed_over_on_its_first_payload() {
+    for (max_embryonic, loss) in [(1024, 0), (1024, 3), (0, 3)] {
+        let settings = ProxySettings {
+            max_embryonic,
+            detect_ports: vec![8080],
+            ..ProxySettings::default()
+        };
+        let mut lab = Lab::new(settings, Action::Proxy);
+        lab.loss = Lossy::ClientLeg;
+        lab.loss_percent = loss;
+        let up = ctcp_datagrams(300, 0x8e12_44a1);
+        let down = ctcp_datagrams(200, 0x0100_0007);
+        let (mut next_up, mut next_down) = (0, 0);
+        let up_bytes: Vec<u8> = up.concat();
+        let down_bytes: Vec<u8> = down.concat();
+        let done = lab.run_until(30_000, |lab| {
+            if lab.client.state() == State::Established {
+                feed_datagrams(&mut lab.client, &up, &mut next_up);
+            }
+            if let Some(server) = lab.server.as_mut() {
+                if server.state().is_synchronized() {
+                    feed_datagrams(server, &down, &mut next_down);
+                }
+            }
+            lab.server_got.len() == up_bytes.len() && lab.client_got.len() == down_bytes.len()
+        });
+        let case = format!("max_embryonic {max_embryonic}, loss {loss} %");
+        assert!(done, "transfer did not finish ({case})");
+        assert_eq!(lab.server_got, up_bytes, "{case}");
+        assert_eq!(lab.client_got, down_bytes, "{case}");
+        let counters = lab.proxies.counters();
+        assert_eq!(counters.detected_ctcp_ike, 1, "{case}");
+        assert_eq!(counters.handovers, 1, "{case}");
+        assert_eq!(counters.connections_active, 0, "{case}");
+        assert!(lab.forwarded > 0, "{case}");
+        let entry = lab.pipeline.flows().iter().next().unwrap();
+        assert_eq!(entry.mode(), FlowMode::Bypass, "{case}");
+        assert_eq!(
+            entry.handover(),
+            Some(HandoverCause::Detection(IpsecFraming::CtcpIke)),
+            "{case}"
+        );
+        // The proxy never relayed a data segment of its own to the server before handing
+        // over: what the server got came in the flush or straight from the client.
+        let view = crate::flow_view::view(0, entry, lab.now);
+        assert_eq!(view.handed_over.as_deref(), Some("detection"));
+        assert_eq!(view.detected.as_deref(), Some("ctcp-ike"));
+    }
+}
+
+/// A watched flow that is not IPsec stays proxied; the rule's `detect off` turns the watch off
+/// on a watched port, and `detect ipsec-over-tcp` on for any port.
+#[test]
+fn detection_follows_the_rule_and_the_port() {
+    let http = samples::HTTP_GET.to_vec();
+    let ctcp = ctcp_datagrams(20, 0x0202_0202);
+    let run = |settings: ProxySettings, options: RuleOptions, datagrams: &[Vec<u8>]| {
+        let mut lab = Lab::new(settings, Action::Proxy);
+        lab.rule_options = options;
+        let bytes = datagrams.concat();
+        let mut next = 0;
+        let done = lab.run_until(10_000, |lab| {
+            if lab.client.state() == State::Established {
+                feed_datagrams(&mut lab.client, datagrams, &mut next);
+            }
+            lab.server_got.len() == bytes.len()
+        });
+        assert!(done);
+        assert_eq!(lab.server_got, bytes);
+        lab
+    };
+    let watched = ProxySettings {
+        detect_ports: vec![8080],
+        ..ProxySettings::default()
+    };
+    let mut lab = run(
+        watched.clone(),
+        RuleOptions::default(),
+        std::slice::from_ref(&http),
+    );
+    let c = lab.proxies.counters();
+    assert_eq!((c.detected_not_ipsec, c.handovers), (1, 0));
+    assert_eq!(lab.forwarded, 0);
+    assert_eq!(c.connections_active, 1);
+
+    let mut lab = run(
+        watched,
+        RuleOptions {
+            detect: Some(false),
+            ..RuleOptions::default()
+        },
+        &ctcp,
+    );
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.detected_ctcp_ike, c.detected_not_ipsec, c.handovers),
+        (0, 0, 0)
+    );
+    assert_eq!(lab.forwarded, 0);
+
+    let unwatched = ProxySettings {
+        detect_ports: vec![],
+        ..ProxySettings::default()
+    };
+    let mut lab = run(unwatched.clone(), RuleOptions::default(), &ctcp);
+    assert_eq!(lab.proxies.counters().handovers, 0);
+    let mut lab = run(
+        unwatched,
+        RuleOptions {
+            detect: Some(true),
+            ..RuleOptions::default()
+        },
+        &ctcp,
+    );
+    let c = lab.proxies.counters();
+    assert_eq!((c.detected_ctcp_ike, c.handovers), (1, 1));
+    assert!(lab.forwarded > 0);
 }

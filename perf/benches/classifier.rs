@@ -32,6 +32,7 @@ fn rule(proto: &str, src: &str, dst: &str, dst_port: &str, action: Action) -> Ru
         action,
         idle_timeout_secs: None,
         on_stall: None,
+        detect: None,
         name: None,
         comment: None,
     }

@@ -664,9 +664,15 @@ impl<P: Payload> Endpoint<P> {
         self.recv.fin_received()
     }
 
-    /// The retransmission timeout now, backoff included: the time scale of stall detection.
+    /// The retransmission timeout now, backoff included.
     pub fn rto_ms(&self) -> u64 {
         self.rtt.rto()
+    }
+
+    /// The retransmission timeout with at most `doublings` of its backoff: the time scale of
+    /// stall detection.
+    pub fn rto_ms_backed_off_at_most(&self, doublings: u32) -> u64 {
+        self.rtt.rto_backed_off_at_most(doublings)
     }
 
     /// Data queued to send, sent or not and not yet acknowledged, payload by payload with the

@@ -72,6 +72,13 @@ const MIN_STALL_MS: u64 = 1_000;
 /// (its own timer) and usually much sooner (fast retransmit on our duplicate ACKs).
 const STALL_RTOS: u64 = 3;
 
+/// Of the leg's own RTO backoff, the doublings the stall clock follows. A few cover a peer
+/// whose retransmissions are lost too, as ours may be. Beyond that our backoff says our own
+/// segments go unacknowledged, which is what a peer that never retransmits causes when it also
+/// ignores our window (cTCP does: its segments, ACKs included, land beyond the window and are
+/// dropped); followed all the way, the stall would move away as fast as time goes by.
+const STALL_MAX_BACKOFF: u32 = 2;
+
 /// Which of the flow's two connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Leg {
@@ -128,7 +135,8 @@ pub enum OnStall {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StallConfig {
     /// How long the hole must stay unfilled. `None`: max(3 × the leg's RTO, 1 s), the RTO being
-    /// the leg's own toward that peer, backoff included, as the best guess at the peer's.
+    /// the leg's own toward that peer, as the best guess at the peer's, with at most two
+    /// doublings of its backoff ([`STALL_MAX_BACKOFF`]).
     pub after_ms: Option<u64>,
     /// Duplicate ACKs the leg must have sent for the hole first: the peer must have been asked,
     /// the way fast retransmit asks (RFC 5681 section 3.2).
@@ -1061,10 +1069,9 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
     }
 
     fn stall_after(&self, endpoint: &Endpoint<P>) -> u64 {
-        self.config
-            .stall
-            .after_ms
-            .unwrap_or_else(|| (STALL_RTOS * endpoint.rto_ms()).max(MIN_STALL_MS))
+        self.config.stall.after_ms.unwrap_or_else(|| {
+            (STALL_RTOS * endpoint.rto_ms_backed_off_at_most(STALL_MAX_BACKOFF)).max(MIN_STALL_MS)
+        })
     }
 
     /// When the hole on `leg` becomes a stall, if it has been asked for often enough and not
@@ -2507,6 +2514,28 @@ mod tests {
             .iter()
             .all(|seen| !seen.header.flags.contains(RST)));
         assert!(!net.server_events.contains(&Event::Reset));
+    }
+
+    /// A cTCP client acknowledges nothing the proxy can use (its ACKs ride on segments beyond
+    /// the window), so the client leg's RTO backs off on the server's data; the stall still
+    /// comes on the clock of an RTO with at most two doublings, not one that keeps moving away.
+    #[test]
+    fn a_stall_comes_while_the_leg_backs_off_on_a_peer_that_acknowledges_nothing() {
+        let (mut net, server_isn) = ctcp_net(OnStall::Wait);
+        net.server().send(TestBytes::from(&[7u8; 500][..])).unwrap();
+        send_with_a_hole(&mut net, server_isn);
+        // Never acknowledged, the server's data is sent again at 200, 400, 800, 1600 ms...
+        net.run_until(2_400);
+        let client_leg = net.proxy_ref().leg(Leg::Client).unwrap();
+        assert!(client_leg.rto_ms() >= 1_600, "{}", client_leg.rto_ms());
+        assert_eq!(net.proxy_ref().stats().stalls, 0);
+        // ...and the hole (opened at 108) is a stall 3 × (200 ms << 2) later.
+        net.run_until(2_510);
+        assert_eq!(net.proxy_ref().stats().stalls, 1);
+        assert!(net.proxy_events.contains(&ProxyEvent::Stalled {
+            leg: Leg::Client,
+            action: OnStall::Wait
+        }));
     }
 
     #[test]

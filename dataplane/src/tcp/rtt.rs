@@ -114,6 +114,17 @@ impl RttEstimator {
         backed_off.min(max)
     }
 
+    /// The RTO with at most `doublings` of its backoff: how long a peer on the same path may
+    /// reasonably wait before sending again, whatever became of our own segments.
+    pub fn rto_backed_off_at_most(&self, doublings: u32) -> u64 {
+        let max = u64::from(self.config.max_rto_ms);
+        let shift = u32::from(self.backoff).min(doublings);
+        self.base_rto()
+            .checked_shl(shift)
+            .unwrap_or(u64::MAX)
+            .min(max)
+    }
+
     /// RTO before backoff: §2.4's SRTT + max(G, K·RTTVAR), K = 4, rounded up to whole
     /// milliseconds (a timer that fires early costs a spurious retransmission; one that fires a
     /// fraction of a millisecond late costs nothing), then raised to the configured minimum.

@@ -67,7 +67,10 @@ window, ACK numbers and duplicate ACKs ignored, and nothing retransmitted but th
 (the client sends its SYN up to 6 times, 1 s apart; the headend answers each with the same
 SYN-ACK). A pure ACK goes out after 10 data segments received with nothing sent in between, or
 50 ms after unacknowledged data.
-Each side sends --ike IKE datagrams, then --count ESP datagrams, at --rate per second. Every
+Each side sends --ike IKE datagrams, then --count ESP datagrams, at --rate per second: the
+client from the end of the handshake, the headend from the client's first datagram (a VPN
+headend answers its client; it never speaks first, so a middlebox sees the client's payload
+before the headend's). Every
 datagram body starts with a check block (the segment's TCP sequence number, the datagram's
 index and kind, an FNV-1a hash of the rest, which is a pattern seeded by the index), so the
 receiver counts datagrams received, duplicated and modified (changed bytes, or carried at
@@ -887,9 +890,18 @@ impl Endpoint {
         Ok(())
     }
 
+    /// When this side's datagrams start: the client's at the end of the handshake, the
+    /// headend's when the client's first datagram arrives.
+    fn traffic_start(&self) -> Option<Instant> {
+        match self.role {
+            Role::Client => self.established,
+            Role::Headend => self.established.and(self.receiver.first),
+        }
+    }
+
     /// Everything due at `now`; `Some` when this side is finished.
     fn step(&mut self, now: Instant) -> anyhow::Result<Option<StopReason>> {
-        let Some(established) = self.established else {
+        if self.established.is_none() {
             if self.role == Role::Client && now >= self.next_syn {
                 if self.syns_sent > SYN_RETRIES {
                     return Ok(Some(StopReason::NoSynAck));
@@ -899,9 +911,11 @@ impl Endpoint {
                 self.next_syn = now + SYN_INTERVAL;
             }
             return Ok(None);
-        };
-        while !self.sender.done() && now >= self.sender.due(established, self.sender.next) {
-            self.send_datagram()?;
+        }
+        if let Some(start) = self.traffic_start() {
+            while !self.sender.done() && now >= self.sender.due(start, self.sender.next) {
+                self.send_datagram()?;
+            }
         }
         if self.data_since_send >= ACK_EVERY_SEGMENTS
             || self.unacked_since.is_some_and(|t| now >= t + ACK_DELAY)
@@ -909,6 +923,14 @@ impl Endpoint {
             self.send_pure_ack()?;
         }
         if !self.sender.done() {
+            // A headend whose client never sent a datagram gives up like one whose client
+            // went silent.
+            if self.role == Role::Headend
+                && self.traffic_start().is_none()
+                && now >= self.last_rx + self.idle_timeout
+            {
+                return Ok(Some(StopReason::IdleTimeout));
+            }
             return Ok(None);
         }
         Ok(match self.role {
@@ -932,20 +954,22 @@ impl Endpoint {
     /// When `step` next has something to do.
     fn next_wakeup(&self, now: Instant) -> Instant {
         let mut at = self.deadline.min(now + MAX_WAIT);
-        let Some(established) = self.established else {
+        if self.established.is_none() {
             if self.role == Role::Client {
                 at = at.min(self.next_syn);
             }
             return at;
-        };
+        }
         if self.data_since_send >= ACK_EVERY_SEGMENTS {
             return now;
         }
         if let Some(t) = self.unacked_since {
             at = at.min(t + ACK_DELAY);
         }
-        if !self.sender.done() {
-            at = at.min(self.sender.due(established, self.sender.next));
+        if let (false, Some(start)) = (self.sender.done(), self.traffic_start()) {
+            at = at.min(self.sender.due(start, self.sender.next));
+        } else if !self.sender.done() {
+            at = at.min(self.last_rx + self.idle_timeout);
         } else if let Some(t) = self.linger_until {
             at = at.min(t);
         } else if self.role == Role::Headend {

@@ -19,6 +19,12 @@ warn() {
     printf '%s: warning: %s\n' "$TG_PROG" "$*" >&2
 }
 
+# header_help: the comment block at the top of the running script (after the shebang), without
+# the leading '# ': every script's --help.
+header_help() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+}
+
 require_root() {
     [ "$(id -u)" -eq 0 ] || die "must run as root (try: sudo $TG_PROG)"
 }

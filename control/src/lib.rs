@@ -9,4 +9,6 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 
-pub use stats::{MempoolStats, PortCounters, ProxyCounters, RuleStats, StatsSnapshot, WorkerStats};
+pub use stats::{
+    MempoolStats, PortCounters, Prometheus, ProxyCounters, RuleStats, StatsSnapshot, WorkerStats,
+};

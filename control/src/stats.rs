@@ -459,9 +459,342 @@ impl StatsSnapshot {
     }
 }
 
+/// Prometheus text exposition (format 0.0.4) of a snapshot: what `tollgatectl stats
+/// --prometheus` prints and the daemon's optional HTTP endpoint serves.
+///
+/// Every counter of the JSON snapshot is here, named `tollgate_<group>_<field>` with `_total`
+/// on counters; the port, worker, reason, rule and signature are labels. Counter groups whose
+/// fields are plain counts (ports, workers, the proxy) are walked through their JSON form, so a
+/// counter added to one of them is exported without another line here.
+pub struct Prometheus<'a>(pub &'a StatsSnapshot);
+
+/// Fields of the walked groups that are gauges (a level now), not counters.
+const GAUGES: &[&str] = &[
+    "flows_active",
+    "flow_capacity",
+    "connections_active",
+    "buffered_bytes",
+];
+
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Samples of one metric family, written with its HELP and TYPE lines once.
+struct Family {
+    name: String,
+    help: String,
+    gauge: bool,
+    samples: Vec<(String, u64)>,
+}
+
+impl Family {
+    fn new(name: String, help: impl Into<String>, gauge: bool) -> Family {
+        Family {
+            name,
+            help: help.into(),
+            gauge,
+            samples: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: u64) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.samples.push((labels, value));
+    }
+
+    fn write(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}", self.name, self.help);
+        let kind = if self.gauge { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# TYPE {} {kind}", self.name);
+        for (labels, value) in &self.samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{} {value}", self.name);
+            } else {
+                let _ = writeln!(out, "{}{{{labels}}} {value}", self.name);
+            }
+        }
+    }
+}
+
+/// Families in the order they were first named.
+#[derive(Default)]
+struct Families(Vec<Family>);
+
+impl Families {
+    fn get(&mut self, name: String, help: &str, gauge: bool) -> &mut Family {
+        match self.0.iter().position(|f| f.name == name) {
+            Some(i) => &mut self.0[i],
+            None => {
+                self.0.push(Family::new(name, help, gauge));
+                self.0.last_mut().expect("just pushed")
+            }
+        }
+    }
+
+    /// Each numeric field of `group` (serialized) as `tollgate_<prefix>_<field>[_total]`.
+    fn walk(&mut self, prefix: &str, what: &str, group: &impl Serialize, labels: &[(&str, &str)]) {
+        let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(group) else {
+            return;
+        };
+        for (field, value) in fields {
+            let (Some(value), false) = (value.as_u64(), field == "id" || field == "core") else {
+                continue;
+            };
+            let gauge = GAUGES.contains(&field.as_str());
+            let name = if gauge {
+                format!("tollgate_{prefix}_{field}")
+            } else {
+                format!("tollgate_{prefix}_{field}_total")
+            };
+            let help = format!(
+                "{what}: {} (see tollgatectl stats)",
+                field.replace('_', " ")
+            );
+            self.get(name, &help, gauge).sample(labels, value);
+        }
+    }
+}
+
+impl std::fmt::Display for Prometheus<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0;
+        let mut fam = Families::default();
+        fam.get(
+            "tollgate_info".into(),
+            "Version and flow steering of the daemon",
+            true,
+        )
+        .sample(&[("version", &s.version), ("steering", &s.steering)], 1);
+        fam.get(
+            "tollgate_uptime_seconds".into(),
+            "Seconds since the daemon started",
+            true,
+        )
+        .sample(&[], s.uptime_secs);
+        for (port, counters) in &s.ports {
+            fam.walk(
+                "port",
+                "Device counter of the port",
+                counters,
+                &[("port", port)],
+            );
+        }
+        for w in &s.workers {
+            let id = w.id.map(|i| i.to_string()).unwrap_or_default();
+            let core = w.core.map(|c| c.to_string()).unwrap_or_default();
+            fam.walk(
+                "worker",
+                "Worker counter",
+                w,
+                &[("worker", &id), ("core", &core)],
+            );
+        }
+        let drops = fam.get(
+            "tollgate_drops_total".into(),
+            "Frames tollgate dropped, by reason",
+            false,
+        );
+        for (reason, n) in &s.drops {
+            drops.sample(&[("reason", reason)], *n);
+        }
+        let malformed = fam.get(
+            "tollgate_malformed_total".into(),
+            "Frames that failed parsing, by reason (forwarded or dropped per config)",
+            false,
+        );
+        for (reason, n) in &s.malformed {
+            malformed.sample(&[("reason", reason)], *n);
+        }
+        fam.get(
+            "tollgate_flows_split_across_workers_total".into(),
+            "Flows seen on more than one worker (must stay 0)",
+            false,
+        )
+        .sample(&[], s.flows_split_across_workers);
+        fam.get(
+            "tollgate_split_audit_unchecked_total".into(),
+            "New-flow reports the split audit could not check",
+            false,
+        )
+        .sample(&[], s.split_audit_unchecked);
+        let m = &s.mempool;
+        fam.get(
+            "tollgate_mempool_mbufs".into(),
+            "Packet buffers of the pool, by state",
+            true,
+        )
+        .sample(&[("state", "in_use")], m.in_use);
+        fam.get("tollgate_mempool_mbufs".into(), "", true)
+            .sample(&[("state", "available")], m.available);
+        fam.get(
+            "tollgate_mempool_size".into(),
+            "Packet buffers in the pool",
+            true,
+        )
+        .sample(&[], m.size);
+        for r in &s.rules {
+            let id = r.id.to_string();
+            let name = r.name.clone().unwrap_or_default();
+            let labels = [
+                ("rule", id.as_str()),
+                ("name", name.as_str()),
+                ("action", r.action.as_str()),
+            ];
+            for (what, n) in [
+                ("flows", r.flows),
+                ("packets", r.packets),
+                ("bytes", r.bytes),
+            ] {
+                fam.get(
+                    format!("tollgate_rule_{what}_total"),
+                    &format!("{what} the policy rule classified"),
+                    false,
+                )
+                .sample(&labels, n);
+            }
+        }
+        fam.walk("proxy", "TCP proxy counter", &s.proxy, &[]);
+        let hits = fam.get(
+            "tollgate_signature_hits_total".into(),
+            "Proxied connections reset by an inspection signature",
+            false,
+        );
+        for (signature, n) in &s.signature_hits {
+            hits.sample(&[("signature", signature)], *n);
+        }
+        let mut out = String::new();
+        for family in fam.0.iter().filter(|f| !f.samples.is_empty()) {
+            family.write(&mut out);
+        }
+        f.write_str(&out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks the exposition format as a scraper reads it: HELP and TYPE once per family,
+    /// before its samples; sample lines `name{labels} value`; counters end in `_total`.
+    fn check_exposition(text: &str) -> BTreeMap<String, String> {
+        let mut types: BTreeMap<String, String> = BTreeMap::new();
+        let mut helped = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(helped.insert(name.to_string()), "HELP twice: {line}");
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert!(matches!(kind, "counter" | "gauge"), "{line}");
+                assert!(helped.contains(name), "TYPE before HELP: {line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                assert!(
+                    types.insert(name.into(), kind.into()).is_none(),
+                    "TYPE twice: {line}"
+                );
+            } else {
+                let (series, value) = line.rsplit_once(' ').unwrap();
+                value
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| panic!("value of {line}"));
+                let name = series.split('{').next().unwrap();
+                assert!(types.contains_key(name), "sample before its TYPE: {line}");
+                assert!(
+                    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{line}"
+                );
+                if series.contains('{') {
+                    assert!(series.ends_with('}'), "{line}");
+                }
+            }
+        }
+        types
+    }
+
+    #[test]
+    fn prometheus_exposition_has_every_counter_labelled() {
+        let mut s = StatsSnapshot {
+            version: "0.1.0".into(),
+            uptime_secs: 42,
+            steering: "software".into(),
+            ..Default::default()
+        };
+        s.ports.insert(
+            "inside".into(),
+            PortCounters {
+                ipackets: 5,
+                imissed: 1,
+                ..Default::default()
+            },
+        );
+        s.ports.insert("outside".into(), PortCounters::default());
+        s.workers.push(WorkerStats {
+            id: Some(1),
+            core: Some(3),
+            flows_active: 7,
+            rx_packets: 9,
+            ..Default::default()
+        });
+        s.drops.insert("tx_full".into(), 3);
+        s.malformed.insert("truncated".into(), 2);
+        s.rules.push(RuleStats {
+            id: 1,
+            name: Some("ctcp \"vpn\"\\1".into()),
+            action: "bypass".into(),
+            flows: 1,
+            packets: 11,
+            bytes: 1_100,
+        });
+        s.proxy.detected_ctcp_ike = 2;
+        s.proxy.connections_active = 4;
+        s.signature_hits.insert("exfil".into(), 6);
+        let text = Prometheus(&s).to_string();
+        let types = check_exposition(&text);
+        for line in [
+            "tollgate_info{version=\"0.1.0\",steering=\"software\"} 1",
+            "tollgate_uptime_seconds 42",
+            "tollgate_port_ipackets_total{port=\"inside\"} 5",
+            "tollgate_port_imissed_total{port=\"inside\"} 1",
+            "tollgate_port_ipackets_total{port=\"outside\"} 0",
+            "tollgate_worker_rx_packets_total{worker=\"1\",core=\"3\"} 9",
+            "tollgate_worker_flows_active{worker=\"1\",core=\"3\"} 7",
+            "tollgate_drops_total{reason=\"tx_full\"} 3",
+            "tollgate_malformed_total{reason=\"truncated\"} 2",
+            "tollgate_flows_split_across_workers_total 0",
+            "tollgate_mempool_mbufs{state=\"in_use\"} 0",
+            "tollgate_rule_packets_total{rule=\"1\",name=\"ctcp \\\"vpn\\\"\\\\1\",action=\"bypass\"} 11",
+            "tollgate_proxy_detected_ctcp_ike_total 2",
+            "tollgate_proxy_connections_active 4",
+            "tollgate_signature_hits_total{signature=\"exfil\"} 6",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
+        }
+        assert_eq!(types["tollgate_proxy_connections_active"], "gauge");
+        assert_eq!(types["tollgate_worker_flow_capacity"], "gauge");
+        // Every proxy counter is exported, one family each.
+        let proxy = serde_json::to_value(s.proxy).unwrap();
+        assert_eq!(
+            types
+                .keys()
+                .filter(|n| n.starts_with("tollgate_proxy_"))
+                .count(),
+            proxy.as_object().unwrap().len()
+        );
+    }
 
     #[test]
     fn a_snapshot_round_trips_through_json() {

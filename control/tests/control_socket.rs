@@ -1489,6 +1489,22 @@ fn tollgatectl_shows_flows_stats_health_and_version() {
             .steering,
         "software"
     );
+    let out = ctl(&path, &["stats", "--prometheus"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("# HELP tollgate_info ")
+            && out
+                .stdout
+                .contains("tollgate_info{version=\"test\",steering=\"software\"} 1\n"),
+        "{}",
+        out.stdout
+    );
+    let out = ctl(&path, &["stats", "--prometheus", "--json"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        one_error_line(&out),
+        "tollgatectl: --json and --prometheus are two output formats: pick one"
+    );
     let out = ctl(&path, &["health"]);
     assert!(
         out.stdout.contains("status   ok")

@@ -186,6 +186,18 @@ pub struct StatsConfig {
     /// Write a JSON counters snapshot here every `interval_secs` and at exit.
     pub file: Option<PathBuf>,
     pub interval_secs: u64,
+    /// Serve the counters in Prometheus' text format at http://ADDR/metrics, refreshed every
+    /// `interval_secs` ("IP:PORT"; empty: off).
+    pub prometheus_listen: String,
+}
+
+impl StatsConfig {
+    /// The Prometheus endpoint's address, if one is configured (`validate` checked it parses).
+    pub fn prometheus_addr(&self) -> Option<std::net::SocketAddr> {
+        (!self.prometheus_listen.is_empty())
+            .then(|| self.prometheus_listen.parse().ok())
+            .flatten()
+    }
 }
 
 impl Default for StatsConfig {
@@ -193,6 +205,7 @@ impl Default for StatsConfig {
         StatsConfig {
             file: None,
             interval_secs: 1,
+            prometheus_listen: String::new(),
         }
     }
 }
@@ -524,6 +537,21 @@ impl Config {
                 format!("{} is outside 536..=9000", p.mss),
             ));
         }
+        if !self.stats.prometheus_listen.is_empty()
+            && self
+                .stats
+                .prometheus_listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "stats.prometheus_listen",
+                format!(
+                    "{:?} is not IP:PORT (e.g. \"127.0.0.1:9101\" or \"[::1]:9101\"); \"\" turns it off",
+                    self.stats.prometheus_listen
+                ),
+            ));
+        }
         if p.detect_ipsec_over_tcp_ports.contains(&0) {
             return Err(invalid(
                 "proxy.detect_ipsec_over_tcp_ports",
@@ -751,6 +779,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("listed twice"));
+        let mut c = lab();
+        c.stats.prometheus_listen = "localhost:9101".into();
+        assert_eq!(
+            c.validate(&[]).unwrap_err().to_string(),
+            "config: stats.prometheus_listen: \"localhost:9101\" is not IP:PORT (e.g. \"127.0.0.1:9101\" or \"[::1]:9101\"); \"\" turns it off"
+        );
         let mut c = lab();
         c.proxy.detect_ipsec_over_tcp_ports = vec![10_000, 0];
         assert_eq!(

@@ -7,6 +7,7 @@ pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod detect;
+pub mod exporter;
 pub mod flow;
 pub mod flow_view;
 pub mod parse;

@@ -10,9 +10,11 @@ use dpdk::{Eal, Mempool, Port};
 use tollgate::config::{device_name, parse_core_list, Config, FrameAction};
 use tollgate::control::{ControlPlane, ToMainThread};
 use tollgate::daemon::Dataplane;
+use tollgate::exporter::MetricsEndpoint;
 use tollgate::pipeline::PortSide;
 use tollgate::stats;
 use tollgate_control::server::{ControlServer, SocketAccess};
+use tollgate_control::Prometheus;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -109,9 +111,14 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     stats_file: Option<PathBuf>,
 
-    /// Seconds between stats file writes. [stats.interval_secs]
+    /// Seconds between stats file writes and Prometheus refreshes. [stats.interval_secs]
     #[arg(long, value_name = "SECS")]
     stats_interval: Option<u64>,
+
+    /// Serve the counters in Prometheus' text format at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9101); "" turns it off. [stats.prometheus_listen]
+    #[arg(long, value_name = "ADDR")]
+    prometheus_listen: Option<String>,
 
     /// The control socket for tollgatectl; "" disables it. [control.socket]
     #[arg(long, value_name = "PATH")]
@@ -188,6 +195,9 @@ impl Cli {
         if let Some(v) = self.stats_interval {
             c.stats.interval_secs = v;
         }
+        if let Some(v) = self.prometheus_listen {
+            c.stats.prometheus_listen = v;
+        }
         if let Some(v) = self.control_socket {
             c.control.socket = PathBuf::from(v);
         }
@@ -255,6 +265,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::anyhow!("control.socket {}: {e}", config.control.socket.display())
             })?,
         )
+    };
+
+    let metrics = match config.stats.prometheus_addr() {
+        Some(addr) => Some(
+            MetricsEndpoint::bind(addr)
+                .map_err(|e| anyhow::anyhow!("stats.prometheus_listen {addr}: {e}"))?,
+        ),
+        None => None,
     };
 
     // Signals first: a SIGTERM during start-up must still stop us cleanly.
@@ -346,6 +364,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control.policy_set().rules.len()
         );
     }
+    if let Some(m) = &metrics {
+        m.publish(Prometheus(&control.stats(&dataplane)).to_string());
+        eprintln!(
+            "tollgate: Prometheus counters at http://{}/metrics",
+            m.addr()
+        );
+    }
     if let Some(pid_file) = &config.daemon.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
             .map_err(|e| anyhow::anyhow!("daemon.pid_file {}: {e}", pid_file.display()))?;
@@ -358,13 +383,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = reply.send(control.handle(request, uid, &dataplane));
         }
         dataplane.poll_audit();
-        if let Some(file) = &config.stats.file {
-            if last_stats.elapsed() >= interval {
-                last_stats = Instant::now();
-                dataplane.poll_audit();
-                if let Err(e) = stats::write_file(file, &control.stats(&dataplane)) {
+        if last_stats.elapsed() >= interval {
+            last_stats = Instant::now();
+            let snapshot = control.stats(&dataplane);
+            if let Some(file) = &config.stats.file {
+                if let Err(e) = stats::write_file(file, &snapshot) {
                     eprintln!("tollgate: stats.file {}: {e}", file.display());
                 }
+            }
+            if let Some(m) = &metrics {
+                m.publish(Prometheus(&snapshot).to_string());
             }
         }
     }

@@ -38,9 +38,10 @@ fn tollgate() -> Command {
     c
 }
 
-fn spawn(dir: &Path, tag: &str) -> Child {
+fn spawn(dir: &Path, tag: &str, extra: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("{tag}.log"))).unwrap();
     tollgate()
+        .args(extra)
         .args([
             "--mbufs",
             "8191",
@@ -63,7 +64,11 @@ fn spawn(dir: &Path, tag: &str) -> Child {
 
 impl Daemon {
     fn start(dir: &Path, tag: &str) -> Daemon {
-        let child = spawn(dir, tag);
+        Daemon::start_with(dir, tag, &[])
+    }
+
+    fn start_with(dir: &Path, tag: &str, extra: &[&str]) -> Daemon {
+        let child = spawn(dir, tag, extra);
         let d = Daemon {
             child,
             socket: dir.join("control.sock"),
@@ -259,5 +264,60 @@ fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_sta
         std::fs::read_to_string(&state).unwrap(),
         "{\"format\": 1, \"policy\": {\"rules\": ["
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With `--prometheus-listen`, the counters (ports, workers, rules, the proxy) are served at
+/// /metrics in Prometheus' text format, refreshed every stats interval.
+#[test]
+fn the_counters_are_served_to_prometheus() {
+    let dir = scratch("prometheus");
+    let d = Daemon::start_with(
+        &dir,
+        "prom",
+        &[
+            "--prometheus-listen",
+            "127.0.0.1:0",
+            "--stats-interval",
+            "1",
+        ],
+    );
+    d.ok(json!({"version": 1, "op": "policy.add", "rule": rule(10000, "bypass", "ctcp")}));
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    let url = log
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate: Prometheus counters at http://"))
+        .unwrap_or_else(|| panic!("no endpoint in the log:\n{log}"));
+    let addr = url.strip_suffix("/metrics").unwrap().to_string();
+    let scrape = || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    };
+    // The rule shows up once the next refresh (1 s) has run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let out = scrape();
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        if out.contains("tollgate_rule_flows_total{rule=\"1\",name=\"ctcp\",action=\"bypass\"} 0") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "the rule never appeared:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for expected in [
+        "# TYPE tollgate_port_ipackets_total counter",
+        "tollgate_port_ipackets_total{port=\"inside\"} 0",
+        "tollgate_worker_flow_capacity{worker=\"0\",core=\"0\"} 1024",
+        "tollgate_proxy_connections_active 0",
+        "tollgate_drops_total{reason=\"tx_full\"} 0",
+    ] {
+        assert!(body.contains(expected), "{expected:?} missing:\n{body}");
+    }
+    d.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,7 @@ use tollgate_control::protocol::{
     HealthReply, LegView, Op, PolicyChangeReply, PolicyCheckReply, PolicyListReply, ProxyFlowView,
     RuleView, StatsReply, VersionReply, MAX_PAGE_SIZE,
 };
+use tollgate_control::Prometheus;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -43,6 +44,7 @@ Examples:
   tollgatectl explain --proto tcp --src 198.18.0.1:40000 --dst 198.19.0.1:10000
   tollgatectl flows list --mode bypass --port 10000
   tollgatectl stats --json
+  tollgatectl stats --prometheus > /var/lib/node_exporter/textfile/tollgate.prom
 
 New rules apply to new flows only, as on an ASA; --apply-existing switches
 matching live flows too. Using the socket needs root or membership of the
@@ -74,8 +76,13 @@ enum Command {
     /// List or clear live flows
     #[command(subcommand, arg_required_else_help = false, subcommand_required = true)]
     Flows(FlowsCommand),
-    /// Show counters: per port, per worker, drop reasons, flow-table fill
-    Stats,
+    /// Show counters: per port, per worker, drop reasons, flow-table fill, rules, the proxy
+    Stats {
+        /// Print them in Prometheus' text exposition format (for node_exporter's textfile
+        /// collector or a scrape proxy; the daemon can serve the same on HTTP: stats.prometheus_listen)
+        #[arg(long)]
+        prometheus: bool,
+    },
     /// Show whether every worker answers and both links are up
     Health,
     /// Show the versions of tollgatectl, the daemon and DPDK
@@ -378,6 +385,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if cli.json && matches!(cli.command, Command::Stats { prometheus: true }) {
+        eprintln!("tollgatectl: --json and --prometheus are two output formats: pick one");
+        return ExitCode::from(2);
+    }
     match run(&cli) {
         Ok(out) => match io::stdout().lock().write_all(out.as_bytes()) {
             Ok(()) => ExitCode::SUCCESS,
@@ -497,7 +508,7 @@ fn operation(command: &Command) -> Result<Op, String> {
         Command::Flows(FlowsCommand::Clear { filter }) => Op::FlowsClear {
             filter: filter.filter(),
         },
-        Command::Stats => Op::Stats {},
+        Command::Stats { .. } => Op::Stats {},
         Command::Health => Op::Health {},
         Command::Version => Op::Version {},
     })
@@ -749,7 +760,10 @@ fn render(command: &Command, result: Value) -> Result<String, String> {
             let r: FlowsClearReply = typed(result)?;
             let _ = writeln!(out, "cleared {} flow{}", r.cleared, plural(r.cleared));
         }
-        Command::Stats => out = typed::<StatsReply>(result)?.render_table(),
+        Command::Stats { prometheus: false } => out = typed::<StatsReply>(result)?.render_table(),
+        Command::Stats { prometheus: true } => {
+            out = Prometheus(&typed::<StatsReply>(result)?).to_string()
+        }
         Command::Health => {
             let r: HealthReply = typed(result)?;
             let _ = writeln!(out, "status   {}", r.status);

@@ -1,5 +1,5 @@
-//! The optional Prometheus endpoint (`stats.prometheus_listen`): `GET /metrics` answers with the
-//! counters in Prometheus' text format.
+//! The counters for other tools: the optional Prometheus endpoint (`stats.prometheus_listen`:
+//! `GET /metrics` answers in Prometheus' text format) and commands on DPDK's telemetry socket.
 //!
 //! The main thread renders the counters at each stats interval and hands the text over; a
 //! thread of its own answers scrapes from that copy, one connection at a time, each bounded in
@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use dpdk::{register_telemetry as register_telemetry_command, TelemetryValue};
+use tollgate_control::StatsSnapshot;
 
 /// The longest request head read; scrapers send a few hundred bytes.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -171,6 +174,100 @@ fn answer(mut stream: TcpStream, latest: &Mutex<String>) -> io::Result<()> {
     stream.flush()
 }
 
+/// The counters on DPDK's telemetry socket, from the snapshot the main thread refreshes every
+/// stats interval: `/tollgate/stats` (totals, ports, flows, mempool), `/tollgate/drops`,
+/// `/tollgate/malformed`, `/tollgate/proxy` and `/tollgate/rules`. `dpdk-telemetry.py -f
+/// <file-prefix>` reads them as it reads DPDK's own `/ethdev/stats`.
+pub fn register_telemetry(latest: Arc<Mutex<StatsSnapshot>>) -> dpdk::Result<()> {
+    type Section = fn(&StatsSnapshot) -> Vec<(String, TelemetryValue)>;
+    let sections: [(&str, &str, Section); 5] = [
+        (
+            "/tollgate/stats",
+            "Returns tollgate's totals, ports, flows and mempool. Takes no parameters",
+            telemetry_stats,
+        ),
+        (
+            "/tollgate/drops",
+            "Returns the frames tollgate dropped, by reason. Takes no parameters",
+            |s| counts(&s.drops),
+        ),
+        (
+            "/tollgate/malformed",
+            "Returns the frames that failed parsing, by reason. Takes no parameters",
+            |s| counts(&s.malformed),
+        ),
+        (
+            "/tollgate/proxy",
+            "Returns the TCP proxy's counters. Takes no parameters",
+            |s| numbers("", &s.proxy),
+        ),
+        (
+            "/tollgate/rules",
+            "Returns each policy rule's flows, packets and bytes as <id>/<counter>. Takes no parameters",
+            |s| {
+                s.rules
+                    .iter()
+                    .flat_map(|r| {
+                        [("flows", r.flows), ("packets", r.packets), ("bytes", r.bytes)]
+                            .map(|(what, n)| (format!("{}/{what}", r.id), TelemetryValue::U64(n)))
+                    })
+                    .collect()
+            },
+        ),
+    ];
+    for (command, help, section) in sections {
+        let latest = latest.clone();
+        register_telemetry_command(command, help, move |_params| {
+            latest.lock().ok().map(|s| section(&s))
+        })?;
+    }
+    Ok(())
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> Vec<(String, TelemetryValue)> {
+    map.iter()
+        .map(|(k, v)| (k.clone(), TelemetryValue::U64(*v)))
+        .collect()
+}
+
+/// The numeric fields of `group`, serialized, as `<prefix><field>`.
+fn numbers(prefix: &str, group: &impl serde::Serialize) -> Vec<(String, TelemetryValue)> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(group) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter_map(|(k, v)| Some((format!("{prefix}{k}"), TelemetryValue::U64(v.as_u64()?))))
+        .collect()
+}
+
+fn telemetry_stats(s: &StatsSnapshot) -> Vec<(String, TelemetryValue)> {
+    let mut out = vec![
+        (
+            "version".to_string(),
+            TelemetryValue::Str(s.version.clone()),
+        ),
+        (
+            "steering".to_string(),
+            TelemetryValue::Str(s.steering.clone()),
+        ),
+        (
+            "uptime_secs".to_string(),
+            TelemetryValue::U64(s.uptime_secs),
+        ),
+        (
+            "flows_split_across_workers".to_string(),
+            TelemetryValue::U64(s.flows_split_across_workers),
+        ),
+    ];
+    out.extend(numbers("", &s.totals));
+    out.extend(numbers("mempool/", &s.mempool));
+    for (port, counters) in &s.ports {
+        out.extend(numbers(&format!("{port}/"), counters));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +279,38 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn telemetry_sections_are_flat_dictionaries_within_dpdk_limits() {
+        let mut s = StatsSnapshot {
+            version: "0.1.0".into(),
+            ..Default::default()
+        };
+        s.ports.insert("inside".into(), Default::default());
+        s.drops.insert("tx_full".into(), 2);
+        s.proxy.detected_rfc8229 = 3;
+        let stats = telemetry_stats(&s);
+        assert!(stats.contains(&("inside/ipackets".into(), TelemetryValue::U64(0))));
+        assert!(stats.contains(&("version".into(), TelemetryValue::Str("0.1.0".into()))));
+        assert!(stats.contains(&("mempool/in_use".into(), TelemetryValue::U64(0))));
+        assert_eq!(
+            counts(&s.drops),
+            [("tx_full".into(), TelemetryValue::U64(2))]
+        );
+        let proxy = numbers("", &s.proxy);
+        assert!(proxy.contains(&("detected_rfc8229".into(), TelemetryValue::U64(3))));
+        // DPDK takes at most 256 entries a dictionary, names of [A-Za-z0-9_/].
+        for section in [stats, proxy] {
+            assert!(section.len() <= 256);
+            for (name, _) in section {
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '/'),
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[test]

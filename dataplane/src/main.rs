@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -10,7 +10,7 @@ use dpdk::{Eal, Mempool, Port};
 use tollgate::config::{device_name, parse_core_list, Config, FrameAction};
 use tollgate::control::{ControlPlane, ToMainThread};
 use tollgate::daemon::Dataplane;
-use tollgate::exporter::MetricsEndpoint;
+use tollgate::exporter::{self, MetricsEndpoint};
 use tollgate::pipeline::PortSide;
 use tollgate::stats;
 use tollgate_control::server::{ControlServer, SocketAccess};
@@ -364,6 +364,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control.policy_set().rules.len()
         );
     }
+    // The telemetry thread answers from the snapshot of the last stats interval.
+    let latest = Arc::new(Mutex::new(control.stats(&dataplane)));
+    match exporter::register_telemetry(latest.clone()) {
+        Ok(()) => eprintln!(
+            "tollgate: DPDK telemetry: /tollgate/stats, /tollgate/drops, /tollgate/malformed, /tollgate/proxy, /tollgate/rules (dpdk-telemetry.py -f {})",
+            config.eal.file_prefix
+        ),
+        Err(e) => eprintln!("tollgate: warning: DPDK telemetry commands not registered: {e}"),
+    }
     if let Some(m) = &metrics {
         m.publish(Prometheus(&control.stats(&dataplane)).to_string());
         eprintln!(
@@ -393,6 +402,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(m) = &metrics {
                 m.publish(Prometheus(&snapshot).to_string());
+            }
+            if let Ok(mut l) = latest.lock() {
+                *l = snapshot;
             }
         }
     }

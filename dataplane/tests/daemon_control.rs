@@ -268,9 +268,10 @@ fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_sta
 }
 
 /// With `--prometheus-listen`, the counters (ports, workers, rules, the proxy) are served at
-/// /metrics in Prometheus' text format, refreshed every stats interval.
+/// /metrics in Prometheus' text format, refreshed every stats interval; DPDK's telemetry socket
+/// answers `/tollgate/...` commands from the same snapshot.
 #[test]
-fn the_counters_are_served_to_prometheus() {
+fn the_counters_are_served_to_prometheus_and_dpdk_telemetry() {
     let dir = scratch("prometheus");
     let d = Daemon::start_with(
         &dir,
@@ -318,6 +319,52 @@ fn the_counters_are_served_to_prometheus() {
     ] {
         assert!(body.contains(expected), "{expected:?} missing:\n{body}");
     }
+
+    // The same counters on DPDK's telemetry socket, as dpdk-telemetry.py asks for them.
+    let telemetry = format!(
+        "/var/run/dpdk/tg-dctl-{}-prom/dpdk_telemetry.v2",
+        std::process::id()
+    );
+    let ask = |command: &str| -> Value {
+        use nix::sys::socket::{
+            connect, recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr,
+        };
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        connect(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &UnixAddr::new(telemetry.as_str()).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{telemetry}: {e}"));
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = recv(raw, &mut buf, MsgFlags::empty()).unwrap();
+        let greeting: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        assert!(
+            greeting["version"]
+                .as_str()
+                .unwrap()
+                .starts_with("DPDK 22.11"),
+            "{greeting}"
+        );
+        send(raw, command.as_bytes(), MsgFlags::empty()).unwrap();
+        let n = recv(raw, &mut buf, MsgFlags::empty()).unwrap();
+        serde_json::from_slice(&buf[..n]).unwrap()
+    };
+    let stats = ask("/tollgate/stats");
+    assert_eq!(stats["/tollgate/stats"]["flow_capacity"], 1024, "{stats}");
+    assert_eq!(stats["/tollgate/stats"]["inside/ipackets"], 0, "{stats}");
+    let rules = ask("/tollgate/rules");
+    assert_eq!(rules["/tollgate/rules"]["1/flows"], 0, "{rules}");
+    let drops = ask("/tollgate/drops");
+    assert_eq!(drops["/tollgate/drops"]["tx_full"], 0, "{drops}");
+    let proxy = ask("/tollgate/proxy");
+    assert_eq!(proxy["/tollgate/proxy"]["detected_ctcp_ike"], 0, "{proxy}");
     d.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,6 +17,7 @@
 #include <rte_ethdev.h>
 #include <rte_eth_ring.h>
 #include <rte_bus_vdev.h>
+#include <rte_telemetry.h>
 
 /* Macro constants, re-exported as real symbols. */
 extern const uint64_t TG_ETH_RSS_IP;

@@ -17,6 +17,7 @@ mod mempool;
 mod port;
 mod ring;
 mod slice;
+mod telemetry;
 
 pub use burst::{Burst, BURST_SIZE};
 pub use eal::Eal;
@@ -30,6 +31,7 @@ pub use port::{
 };
 pub use ring::{MbufRing, RingConsumer, RingProducer};
 pub use slice::{ChainError, MbufSlice};
+pub use telemetry::{register_telemetry, TelemetryReply, TelemetryValue};
 
 /// The raw bindings, for the few callers that need a constant or a type.
 pub use dpdk_sys as sys;

@@ -62,7 +62,7 @@ fn main() {
         .header("shim/shim.h")
         .clang_args(&cflags)
         .clang_arg("-Ishim")
-        .allowlist_function("rte_(eal|eth|pktmbuf|mempool|lcore|socket|ring|thread|dev|vdev|pdump|version|strerror|get_tsc|delay|exit|log).*")
+        .allowlist_function("rte_(eal|eth|pktmbuf|mempool|lcore|socket|ring|thread|dev|vdev|pdump|version|strerror|get_tsc|get_main_lcore|delay|exit|log).*")
         .allowlist_function("rte_tel(emetry)?_.*")
         .allowlist_function("tg_.*")
         .allowlist_type("rte_(mbuf|eth|mempool|ring|ether).*")

@@ -70,6 +70,9 @@ pub struct EalConfig {
     pub file_prefix: String,
     /// DPDK's own log level (`--log-level`), e.g. "notice", "warning".
     pub log_level: String,
+    /// Let `dpdk-dumpcap` capture on the ports while tollgate runs (DPDK's packet capture
+    /// framework; frames are copied only while a capture is active). Needs hugepages.
+    pub packet_capture: bool,
 }
 
 impl Default for EalConfig {
@@ -80,6 +83,7 @@ impl Default for EalConfig {
             memory_mb: 0,
             file_prefix: "tollgate".into(),
             log_level: "notice".into(),
+            packet_capture: true,
         }
     }
 }
@@ -617,10 +621,27 @@ impl Config {
     /// The EAL argument list this configuration implies.
     pub fn eal_args(&self, program: &str) -> Vec<String> {
         let mut args = vec![program.to_owned()];
-        // Workers are our own pinned threads registered with DPDK; the EAL
-        // needs just its main lcore.
-        args.push("-l".into());
-        args.push(self.workers.cores[0].to_string());
+        // The main lcore (0) is this process's main thread, the control plane, free to run on
+        // any worker core until start-up moves it; worker i runs on lcore i + 1, an EAL thread
+        // pinned to its core. EAL lcores, unlike threads registered with DPDK, keep DPDK's
+        // multi-process support on (dpdk-dumpcap attaches as a secondary process).
+        let cores = &self.workers.cores;
+        let all = cores
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut lcores = vec![format!("0@({all})")];
+        lcores.extend(
+            cores
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}@{c}", i + 1)),
+        );
+        args.push("--lcores".into());
+        args.push(lcores.join(","));
+        args.push("--main-lcore".into());
+        args.push("0".into());
         args.push("--file-prefix".into());
         args.push(self.eal.file_prefix.clone());
         args.push("--log-level".into());
@@ -845,6 +866,16 @@ mod tests {
             .any(|w| w[0] == "--vdev" && w[1] == "net_af_packet0,iface=tg-cl"));
         assert!(args.contains(&"--no-pci".to_string()));
         assert!(args.windows(2).any(|w| w[0] == "-m" && w[1] == "256"));
+        // The main lcore floats over the worker cores; worker i gets lcore i + 1 on its core.
+        c.workers.cores = vec![2, 5];
+        let args = c.eal_args("tollgate");
+        assert!(args
+            .windows(2)
+            .any(|w| w[0] == "--lcores" && w[1] == "0@(2,5),1@2,2@5"));
+        assert!(args
+            .windows(2)
+            .any(|w| w[0] == "--main-lcore" && w[1] == "0"));
+        assert!(!args.contains(&"-l".to_string()));
         c.ports.inside = "0000:01:00.0".into();
         let args = c.eal_args("tollgate");
         assert!(args

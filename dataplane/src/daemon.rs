@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use crossbeam::channel::{bounded, Receiver, Sender};
-use dpdk::{MbufRing, Mempool, Port, PortConfig, Steering};
+use dpdk::{LcoreTask, MbufRing, Mempool, Port, PortConfig, Steering};
 
 use crate::policy::stall_of;
 use crate::proxy::{ProxySettings, ProxyTable};
@@ -33,10 +33,26 @@ const COMMAND_QUEUE: usize = 8;
 /// Slots in each worker-to-worker handoff ring.
 const HANDOFF_RING_SLOTS: u32 = 4096;
 
+/// Where a worker runs: on its EAL lcore, or, when the EAL was started without one for it (a
+/// test, a benchmark), on a thread of ours registered with DPDK.
+enum WorkerTask {
+    Lcore(LcoreTask<WorkerReport>),
+    Thread(JoinHandle<WorkerReport>),
+}
+
+impl WorkerTask {
+    fn join(self) -> std::thread::Result<WorkerReport> {
+        match self {
+            WorkerTask::Lcore(task) => task.join(),
+            WorkerTask::Thread(thread) => thread.join(),
+        }
+    }
+}
+
 struct RunningWorker {
     id: usize,
     core: Option<usize>,
-    thread: Option<JoinHandle<WorkerReport>>,
+    thread: Option<WorkerTask>,
     report: Arc<Mutex<WorkerReport>>,
     commands: Sender<WorkerCommand>,
 }
@@ -234,23 +250,37 @@ impl Dataplane {
                 tx_multi_seg: inside.tx_multi_seg() && outside.tx_multi_seg(),
                 released: Vec::new(),
             };
-            let thread = std::thread::Builder::new()
-                .name(format!("tollgate-w{id}"))
-                .spawn(move || {
-                    // Pin to the configured core whatever the parent thread's mask:
-                    // DPDK's EAL init narrows the main thread to its main lcore, and
-                    // a worker spawned from it would otherwise inherit that one core.
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        eprintln!(
-                            "tollgate: worker {id}: could not pin to core {core}; running unpinned"
-                        );
-                    }
-                    if let Err(e) = dpdk::register_thread() {
-                        eprintln!("tollgate: worker {id}: {e}; running without a mempool cache");
-                    }
-                    worker.run()
-                })
-                .context("spawning a worker thread")?;
+            // Worker i's lcore is i + 1 (`Config::eal_args`); the EAL pinned it to the core.
+            let lcore = id as u32 + 1;
+            let thread = if dpdk::lcore_available(lcore) {
+                WorkerTask::Lcore(
+                    dpdk::launch_on_lcore(lcore, move || worker.run())
+                        .with_context(|| format!("starting worker {id} on lcore {lcore}"))?,
+                )
+            } else {
+                WorkerTask::Thread(
+                    std::thread::Builder::new()
+                        .name(format!("tollgate-w{id}"))
+                        .spawn(move || {
+                            // Pin to the configured core whatever the parent thread's mask:
+                            // DPDK's EAL init narrows the main thread to its main lcore, and
+                            // a worker spawned from it would otherwise inherit that one core.
+                            if !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                            {
+                                eprintln!(
+                                    "tollgate: worker {id}: could not pin to core {core}; running unpinned"
+                                );
+                            }
+                            if let Err(e) = dpdk::register_thread() {
+                                eprintln!(
+                                    "tollgate: worker {id}: {e}; running without a mempool cache"
+                                );
+                            }
+                            worker.run()
+                        })
+                        .context("spawning a worker thread")?,
+                )
+            };
             running_workers.push(RunningWorker {
                 id,
                 core: Some(core),
@@ -399,7 +429,7 @@ impl Dataplane {
         let mut reports = Vec::new();
         let mut failed = Vec::new();
         for w in &mut self.workers {
-            match w.thread.take().map(JoinHandle::join) {
+            match w.thread.take().map(WorkerTask::join) {
                 Some(Ok(report)) => reports.push((w.id, w.core, report)),
                 Some(Err(_)) => failed.push(w.id),
                 // Stopped before: its last report is its final one.

@@ -307,6 +307,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("ports.{}: {e}", side.name()))?;
     }
     let mut dataplane = Dataplane::start(&config, ids, pool, control.compiled())?;
+    if config.eal.packet_capture {
+        if config.eal.no_huge {
+            eprintln!(
+                "tollgate: packet capture is off: dpdk-dumpcap maps tollgate's memory, which --no-huge keeps private"
+            );
+        } else {
+            match eal.enable_packet_capture() {
+                Ok(()) => eprintln!(
+                    "tollgate: packet capture on: dpdk-dumpcap --file-prefix {} -i {} (or -i {})",
+                    config.eal.file_prefix,
+                    device_name(&config.ports.inside),
+                    device_name(&config.ports.outside)
+                ),
+                Err(e) => eprintln!("tollgate: warning: packet capture unavailable: {e}"),
+            }
+        }
+    }
     // The control plane (this thread) answers operators and confirms policy
     // changes; on a core of its own it does so in microseconds. Sharing every
     // core with busy-polling workers, each step waits for a scheduler slice.

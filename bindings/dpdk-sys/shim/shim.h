@@ -18,6 +18,7 @@
 #include <rte_eth_ring.h>
 #include <rte_bus_vdev.h>
 #include <rte_telemetry.h>
+#include <rte_pdump.h>
 
 /* Macro constants, re-exported as real symbols. */
 extern const uint64_t TG_ETH_RSS_IP;

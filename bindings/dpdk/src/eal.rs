@@ -47,6 +47,21 @@ impl Eal {
         })
     }
 
+    /// Lets DPDK's packet capture framework copy this process's port traffic to a secondary
+    /// process (`dpdk-dumpcap`, `dpdk-pdump`) while it runs. Copies are made only while a
+    /// capture is active; until then the cost is a registered multi-process handler. The
+    /// secondary process must be able to attach: hugepages, not `--no-huge`, and no thread
+    /// registered with [`crate::register_thread`] (that turns multi-process support off).
+    pub fn enable_packet_capture(&self) -> Result<()> {
+        // SAFETY: the EAL is initialised (self exists); rte_pdump_init registers a
+        // multi-process action and its memzone.
+        let ret = unsafe { dpdk_sys::rte_pdump_init() };
+        if ret < 0 {
+            return Err(DpdkError::from_errno("rte_pdump_init"));
+        }
+        Ok(())
+    }
+
     /// The DPDK version string of the library actually loaded.
     pub fn version() -> String {
         // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
@@ -59,8 +74,10 @@ impl Eal {
 impl Drop for Eal {
     fn drop(&mut self) {
         // SAFETY: the EAL was initialised by this value; ports and pools that
-        // outlive it are only memory the cleanup releases.
+        // outlive it are only memory the cleanup releases. rte_pdump_uninit only unregisters
+        // what rte_pdump_init registered, if it ran.
         unsafe {
+            dpdk_sys::rte_pdump_uninit();
             dpdk_sys::rte_eal_cleanup();
         }
     }

@@ -22,7 +22,9 @@ mod telemetry;
 pub use burst::{Burst, BURST_SIZE};
 pub use eal::Eal;
 pub use error::{DpdkError, Result};
-pub use lcore::{prefetch, register_thread, tsc, tsc_hz};
+pub use lcore::{
+    launch_on_lcore, lcore_available, prefetch, register_thread, tsc, tsc_hz, LcoreTask,
+};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub use port::{

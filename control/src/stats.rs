@@ -114,6 +114,8 @@ pub struct StatsSnapshot {
 pub struct ProxyCounters {
     /// Gauge: flows the proxy holds now (TIME-WAIT included).
     pub connections_active: u64,
+    /// Gauge: of those, the ones not yet in TIME-WAIT (what a drain waits for).
+    pub connections_open: u64,
     /// Client SYNs taken on by the proxy (a server leg opened for them).
     pub connections_opened: u64,
     /// Flows whose two handshakes both completed.
@@ -171,12 +173,15 @@ pub struct ProxyCounters {
     /// ...and flows watched for it whose first payload showed something else (they stay
     /// proxied).
     pub detected_not_ipsec: u64,
+    /// New flows forwarded unproxied because tollgate was draining (stopping on SIGTERM).
+    pub drain_bypassed: u64,
 }
 
 impl ProxyCounters {
     pub fn add(&mut self, o: &ProxyCounters) {
         let ProxyCounters {
             connections_active,
+            connections_open,
             connections_opened,
             connections_established,
             connections_refused,
@@ -207,8 +212,10 @@ impl ProxyCounters {
             detected_framed_ike,
             detected_framed_esp,
             detected_not_ipsec,
+            drain_bypassed,
         } = *o;
         self.connections_active += connections_active;
+        self.connections_open += connections_open;
         self.connections_opened += connections_opened;
         self.connections_established += connections_established;
         self.connections_refused += connections_refused;
@@ -239,6 +246,7 @@ impl ProxyCounters {
         self.detected_framed_ike += detected_framed_ike;
         self.detected_framed_esp += detected_framed_esp;
         self.detected_not_ipsec += detected_not_ipsec;
+        self.drain_bypassed += drain_bypassed;
     }
 }
 
@@ -259,6 +267,7 @@ impl ProxyCounters {
         // is shown here.
         let ProxyCounters {
             connections_active,
+            connections_open,
             connections_opened,
             connections_established,
             connections_refused,
@@ -289,10 +298,11 @@ impl ProxyCounters {
             detected_framed_ike,
             detected_framed_esp,
             detected_not_ipsec,
+            drain_bypassed,
         } = *self;
         let _ = writeln!(
             out,
-            "proxy connections: {connections_active} active, {connections_opened} opened, \
+            "proxy connections: {connections_active} active ({connections_open} open), {connections_opened} opened, \
              {connections_established} established, {connections_refused} refused by the server, \
              {connect_timeouts} connect timeouts, {connections_reset} reset"
         );
@@ -316,7 +326,7 @@ impl ProxyCounters {
             "proxy budget: {buffered_bytes} bytes buffered now; new flows not proxied: \
              {flow_limit_hits} at the flow limit, {memory_budget_hits} at the memory budget, \
              {buffer_shortage_hits} short of packet buffers; {budget_bypassed} bypassed, \
-             {budget_reset} reset"
+             {budget_reset} reset; {drain_bypassed} bypassed while draining"
         );
         let _ = writeln!(
             out,
@@ -470,6 +480,7 @@ pub struct Prometheus<'a>(pub &'a StatsSnapshot);
 
 /// Fields of the walked groups that are gauges (a level now), not counters.
 const GAUGES: &[&str] = &[
+    "connections_open",
     "flows_active",
     "flow_capacity",
     "connections_active",
@@ -889,20 +900,22 @@ mod tests {
                 detected_framed_ike: 129,
                 detected_framed_esp: 130,
                 detected_not_ipsec: 131,
+                connections_open: 132,
+                drain_bypassed: 133,
             },
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=131 {
+        for n in 101..=133 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
         for line in [
-            "proxy connections: 101 active, 102 opened, 103 established, 104 refused by the server, 105 connect timeouts, 106 reset\n",
+            "proxy connections: 101 active (132 open), 102 opened, 103 established, 104 refused by the server, 105 connect timeouts, 106 reset\n",
             "proxy syn cookies: 107 sent, 108 accepted, 109 rejected\n",
             "proxy retransmissions: 110 on client legs, 111 on server legs\n",
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
-            "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset\n",
+            "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset; 133 bypassed while draining\n",
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
             "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",
         ] {

@@ -259,11 +259,24 @@ impl Default for ControlConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
     /// Written once the ports forward; removed at exit.
     pub pid_file: Option<PathBuf>,
+    /// On SIGTERM or SIGINT, how long proxied connections get to finish while new flows pass
+    /// through unproxied and bypassed ones keep forwarding; 0 stops at once. A second signal
+    /// stops at once too.
+    pub drain_timeout_secs: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            pid_file: None,
+            drain_timeout_secs: 30,
+        }
+    }
 }
 
 /// The TCP proxy (issue 4): per-flow buffering, admission and the exception actions.
@@ -753,6 +766,11 @@ mod tests {
         let text = include_str!("../tollgate.example.toml");
         let c = Config::from_toml(text).expect("example parses");
         c.validate(&[]).expect("example validates");
+        // Scripts read the drain from the example (scripts/e2e/operations): it is the default.
+        assert_eq!(
+            c.daemon.drain_timeout_secs,
+            DaemonConfig::default().drain_timeout_secs
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub struct Dataplane {
     ports: [Port; 2],
     workers: Vec<RunningWorker>,
     running: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
     audit_rx: Receiver<(u16, Vec<FlowKey>)>,
     audit: SplitAudit,
     steering: Steering,
@@ -189,6 +190,7 @@ impl Dataplane {
         }
 
         let running = Arc::new(AtomicBool::new(true));
+        let draining = Arc::new(AtomicBool::new(false));
         let board = Arc::new(PolicyBoard::new(policy, workers));
         let inspector = Arc::new(
             SignatureInspector::new(&config.proxy.signatures).context("config: proxy.signature")?,
@@ -237,6 +239,7 @@ impl Dataplane {
                 tx_retries: config.ports.tx_retries,
                 idle_sleep,
                 running: running.clone(),
+                draining: draining.clone(),
                 report: report.clone(),
                 audit: (workers > 1).then(|| audit_tx.clone()),
                 policy: board.clone(),
@@ -295,6 +298,7 @@ impl Dataplane {
             ports: [inside, outside],
             workers: running_workers,
             running,
+            draining,
             audit_rx,
             audit: SplitAudit::new(config.flows.capacity.min(1 << 20), retention),
             steering,
@@ -420,6 +424,12 @@ impl Dataplane {
             })
             .collect();
         self.snapshot_from(&reports)
+    }
+
+    /// Starts draining before a stop: new flows pass through unproxied (counted as
+    /// `drain_bypassed`), proxied ones go on until they end, bypassed ones keep forwarding.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Stops the workers (each flushes what it holds), then the ports, and

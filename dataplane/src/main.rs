@@ -103,6 +103,11 @@ struct Cli {
     #[arg(long = "eal-arg", value_name = "ARG", allow_hyphen_values = true)]
     eal_args: Vec<String>,
 
+    /// On SIGTERM/SIGINT, seconds proxied connections get to finish while new flows pass
+    /// through unproxied; 0 stops at once. [daemon.drain_timeout_secs]
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
+
     /// Write the process id here once forwarding; removed at exit. [daemon.pid_file]
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
@@ -188,6 +193,9 @@ impl Cli {
         c.eal.args.extend(self.eal_args);
         if let Some(v) = self.pid_file {
             c.daemon.pid_file = Some(v);
+        }
+        if let Some(v) = self.drain_timeout {
+            c.daemon.drain_timeout_secs = v;
         }
         if let Some(v) = self.stats_file {
             c.stats.file = Some(v);
@@ -404,7 +412,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let interval = Duration::from_secs(config.stats.interval_secs);
     let mut last_stats = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    let drain_timeout = Duration::from_secs(config.daemon.drain_timeout_secs);
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            let open = dataplane.snapshot_now().proxy.connections_open;
+            if drain_until.is_some() || drain_timeout.is_zero() || open == 0 {
+                break;
+            }
+            eprintln!(
+                "tollgate: draining: {open} proxied connection(s) get up to {} s to finish; new flows pass through unproxied, bypassed ones keep forwarding; a second SIGTERM or SIGINT stops at once",
+                drain_timeout.as_secs()
+            );
+            dataplane.drain();
+            drain_until = Some(Instant::now() + drain_timeout);
+            // The next signal sets it again: the way to cut the drain short.
+            stop.store(false, Ordering::Relaxed);
+        }
+        if let Some(until) = drain_until {
+            let open = dataplane.snapshot_now().proxy.connections_open;
+            if open == 0 {
+                eprintln!("tollgate: drained: every proxied connection has finished");
+                break;
+            }
+            if Instant::now() >= until {
+                eprintln!(
+                    "tollgate: drain timeout: {open} proxied connection(s) still open are dropped"
+                );
+                break;
+            }
+        }
         if let Ok((request, uid, reply)) = request_rx.recv_timeout(Duration::from_millis(50)) {
             let _ = reply.send(control.handle(request, uid, &dataplane));
         }

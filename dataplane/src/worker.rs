@@ -92,6 +92,8 @@ pub struct Worker {
     pub tx_retries: u32,
     pub idle_sleep: Option<Duration>,
     pub running: Arc<AtomicBool>,
+    /// Tollgate is stopping: new flows are not proxied, the proxied ones finish.
+    pub draining: Arc<AtomicBool>,
     pub report: Arc<Mutex<WorkerReport>>,
     pub audit: Option<Sender<(u16, Vec<FlowKey>)>>,
     pub policy: Arc<PolicyBoard>,
@@ -470,6 +472,8 @@ impl Worker {
         // for forwarding and for the flows already proxied.
         self.proxies
             .set_pressure(self.pool.available() < self.pool.size() / 8);
+        self.proxies
+            .set_draining(self.draining.load(Ordering::Relaxed));
         self.with_proxies(out, |proxies, flows, sink| {
             proxies.on_timers(flows, now_ms, sink)
         });

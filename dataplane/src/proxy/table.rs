@@ -83,6 +83,8 @@ enum Shortage {
     FlowLimit,
     MemoryBudget,
     PacketBuffers,
+    /// Tollgate is stopping: proxied flows finish, new ones pass through unproxied.
+    Draining,
 }
 
 impl Default for ProxySettings {
@@ -206,6 +208,8 @@ pub struct ProxyTable<P: Payload> {
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// Set by the driver when packet buffers run short: new flows are not proxied then.
     pressure: bool,
+    /// Set by the driver while tollgate drains before stopping.
+    draining: bool,
     /// Payload bytes held by proxied flows, as last counted by [`ProxyTable::counters`].
     buffered: usize,
     counters: ProxyCounters,
@@ -299,6 +303,7 @@ impl<P: Payload> ProxyTable<P> {
             embryonic: 0,
             timers: BinaryHeap::new(),
             pressure: false,
+            draining: false,
             buffered: 0,
             counters: ProxyCounters::default(),
             retransmissions_gone: [0; 2],
@@ -309,6 +314,12 @@ impl<P: Payload> ProxyTable<P> {
     /// Packet buffers are short (or no longer): new flows are then not proxied.
     pub fn set_pressure(&mut self, pressure: bool) {
         self.pressure = pressure;
+    }
+
+    /// Tollgate is draining (or no longer): new flows pass through unproxied, counted as
+    /// `drain_bypassed`, while the proxied ones finish.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Flows proxied now (TIME-WAIT included; translated pass-through flows not).
@@ -507,7 +518,9 @@ impl<P: Payload> ProxyTable<P> {
 
     /// What stops a new flow being proxied, if anything.
     fn shortage(&self) -> Option<Shortage> {
-        if self.proxied >= self.settings.max_flows {
+        if self.draining {
+            Some(Shortage::Draining)
+        } else if self.proxied >= self.settings.max_flows {
             Some(Shortage::FlowLimit)
         } else if self.buffered >= self.settings.buffer_budget {
             Some(Shortage::MemoryBudget)
@@ -531,6 +544,13 @@ impl<P: Payload> ProxyTable<P> {
             Shortage::FlowLimit => {
                 self.counters.flow_limit_hits += 1;
                 self.settings.on_flow_limit
+            }
+            Shortage::Draining => {
+                self.counters.drain_bypassed += 1;
+                if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
+                    entry.set_mode(FlowMode::Bypass);
+                }
+                return Disposition::Forward;
             }
             Shortage::MemoryBudget => {
                 self.counters.memory_budget_hits += 1;
@@ -1095,9 +1115,11 @@ impl<P: Payload> ProxyTable<P> {
         counters.connections_active = self.proxied as u64;
         let mut retransmissions = self.retransmissions_gone;
         let mut buffered = 0u64;
+        let mut open = 0u64;
         for slot in &self.slots {
             if let Some(Held::Proxied(flow)) = &slot.held {
                 let proxy = &flow.proxy;
+                open += u64::from(proxy.state() != ProxyState::TimeWait);
                 buffered += (proxy.buffered(Direction::ClientToServer)
                     + proxy.buffered(Direction::ServerToClient)) as u64;
                 for (i, leg) in [Leg::Client, Leg::Server].into_iter().enumerate() {
@@ -1110,6 +1132,7 @@ impl<P: Payload> ProxyTable<P> {
         counters.retransmissions_client_leg = retransmissions[direction_of(Leg::Client)];
         counters.retransmissions_server_leg = retransmissions[direction_of(Leg::Server)];
         counters.buffered_bytes = buffered;
+        counters.connections_open = open;
         self.buffered = buffered as usize;
         counters
     }

@@ -829,3 +829,50 @@ fn detection_follows_the_rule_and_the_port() {
     assert_eq!((c.detected_ctcp_ike, c.handovers), (1, 1));
     assert!(lab.forwarded > 0);
 }
+
+/// While tollgate drains, a proxied flow goes on to the end and a new one passes through
+/// unproxied, counted as `drain_bypassed`.
+#[test]
+fn draining_lets_proxied_flows_finish_and_passes_new_ones_through() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    let (up, down) = (data(200_000, 31), data(300_000, 32));
+    let (mut sent_up, mut sent_down) = (0, 0);
+    let mut drained = false;
+    let done = lab.run_until(20_000, |lab| {
+        if lab.client.state() == State::Established {
+            feed(&mut lab.client, &up, &mut sent_up);
+        }
+        if let Some(server) = lab.server.as_mut() {
+            if server.state().is_synchronized() {
+                feed(server, &down, &mut sent_down);
+            }
+        }
+        if !drained && lab.server_got.len() > 50_000 {
+            drained = true;
+            lab.proxies.set_draining(true);
+        }
+        lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
+    });
+    assert!(done && drained);
+    assert_eq!(
+        (lab.server_got.len(), lab.client_got.len()),
+        (up.len(), down.len())
+    );
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.connections_opened, c.connections_open, c.drain_bypassed),
+        (1, 1, 0)
+    );
+    assert_eq!(lab.forwarded, 0, "the proxied flow stayed proxied");
+
+    // A new connection while draining: forwarded as it is, never proxied.
+    let mut fresh = Lab::new(ProxySettings::default(), Action::Proxy);
+    fresh.proxies.set_draining(true);
+    assert!(transfer(&mut fresh, &up, &down, 20_000));
+    assert_eq!(fresh.server_got, up);
+    let c = fresh.proxies.counters();
+    assert_eq!((c.connections_opened, c.drain_bypassed), (0, 1));
+    assert!(fresh.forwarded > 0);
+    let entry = fresh.pipeline.flows().iter().next().unwrap();
+    assert_eq!(entry.mode(), FlowMode::Bypass);
+}

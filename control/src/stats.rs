@@ -129,7 +129,8 @@ pub struct ProxyCounters {
     pub syn_cookies_sent: u64,
     /// Handshakes completed on a valid cookie (a proxy was created for them).
     pub syn_cookies_accepted: u64,
-    /// ACKs that carried no valid cookie for a flow the proxy does not know.
+    /// Valid cookies whose handshake could not be rebuilt (options the proxy cannot take up);
+    /// an ACK with no valid cookie is a flow picked up mid-stream (`midstream_passthrough`).
     pub syn_cookies_rejected: u64,
     /// Segments the client leg sent again (RTO, fast retransmit, SACK recovery).
     pub retransmissions_client_leg: u64,

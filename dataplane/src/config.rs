@@ -279,6 +279,64 @@ impl Default for DaemonConfig {
     }
 }
 
+/// How much tollgate logs: each level includes the ones above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "error" => Ok(LogLevel::Error),
+            "warn" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            other => Err(format!(
+                "{other:?} is not a log level: use error, warn, info, debug or trace"
+            )),
+        }
+    }
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `tollgate: [warning: ]message key=value ...`, one event per line; the journal or the
+    /// file it goes to adds the time.
+    #[default]
+    Text,
+    /// One JSON object per line with time, level and every field, for log shippers.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("{other:?} is not a log format: use text or json")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
 /// The TCP proxy (issue 4): per-flow buffering, admission and the exception actions.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -349,6 +407,7 @@ pub struct Config {
     pub malformed: MalformedConfig,
     pub stats: StatsConfig,
     pub daemon: DaemonConfig,
+    pub log: LogConfig,
     pub policy: PolicyConfig,
     pub control: ControlConfig,
     pub proxy: ProxySection,
@@ -771,6 +830,23 @@ mod tests {
             c.daemon.drain_timeout_secs,
             DaemonConfig::default().drain_timeout_secs
         );
+        assert_eq!(
+            (c.log.level, c.log.format),
+            (LogLevel::Info, LogFormat::Text)
+        );
+    }
+
+    #[test]
+    fn a_log_level_that_does_not_exist_names_the_key() {
+        let err = Config::from_toml("[log]\nlevel = \"loud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level"), "{err}");
+        assert!("verbose"
+            .parse::<LogLevel>()
+            .unwrap_err()
+            .contains("use error, warn"));
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl ControlPlane {
                         ),
                     )
                 } else {
-                    eprintln!("tollgate: control: uid {uid} cleared {cleared} flows");
+                    tracing::info!(uid, cleared, "control: flows cleared");
                     Response::ok(None, FlowsClearReply { cleared })
                 }
             }
@@ -205,7 +205,11 @@ impl ControlPlane {
         let generation = self.generation;
         dp.board().publish(self.compiled());
         let Some(took) = dp.board().wait_in_force(generation, IN_FORCE_TIMEOUT) else {
-            eprintln!("tollgate: control: uid {uid}: {what}; generation {generation} saved but not confirmed by every worker");
+            tracing::warn!(
+                uid,
+                generation,
+                "control: {what}; saved but not confirmed by every worker"
+            );
             return Response::error(None, ErrorCode::Unavailable, format!("{what}, saved and published as generation {generation}, but not every worker confirmed it within {IN_FORCE_TIMEOUT:?}"));
         };
         let mut switched = None;
@@ -219,11 +223,21 @@ impl ControlPlane {
             }
             switched = Some(n);
         }
-        eprintln!(
-            "tollgate: control: uid {uid}: {what}; generation {generation} in force on all workers in {} us{}",
-            took.as_micros(),
-            switched.map(|n| format!(", {n} live flows switched")).unwrap_or_default()
-        );
+        match switched {
+            Some(flows_switched) => tracing::info!(
+                uid,
+                generation,
+                in_force_us = took.as_micros() as u64,
+                flows_switched,
+                "control: {what}"
+            ),
+            None => tracing::info!(
+                uid,
+                generation,
+                in_force_us = took.as_micros() as u64,
+                "control: {what}"
+            ),
+        }
         Response::ok(
             None,
             PolicyChangeReply {

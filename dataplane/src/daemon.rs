@@ -19,6 +19,7 @@ use tollgate_control::{MempoolStats, StatsSnapshot};
 
 use crate::config::Config;
 use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
+use crate::notice::Notices;
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
 use crate::policy::{CompiledPolicy, PolicyBoard};
 use crate::stats::{port_counters, snapshot, SnapshotInputs};
@@ -268,16 +269,13 @@ impl Dataplane {
                             // Pin to the configured core whatever the parent thread's mask:
                             // DPDK's EAL init narrows the main thread to its main lcore, and
                             // a worker spawned from it would otherwise inherit that one core.
-                            if !core_affinity::set_for_current(core_affinity::CoreId { id: core })
-                            {
-                                eprintln!(
-                                    "tollgate: worker {id}: could not pin to core {core}; running unpinned"
+                            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                                tracing::warn!(
+                                    "worker {id}: could not pin to core {core}; running unpinned"
                                 );
                             }
                             if let Err(e) = dpdk::register_thread() {
-                                eprintln!(
-                                    "tollgate: worker {id}: {e}; running without a mempool cache"
-                                );
+                                tracing::warn!("worker {id}: {e}; running without a mempool cache");
                             }
                             worker.run()
                         })
@@ -426,6 +424,17 @@ impl Dataplane {
         self.snapshot_from(&reports)
     }
 
+    /// The exception actions workers took on single flows since the last call, per worker.
+    pub fn take_notices(&self) -> Vec<(usize, Notices)> {
+        self.workers
+            .iter()
+            .filter_map(|w| {
+                let mut report = w.report.lock().ok()?;
+                (!report.notices.is_empty()).then(|| (w.id, std::mem::take(&mut report.notices)))
+            })
+            .collect()
+    }
+
     /// Starts draining before a stop: new flows pass through unproxied (counted as
     /// `drain_bypassed`), proxied ones go on until they end, bypassed ones keep forwarding.
     pub fn drain(&self) {
@@ -440,7 +449,13 @@ impl Dataplane {
         let mut failed = Vec::new();
         for w in &mut self.workers {
             match w.thread.take().map(WorkerTask::join) {
-                Some(Ok(report)) => reports.push((w.id, w.core, report)),
+                Some(Ok(mut report)) => {
+                    // Left where take_notices finds them: the last lines of the log.
+                    if let Ok(mut published) = w.report.lock() {
+                        report.notices.move_into(&mut published.notices);
+                    }
+                    reports.push((w.id, w.core, report))
+                }
                 Some(Err(_)) => failed.push(w.id),
                 // Stopped before: its last report is its final one.
                 None => reports.push((

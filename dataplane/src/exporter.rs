@@ -87,7 +87,7 @@ fn serve(listener: TcpListener, latest: &Mutex<String>, stop: &AtomicBool) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                eprintln!("tollgate: stats.prometheus_listen: accept failed: {e}");
+                tracing::warn!("stats.prometheus_listen: accept failed: {e}");
                 std::thread::sleep(POLL);
             }
         }

@@ -10,6 +10,8 @@ pub mod detect;
 pub mod exporter;
 pub mod flow;
 pub mod flow_view;
+pub mod log;
+pub mod notice;
 pub mod parse;
 pub mod pipeline;
 pub mod policy;

@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use dpdk::{Eal, Mempool, Port};
-use tollgate::config::{device_name, parse_core_list, Config, FrameAction};
+use tollgate::config::{device_name, parse_core_list, Config, FrameAction, LogFormat, LogLevel};
 use tollgate::control::{ControlPlane, ToMainThread};
 use tollgate::daemon::Dataplane;
 use tollgate::exporter::{self, MetricsEndpoint};
 use tollgate::pipeline::PortSide;
-use tollgate::stats;
+use tollgate::{log, stats};
 use tollgate_control::server::{ControlServer, SocketAccess};
 use tollgate_control::Prometheus;
+use tracing::{info, warn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,8 +29,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// Settings come from the TOML file given with --config (see
 /// dataplane/tollgate.example.toml); flags override it. Runs as root (or with
-/// the capabilities DPDK needs). SIGINT or SIGTERM stops it cleanly: it
-/// prints final counters and exits 0.
+/// the capabilities DPDK needs). SIGTERM or SIGINT drains it (proxied
+/// connections get --drain-timeout to finish while new flows pass through
+/// unproxied), then it prints final counters and exits 0; a second signal
+/// stops at once.
 #[derive(Parser, Debug)]
 #[command(
     name = "tollgate",
@@ -107,6 +110,14 @@ struct Cli {
     /// through unproxied; 0 stops at once. [daemon.drain_timeout_secs]
     #[arg(long, value_name = "SECS")]
     drain_timeout: Option<u64>,
+
+    /// Log level: error, warn, info (the default), debug or trace. [log.level]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+
+    /// Log format on standard error: text (the default) or json. [log.format]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 
     /// Write the process id here once forwarding; removed at exit. [daemon.pid_file]
     #[arg(long, value_name = "PATH")]
@@ -194,6 +205,12 @@ impl Cli {
         if let Some(v) = self.pid_file {
             c.daemon.pid_file = Some(v);
         }
+        if let Some(v) = self.log_level {
+            c.log.level = v;
+        }
+        if let Some(v) = self.log_format {
+            c.log.format = v;
+        }
         if let Some(v) = self.drain_timeout {
             c.daemon.drain_timeout_secs = v;
         }
@@ -244,6 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|c| c.id)
         .collect();
     config.validate(&available)?;
+    log::init(&config.log);
     let mut control =
         ControlPlane::restore(config.policy_defaults(), config.policy.state_file.clone())?;
     if check_only {
@@ -317,18 +335,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let mut dataplane = Dataplane::start(&config, ids, pool, control.compiled())?;
     if config.eal.packet_capture {
         if config.eal.no_huge {
-            eprintln!(
-                "tollgate: packet capture is off: dpdk-dumpcap maps tollgate's memory, which --no-huge keeps private"
-            );
+            info!("packet capture is off: dpdk-dumpcap maps tollgate's memory, which --no-huge keeps private");
         } else {
             match eal.enable_packet_capture() {
-                Ok(()) => eprintln!(
-                    "tollgate: packet capture on: dpdk-dumpcap --file-prefix {} -i {} (or -i {})",
+                Ok(()) => info!(
+                    "packet capture on: dpdk-dumpcap --file-prefix {} -i {} (or -i {})",
                     config.eal.file_prefix,
                     device_name(&config.ports.inside),
                     device_name(&config.ports.outside)
                 ),
-                Err(e) => eprintln!("tollgate: warning: packet capture unavailable: {e}"),
+                Err(e) => warn!("packet capture unavailable: {e}"),
             }
         }
     }
@@ -351,23 +367,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all);
         if config.workers.idle_sleep_us == 0 {
-            eprintln!(
-                "tollgate: warning: every CPU runs a busy-polling worker; the control plane and the rest of the host share them (policy changes take milliseconds to confirm). Leave a core free, or set workers.idle_sleep_us."
+            warn!(
+                "every CPU runs a busy-polling worker; the control plane and the rest of the host share them (policy changes take milliseconds to confirm). Leave a core free, or set workers.idle_sleep_us."
             );
         }
     }
     let (request_tx, request_rx) = crossbeam::channel::bounded(64);
     let server = server.map(|s| {
-        s.serve(Arc::new(ToMainThread {
-            requests: request_tx,
-        }))
+        s.with_log(|line| warn!("{}", line.strip_prefix("tollgate: ").unwrap_or(line)))
+            .serve(Arc::new(ToMainThread {
+                requests: request_tx,
+            }))
     });
     for side in PortSide::BOTH {
         let p = dataplane.port(side);
         let link = p.link();
         let info = Port::info(p.id()).map(|i| i.driver).unwrap_or_default();
-        eprintln!(
-            "tollgate: {} port {} (driver {info}, port id {}): link {} {} Mb/s",
+        info!(
+            "{} port {} (driver {info}, port id {}): link {} {} Mb/s",
             side.name(),
             p.name(),
             p.id(),
@@ -375,16 +392,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             link.speed_mbps
         );
     }
-    eprintln!(
-        "tollgate: forwarding between inside and outside with {} worker(s) on cores {:?}, steering {}, {}",
+    info!(
+        "forwarding between inside and outside with {} worker(s) on cores {:?}, steering {}, {}",
         config.workers.cores.len(),
         config.workers.cores,
         dataplane.steering(),
         Eal::version()
     );
     if let Some(s) = &server {
-        eprintln!(
-            "tollgate: control socket {} ({} policy rules restored)",
+        info!(
+            "control socket {} ({} policy rules restored)",
             s.path().display(),
             control.policy_set().rules.len()
         );
@@ -392,18 +409,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The telemetry thread answers from the snapshot of the last stats interval.
     let latest = Arc::new(Mutex::new(control.stats(&dataplane)));
     match exporter::register_telemetry(latest.clone()) {
-        Ok(()) => eprintln!(
-            "tollgate: DPDK telemetry: /tollgate/stats, /tollgate/drops, /tollgate/malformed, /tollgate/proxy, /tollgate/rules (dpdk-telemetry.py -f {})",
+        Ok(()) => info!(
+            "DPDK telemetry: /tollgate/stats, /tollgate/drops, /tollgate/malformed, /tollgate/proxy, /tollgate/rules (dpdk-telemetry.py -f {})",
             config.eal.file_prefix
         ),
-        Err(e) => eprintln!("tollgate: warning: DPDK telemetry commands not registered: {e}"),
+        Err(e) => warn!("DPDK telemetry commands not registered: {e}"),
     }
     if let Some(m) = &metrics {
         m.publish(Prometheus(&control.stats(&dataplane)).to_string());
-        eprintln!(
-            "tollgate: Prometheus counters at http://{}/metrics",
-            m.addr()
-        );
+        info!("Prometheus counters at http://{}/metrics", m.addr());
     }
     if let Some(pid_file) = &config.daemon.pid_file {
         std::fs::write(pid_file, format!("{}\n", std::process::id()))
@@ -412,6 +426,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let interval = Duration::from_secs(config.stats.interval_secs);
     let mut last_stats = Instant::now();
+    // What the log last reported on: each interval logs what moved since.
+    let mut logged = control.stats(&dataplane);
     let drain_timeout = Duration::from_secs(config.daemon.drain_timeout_secs);
     let mut drain_until: Option<Instant> = None;
     loop {
@@ -420,8 +436,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if drain_until.is_some() || drain_timeout.is_zero() || open == 0 {
                 break;
             }
-            eprintln!(
-                "tollgate: draining: {open} proxied connection(s) get up to {} s to finish; new flows pass through unproxied, bypassed ones keep forwarding; a second SIGTERM or SIGINT stops at once",
+            info!(
+                "draining: {open} proxied connection(s) get up to {} s to finish; new flows pass through unproxied, bypassed ones keep forwarding; a second SIGTERM or SIGINT stops at once",
                 drain_timeout.as_secs()
             );
             dataplane.drain();
@@ -432,13 +448,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let Some(until) = drain_until {
             let open = dataplane.snapshot_now().proxy.connections_open;
             if open == 0 {
-                eprintln!("tollgate: drained: every proxied connection has finished");
+                info!("drained: every proxied connection has finished");
                 break;
             }
             if Instant::now() >= until {
-                eprintln!(
-                    "tollgate: drain timeout: {open} proxied connection(s) still open are dropped"
-                );
+                warn!("drain timeout: {open} proxied connection(s) still open are dropped");
                 break;
             }
         }
@@ -446,12 +460,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = reply.send(control.handle(request, uid, &dataplane));
         }
         dataplane.poll_audit();
+        for (worker, notices) in dataplane.take_notices() {
+            log::notices(worker, &notices);
+        }
         if last_stats.elapsed() >= interval {
             last_stats = Instant::now();
             let snapshot = control.stats(&dataplane);
+            log::counter_changes(&logged, &snapshot);
+            logged.clone_from(&snapshot);
             if let Some(file) = &config.stats.file {
                 if let Err(e) = stats::write_file(file, &snapshot) {
-                    eprintln!("tollgate: stats.file {}: {e}", file.display());
+                    warn!("stats.file {}: {e}", file.display());
                 }
             }
             if let Some(m) = &metrics {
@@ -463,11 +482,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 
-    eprintln!("tollgate: stopping");
+    info!("stopping");
     if let Some(s) = server {
         s.shutdown();
     }
     let mut final_stats = dataplane.stop()?;
+    for (worker, notices) in dataplane.take_notices() {
+        log::notices(worker, &notices);
+    }
+    log::counter_changes(&logged, &final_stats);
     // After stop: the workers' last published counters are their final ones.
     final_stats.rules = control.stats(&dataplane).rules;
     eprint!("{}", final_stats.render_table());
@@ -481,6 +504,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     // The ports close before the EAL cleans up, which removes the virtual devices under them.
     drop(dataplane);
     drop(eal);
-    eprintln!("tollgate: stopped");
+    info!("stopped");
     Ok(())
 }

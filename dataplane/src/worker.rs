@@ -19,6 +19,7 @@ use tollgate_control::ProxyCounters;
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::{FlowKey, FlowTable};
 use crate::flow_view;
+use crate::notice::Notices;
 use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
 use crate::policy::{stall_of, PolicyBoard};
@@ -70,6 +71,8 @@ pub struct WorkerReport {
     pub proxy: ProxyCounters,
     /// Per proxy signature, in configuration order: connections reset.
     pub signature_hits: Vec<u64>,
+    /// Exception actions on single flows, not yet logged by the main thread.
+    pub notices: Notices,
 }
 
 /// Everything one worker needs; moved onto its thread.
@@ -596,6 +599,11 @@ impl Worker {
             hits: self.pipeline.hits().to_vec(),
             proxy: self.proxies.counters(),
             signature_hits: self.proxies.signature_hits().to_vec(),
+            notices: {
+                let mut notices = Notices::default();
+                self.proxies.take_notices(&mut notices);
+                notices
+            },
         }
     }
 
@@ -621,6 +629,7 @@ impl Worker {
             report
                 .signature_hits
                 .extend_from_slice(self.proxies.signature_hits());
+            self.proxies.take_notices(&mut report.notices);
         }
     }
 }

@@ -320,10 +320,20 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
         let s = dp.snapshot();
         s.totals.rx_packets == 500 && s.totals.tx_packets + s.drops["tx_full"] == 500
     });
-    let snap = dp.stop().unwrap();
-    assert_eq!(snap.totals.tx_packets, 31, "{}", snap.render_table());
-    assert_eq!(snap.drops["tx_full"], 500 - 31);
+    let refused = dp.snapshot();
+    assert_eq!(refused.totals.tx_packets, 31, "{}", refused.render_table());
+    assert_eq!(refused.drops["tx_full"], 500 - 31);
     assert_eq!(out_rings.tx[0].count(), 31);
+
+    // The pressure ends (the TX ring drains): forwarding resumes, nothing more is dropped.
+    assert_eq!(collect(&out_rings.tx).len(), 31);
+    inject(&pool, &in_rings.rx[0], &frames[..20]);
+    wait_for("forwarding to resume", || {
+        dp.snapshot().totals.tx_packets == 31 + 20
+    });
+    let snap = dp.stop().unwrap();
+    assert_eq!(snap.drops["tx_full"], 500 - 31, "{}", snap.render_table());
+    assert_eq!(collect(&out_rings.tx), frames[..20].to_vec());
     drop(in_rings);
     drop(out_rings);
     drop(inside);

@@ -58,7 +58,6 @@ impl FlowMode {
 }
 
 const PROXY_FINISHED: u32 = u32::MAX;
-const PROXY_COOKIE_SENT: u32 = u32::MAX - 1;
 
 /// A flow's link to the worker's proxy table (stored in a `u32` of the entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,8 +67,6 @@ pub enum ProxyLink {
     None,
     /// The proxy holds the flow (or the translations of one handed over) in this slot.
     Slot(u32),
-    /// The client's SYN was answered with a SYN cookie; its ACK may open the flow.
-    CookieSent,
     /// The proxy held the connection and has finished it: late segments are ignored, as a
     /// closed port would.
     Finished,
@@ -349,7 +346,6 @@ impl FlowEntry {
         match self.proxy {
             0 => ProxyLink::None,
             PROXY_FINISHED => ProxyLink::Finished,
-            PROXY_COOKIE_SENT => ProxyLink::CookieSent,
             n => ProxyLink::Slot(n - 1),
         }
     }
@@ -358,9 +354,8 @@ impl FlowEntry {
         self.proxy = match link {
             ProxyLink::None => 0,
             ProxyLink::Finished => PROXY_FINISHED,
-            ProxyLink::CookieSent => PROXY_COOKIE_SENT,
-            // Slots stay far below the two markers: the table holds at most `max_flows`.
-            ProxyLink::Slot(slot) => slot.saturating_add(1).min(PROXY_COOKIE_SENT - 1),
+            // Slots stay far below the marker: the table holds at most `max_flows`.
+            ProxyLink::Slot(slot) => slot.saturating_add(1).min(PROXY_FINISHED - 1),
         };
     }
 

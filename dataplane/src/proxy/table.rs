@@ -21,8 +21,9 @@ use tollgate_control::ProxyCounters;
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
 use crate::detect::{Detection, IpsecDetector, IpsecFraming};
 use crate::flow::{FlowKey, FlowMode, FlowTable, HandoverCause, ProxyLink};
+use crate::notice::{Notice, NoticeKind, Notices};
 use crate::pipeline::PortSide;
-use crate::tcp::cookie::{CookieJar, FourTuple};
+use crate::tcp::cookie::{CookieJar, FourTuple, COOKIE_PERIOD_MS, MAX_AGE_PERIODS};
 use crate::tcp::endpoint::{reset_for, SegmentOutcome, State, Transmit};
 use crate::tcp::inspect::{Direction, SignatureInspector};
 use crate::tcp::payload::Payload;
@@ -53,6 +54,16 @@ pub enum BudgetAction {
     Bypass,
     /// Refuse it with a RST (fail closed).
     Reset,
+}
+
+impl BudgetAction {
+    /// As the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetAction::Bypass => "bypass",
+            BudgetAction::Reset => "reset",
+        }
+    }
 }
 
 /// A worker's share of the proxy configuration.
@@ -201,6 +212,9 @@ pub struct ProxyTable<P: Payload> {
     settings: ProxySettings,
     inspector: Arc<SignatureInspector>,
     cookies: CookieJar,
+    /// When the last SYN cookie went out: ACKs of unknown flows are checked for one until
+    /// it has aged out.
+    cookie_sent_at: Option<u64>,
     slots: Vec<Slot<P>>,
     free: Vec<u32>,
     proxied: usize,
@@ -217,6 +231,8 @@ pub struct ProxyTable<P: Payload> {
     retransmissions_gone: [u64; 2],
     /// Per signature (by index in the inspector): flows reset.
     signature_hits: Vec<u64>,
+    /// Exception actions on single flows since the worker last published them.
+    notices: Notices,
 }
 
 fn is_bare_syn(hdr: &SegmentHeader) -> bool {
@@ -297,6 +313,7 @@ impl<P: Payload> ProxyTable<P> {
             settings,
             inspector,
             cookies: CookieJar::new(cookie_secret),
+            cookie_sent_at: None,
             slots: Vec::new(),
             free: Vec::new(),
             proxied: 0,
@@ -306,6 +323,7 @@ impl<P: Payload> ProxyTable<P> {
             draining: false,
             buffered: 0,
             counters: ProxyCounters::default(),
+            notices: Notices::default(),
             retransmissions_gone: [0; 2],
             signature_hits: vec![0; signatures],
         }
@@ -442,7 +460,14 @@ impl<P: Payload> ProxyTable<P> {
                         established += 1;
                     }
                 }
+                let key = flow.key;
                 self.counters.connections_established += established;
+                self.notices.push(Notice {
+                    key,
+                    kind: NoticeKind::Detected {
+                        framing: framing.name(),
+                    },
+                });
                 self.hand_over(flows, slot, handover, cause, now, sink);
                 true
             }
@@ -472,12 +497,22 @@ impl<P: Payload> ProxyTable<P> {
             return self.open(flows, target, seg, options, now, sink);
         }
         match target.link {
-            ProxyLink::CookieSent
+            // Cookies keep no state, so any client ACK of a flow the proxy holds nothing for
+            // may complete one, while cookies sent lately can still be valid. One that does
+            // not validate is an ordinary flow picked up mid-stream.
+            ProxyLink::None
                 if target.from_client
                     && hdr.flags.contains(TcpFlags::ACK)
-                    && !hdr.flags.intersects(TcpFlags::SYN | TcpFlags::RST) =>
+                    && !hdr.flags.intersects(TcpFlags::SYN | TcpFlags::RST)
+                    && self.cookies_outstanding(now) =>
             {
-                self.complete_cookie(flows, target, seg, take_payload, options, now, sink)
+                match self.complete_cookie(flows, target, seg, take_payload, options, now, sink) {
+                    Some(disposition) => disposition,
+                    None => {
+                        self.counters.midstream_passthrough += 1;
+                        Disposition::Forward
+                    }
+                }
             }
             ProxyLink::None => {
                 // Seen without its handshake (picked up mid-stream after a restart, or a flow
@@ -540,10 +575,10 @@ impl<P: Payload> ProxyTable<P> {
         seg: &Inbound,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
-        let action = match shortage {
+        let (action, condition) = match shortage {
             Shortage::FlowLimit => {
                 self.counters.flow_limit_hits += 1;
-                self.settings.on_flow_limit
+                (self.settings.on_flow_limit, "proxy.max_flows")
             }
             Shortage::Draining => {
                 self.counters.drain_bypassed += 1;
@@ -554,13 +589,20 @@ impl<P: Payload> ProxyTable<P> {
             }
             Shortage::MemoryBudget => {
                 self.counters.memory_budget_hits += 1;
-                self.settings.on_memory_budget
+                (self.settings.on_memory_budget, "proxy.memory_budget_mib")
             }
             Shortage::PacketBuffers => {
                 self.counters.buffer_shortage_hits += 1;
-                self.settings.on_buffer_shortage
+                (self.settings.on_buffer_shortage, "mbuf pool low")
             }
         };
+        self.notices.push(Notice {
+            key: key_of(seg),
+            kind: NoticeKind::NotProxied {
+                condition,
+                action: action.name(),
+            },
+        });
         match action {
             BudgetAction::Bypass => {
                 self.counters.budget_bypassed += 1;
@@ -631,9 +673,10 @@ impl<P: Payload> ProxyTable<P> {
                 sink,
             );
             self.counters.syn_cookies_sent += 1;
-            if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
-                entry.set_proxy_link(ProxyLink::CookieSent);
-            }
+            self.cookie_sent_at = Some(now);
+            // The cookie is the whole state of this handshake: the SYN's flow entry goes, so
+            // a SYN flood cannot fill the flow table; the client's ACK makes a new one.
+            flows.remove(&key_of(seg), target.hash);
             return Disposition::Consumed;
         }
         let Ok(proxy) = TcpProxy::on_client_syn(config, self.inspector.clone(), &seg.header, now)
@@ -646,8 +689,16 @@ impl<P: Payload> ProxyTable<P> {
         Disposition::Consumed
     }
 
-    /// An ACK from a client with no connection here, after cookies were sent: a valid cookie
-    /// opens the flow; anything else is ignored.
+    /// Whether a cookie sent earlier could still be valid (it ages out after
+    /// `MAX_AGE_PERIODS` cookie periods).
+    fn cookies_outstanding(&self, now: u64) -> bool {
+        self.cookie_sent_at.is_some_and(|at| {
+            now.saturating_sub(at) <= u64::from(MAX_AGE_PERIODS + 1) * COOKIE_PERIOD_MS
+        })
+    }
+
+    /// An ACK from a client with no connection here, while cookies are outstanding: a valid
+    /// cookie opens the flow (or meets the flow's exception action); None if it is no cookie.
     #[allow(clippy::too_many_arguments)]
     fn complete_cookie(
         &mut self,
@@ -658,22 +709,21 @@ impl<P: Payload> ProxyTable<P> {
         options: RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
-    ) -> Disposition {
+    ) -> Option<Disposition> {
         let tuple = tuple_of(seg);
         let hdr = &seg.header;
         let tsecr = hdr.options.timestamps.map(|(_, tsecr)| tsecr);
-        let Some(params) = self.cookies.validate(&tuple, hdr.ack, hdr.seq, tsecr, now) else {
-            self.counters.syn_cookies_rejected += 1;
-            return Disposition::Consumed;
-        };
+        let params = self
+            .cookies
+            .validate(&tuple, hdr.ack, hdr.seq, tsecr, now)?;
         if let Some(shortage) = self.shortage() {
-            return self.refuse_new(shortage, flows, target, seg, sink);
+            return Some(self.refuse_new(shortage, flows, target, seg, sink));
         }
         let Some(addressing) = FlowAddressing::from_client(seg) else {
-            return Disposition::Forward;
+            return Some(Disposition::Forward);
         };
         let Some(payload) = take_payload() else {
-            return Disposition::Unusable;
+            return Some(Disposition::Unusable);
         };
         let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
         let config = self.flow_config(options);
@@ -699,7 +749,7 @@ impl<P: Payload> ProxyTable<P> {
             }
             Err(_) => self.counters.syn_cookies_rejected += 1,
         }
-        Disposition::Consumed
+        Some(Disposition::Consumed)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -810,11 +860,19 @@ impl<P: Payload> ProxyTable<P> {
                         *hits += 1;
                     }
                 }
-                ProxyEvent::Stalled { action, .. } => match action {
-                    OnStall::Wait => self.counters.stalls_wait += 1,
-                    OnStall::Reset => self.counters.stalls_reset += 1,
-                    OnStall::Bypass => self.counters.stalls_bypass += 1,
-                },
+                ProxyEvent::Stalled { action, .. } => {
+                    match action {
+                        OnStall::Wait => self.counters.stalls_wait += 1,
+                        OnStall::Reset => self.counters.stalls_reset += 1,
+                        OnStall::Bypass => self.counters.stalls_bypass += 1,
+                    }
+                    self.notices.push(Notice {
+                        key: flow.key,
+                        kind: NoticeKind::Stalled {
+                            action: action.name(),
+                        },
+                    });
+                }
                 ProxyEvent::PassThrough => {
                     if let Some(handover) = flow.proxy.take_handover() {
                         flow.handed_over = Some(HandoverCause::Stall);
@@ -1138,6 +1196,11 @@ impl<P: Payload> ProxyTable<P> {
     }
 
     /// Per signature, in the inspector's order: flows reset.
+    /// Moves the exception actions taken on single flows since the last call into `into`.
+    pub fn take_notices(&mut self, into: &mut Notices) {
+        self.notices.move_into(into);
+    }
+
     pub fn signature_hits(&self) -> &[u64] {
         &self.signature_hits
     }

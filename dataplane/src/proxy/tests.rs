@@ -496,6 +496,95 @@ fn past_the_embryonic_limit_a_syn_cookie_opens_the_flow() {
     assert_eq!(counters.syn_cookies_accepted, 1);
 }
 
+/// A SYN flood from spoofed sources past the embryonic limit is answered with cookies and
+/// leaves nothing in the flow table; a real client then connects on a cookie and transfers.
+#[test]
+fn a_syn_flood_leaves_no_state_and_a_real_client_still_connects() {
+    let settings = ProxySettings {
+        max_embryonic: 0,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    let server: SocketAddr = SERVER.parse().unwrap();
+    const FLOOD: u32 = 5_000;
+    for i in 0..FLOOD {
+        let spoofed = SocketAddr::from((
+            [198, 19, (i >> 8) as u8, i as u8],
+            1024 + (i % 50_000) as u16,
+        ));
+        let syn = synth::tcp(
+            &Addressing::new(spoofed, server),
+            TcpHeader {
+                flags: TCP_SYN,
+                seq: i.wrapping_mul(2_654_435_761),
+                ..Default::default()
+            },
+            b"",
+        );
+        lab.through_tollgate(syn, PortSide::Inside);
+        assert!(lab.pipeline.flows().len() <= 1, "flood SYN {i} left state");
+    }
+    assert!(lab.to_server.is_empty(), "no flood SYN reaches the server");
+    assert_eq!(lab.to_client.len(), FLOOD as usize, "one SYN-ACK each");
+    lab.to_client.clear();
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.syn_cookies_sent, c.connections_opened),
+        (u64::from(FLOOD), 0)
+    );
+    assert_eq!(lab.pipeline.flows().len(), 0);
+    assert_eq!(lab.pipeline.counters.flows_table_full, 0);
+
+    let (up, down) = (data(50_000, 21), data(50_000, 22));
+    assert!(
+        transfer(&mut lab, &up, &down, 20_000),
+        "transfer did not finish"
+    );
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    let c = lab.proxies.counters();
+    assert_eq!((c.syn_cookies_accepted, c.connections_opened), (1, 1));
+    assert_eq!(c.midstream_passthrough, 0);
+}
+
+/// An ACK that carries no cookie while cookies are outstanding is a flow picked up
+/// mid-stream: it passes through, as it would with no cookie sent.
+#[test]
+fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
+    let settings = ProxySettings {
+        max_embryonic: 0,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let a = Addressing::new("198.19.0.1:5000".parse().unwrap(), server);
+    let syn = synth::tcp(
+        &a,
+        TcpHeader {
+            flags: TCP_SYN,
+            ..Default::default()
+        },
+        b"",
+    );
+    lab.through_tollgate(syn, PortSide::Inside);
+    let b = Addressing::new("198.19.0.2:5001".parse().unwrap(), server);
+    let ack = synth::tcp(
+        &b,
+        TcpHeader {
+            flags: crate::synth::TCP_ACK,
+            seq: 1000,
+            ack: 12345,
+            ..Default::default()
+        },
+        b"data",
+    );
+    lab.forwarded = 0;
+    lab.through_tollgate(ack, PortSide::Inside);
+    assert_eq!(lab.forwarded, 1);
+    let c = lab.proxies.counters();
+    assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
+}
+
 #[test]
 fn a_new_flow_past_the_flow_limit_is_bypassed_and_still_works() {
     let settings = ProxySettings {
@@ -567,6 +656,15 @@ fn each_shortage_applies_its_own_action_and_is_counted() {
         (c.flow_limit_hits, c.budget_reset, c.budget_bypassed),
         (1, 1, 0)
     );
+    // The retransmitted SYNs the reset answered are refusals too: one notice each.
+    let mut notices = crate::notice::Notices::default();
+    lab.proxies.take_notices(&mut notices);
+    assert!(notices.iter().count() >= 1);
+    assert!(notices.iter().all(|n| n.kind
+        == crate::notice::NoticeKind::NotProxied {
+            condition: "proxy.max_flows",
+            action: "reset"
+        }));
 
     // Memory budget with bypass: the flow works, unproxied.
     let settings = ProxySettings {
@@ -744,6 +842,16 @@ fn ipsec_over_tcp_is_recognised_and_handed_over_on_its_first_payload() {
         let counters = lab.proxies.counters();
         assert_eq!(counters.detected_ctcp_ike, 1, "{case}");
         assert_eq!(counters.handovers, 1, "{case}");
+        let mut notices = crate::notice::Notices::default();
+        lab.proxies.take_notices(&mut notices);
+        let kinds: Vec<_> = notices.iter().map(|n| n.kind).collect();
+        assert_eq!(
+            kinds,
+            [crate::notice::NoticeKind::Detected {
+                framing: "ctcp-ike"
+            }],
+            "{case}"
+        );
         assert_eq!(counters.connections_active, 0, "{case}");
         assert!(lab.forwarded > 0, "{case}");
         let entry = lab.pipeline.flows().iter().next().unwrap();

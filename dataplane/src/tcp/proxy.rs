@@ -131,6 +131,17 @@ pub enum OnStall {
     Bypass,
 }
 
+impl OnStall {
+    /// As a rule's `on-stall` option spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnStall::Wait => "wait",
+            OnStall::Reset => "reset",
+            OnStall::Bypass => "bypass",
+        }
+    }
+}
+
 /// When a hole is a stall, and what then happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StallConfig {

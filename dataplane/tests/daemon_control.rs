@@ -245,6 +245,18 @@ fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_sta
             .len(),
         1
     );
+    // kill -9 right after a confirmed change loses nothing: the change was on disk (fsync,
+    // rename) before the daemon confirmed it.
+    d.ok(json!({"version": 1, "op": "policy.add", "rule": rule(22, "bypass", "ssh")}));
+    drop(d);
+    let d = Daemon::start(&dir, "after-kill-9");
+    let names: Vec<String> = d.ok(json!({"version": 1, "op": "policy.list"}))["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["ctcp", "ssh"], "the policy after kill -9");
     d.stop();
 
     // A corrupt state file stops start-up with a clear line, untouched.

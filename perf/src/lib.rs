@@ -4,9 +4,14 @@
 //!   criterion benchmarks in `benches/`).
 //! - [`wire`]: a traffic generator and sink thread working on ring devices.
 //! - [`io_forward`]: plain io-forward, the ceiling for forwarding benchmarks.
+//! - [`ipsec_over_tcp`]: the wire formats of IPsec over TCP (cTCP, RFC 8229) as the
+//!   `ctcp-peer` emulator speaks them, also used by `pcap-gen`.
+//! - [`pcap`]: classic libpcap capture files, written by `pcap-gen` for Pktgen-DPDK's replay.
 //!
-//! The `bench-fwd` binary (`scripts/bench fwd`) puts them together.
+//! The `bench-fwd` binary (`scripts/bench fwd`) puts the first three together.
 
 pub mod frames;
 pub mod io_forward;
+pub mod ipsec_over_tcp;
+pub mod pcap;
 pub mod wire;

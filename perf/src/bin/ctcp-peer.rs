@@ -9,12 +9,9 @@
 //! counts what arrived, what arrived twice and what arrived changed. Each side writes a JSON
 //! report when it exits.
 //!
-//! The wire formats are in `ctcp-peer/wire.rs`, as pure functions with their tests; this file
-//! is the command line, the raw socket, the nftables rule that keeps the kernel's TCP quiet,
-//! and the event loop.
-
-#[path = "ctcp-peer/wire.rs"]
-mod wire;
+//! The wire formats are in the library (`tollgate_perf::ipsec_over_tcp`, shared with
+//! `pcap-gen`), as pure functions with their tests; this file is the command line, the raw
+//! socket, the nftables rule that keeps the kernel's TCP quiet, and the event loop.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -36,7 +33,9 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
-use wire::{Datagram, Kind, Mode, Outgoing, TcpHeader, ACK, FIN, PSH, RST, SYN};
+use tollgate_perf::ipsec_over_tcp::{
+    self as wire, Datagram, Kind, Mode, Outgoing, TcpHeader, ACK, FIN, PSH, RST, SYN,
+};
 
 const DEFAULT_PORT: u16 = 10_000;
 /// The client sends its SYN again this many times, [`SYN_INTERVAL`] apart.

@@ -1,7 +1,8 @@
-//! The emulator's wire formats, as pure functions over byte slices: the TCP header and its
+//! IPsec over TCP as the `ctcp-peer` emulator speaks it (Cisco cTCP, RFC 8229 and RFC 8229
+//! framing without its prefix), as pure functions over byte slices: the TCP header and its
 //! checksum, the datagrams of each mode, the check block every datagram body starts with, and
-//! the acknowledgement number. No I/O here; `ctcp-peer.rs` sends and receives what this builds
-//! and parses.
+//! the acknowledgement number. No I/O here: `ctcp-peer` sends and receives what this builds
+//! and parses, and `pcap-gen` writes it into capture files.
 
 use std::net::Ipv4Addr;
 

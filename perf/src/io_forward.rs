@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use dpdk::{Burst, RxQueue, TxQueue};
 
@@ -15,8 +16,15 @@ pub struct IoForward {
     /// As tollgate's worker: offer refused frames again this many times, then
     /// free them.
     pub tx_retries: u32,
+    /// As tollgate's worker with `workers.idle_sleep_us`: sleep this long
+    /// after [`IDLE_POLLS_BEFORE_SLEEP`] empty polls in a row, to leave a
+    /// shared core to whoever else needs it. `None` polls without pause.
+    pub idle_sleep: Option<Duration>,
     pub running: Arc<AtomicBool>,
 }
+
+/// Empty polls in a row before an idle thread may sleep, as in tollgate's worker.
+pub const IDLE_POLLS_BEFORE_SLEEP: u32 = 1024;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoForwardReport {
@@ -33,7 +41,14 @@ impl IoForward {
     pub fn run(mut self) -> IoForwardReport {
         let mut report = IoForwardReport::default();
         let mut burst = Burst::new();
+        let mut idle_polls = 0u32;
         while self.running.load(Ordering::Relaxed) {
+            if let Some(pause) = self.idle_sleep {
+                if idle_polls >= IDLE_POLLS_BEFORE_SLEEP {
+                    std::thread::sleep(pause);
+                }
+            }
+            idle_polls = idle_polls.saturating_add(1);
             for side in 0..2 {
                 report.polls += 1;
                 let n = self.rx[side].rx_burst(&mut burst);
@@ -41,6 +56,7 @@ impl IoForward {
                     report.empty_polls += 1;
                     continue;
                 }
+                idle_polls = 0;
                 report.rx_packets += n as u64;
                 let txq = &mut self.tx[1 - side];
                 let mut attempts = 0;

@@ -1,0 +1,366 @@
+//! The `parse_frame` target: arbitrary bytes as a received Ethernet frame.
+//!
+//! Beyond never panicking, what the parsers promise and the data plane relies on:
+//! - every offset and length [`parse_frame`] reports lies within the frame and agrees with the
+//!   header views, and none depends on Ethernet padding;
+//! - a TCP segment `parse_frame` accepts, once its checksum is right, is one the proxy takes
+//!   ([`Inbound::read`]), and the proxy's own framing of its header ([`FlowAddressing`]) reads
+//!   back the same, with valid checksums, on either leg;
+//! - the pass-through rewrite ([`Translation::apply`]) changes all it should or nothing, and
+//!   keeps the checksum valid.
+//!
+//! The rewrite's offsets come from the MAC addresses, which nothing else here reads.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use tollgate::parse::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use tollgate::parse::ip::{PROTO_TCP, PROTO_UDP};
+use tollgate::parse::{
+    parse_frame, DccpPacket, EthernetFrame, Fragment, FrameSummary, Icmpv4Packet, Icmpv6Packet,
+    IpSummary, Ipv4Packet, Ipv6Packet, SctpPacket, TcpOption, TcpOptions, TcpSegment, UdpDatagram,
+    UdpLiteDatagram,
+};
+use tollgate::proxy::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
+use tollgate::tcp::proxy::{Leg, Translation};
+use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader};
+use tollgate::tcp::seq::SeqNumber;
+
+use crate::engine::check_header_round_trip;
+
+/// Runs one input; panics when a parser breaks a promise.
+pub fn check(frame: &[u8]) {
+    let parsed = parse_frame(frame);
+    exercise_views(frame);
+    let Ok(summary) = parsed else {
+        return;
+    };
+    check_summary(frame, &summary);
+    if frame.len() + 8 <= usize::from(u16::MAX) {
+        let mut padded = frame.to_vec();
+        padded.extend_from_slice(&[0xff; 8]);
+        assert_eq!(
+            parse_frame(&padded),
+            Ok(summary),
+            "Ethernet padding changes the summary"
+        );
+    }
+    if let Some(ip) = summary.ip {
+        if ip.protocol == PROTO_TCP && ip.fragment == Fragment::None {
+            check_tcp(frame, &summary, &ip);
+        }
+    }
+}
+
+fn check_summary(frame: &[u8], summary: &FrameSummary) {
+    let ethernet = EthernetFrame::new_checked(frame).expect("parse_frame took the Ethernet header");
+    let l3 = usize::from(summary.l3_offset);
+    assert_eq!(l3, ethernet.header_len());
+    assert_eq!(summary.ethertype, ethernet.ethertype());
+    assert_eq!(summary.vlan, ethernet.vlan_id());
+    assert!(l3 <= frame.len());
+    let Some(ip) = summary.ip else {
+        assert!(!matches!(
+            summary.ethertype,
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6
+        ));
+        return;
+    };
+    let min_header = match (summary.ethertype, ip.src, ip.dst) {
+        (ETHERTYPE_IPV4, IpAddr::V4(_), IpAddr::V4(_)) => 20,
+        (ETHERTYPE_IPV6, IpAddr::V6(_), IpAddr::V6(_)) => 40,
+        other => panic!("addresses of the wrong family for the EtherType: {other:?}"),
+    };
+    let l4 = usize::from(ip.l4_offset);
+    let ip_end = l3 + usize::from(ip.ip_len);
+    assert!(
+        l3 + min_header <= l4 && l4 <= ip_end && ip_end <= frame.len(),
+        "offsets out of order: l3 {l3}, l4 {l4}, IP end {ip_end}, frame {}",
+        frame.len()
+    );
+    let l4_len = ip_end - l4;
+    assert!(usize::from(ip.l4_payload_len) <= l4_len);
+    match ip.fragment {
+        Fragment::NonFirst => {
+            assert_eq!(ip.ports, None);
+            assert_eq!(ip.tcp_flags, None);
+            assert_eq!(ip.l4_payload_len, 0);
+        }
+        Fragment::First => assert_eq!(ip.l4_payload_len, 0),
+        Fragment::None => {}
+    }
+    let transport = &frame[l4..ip_end];
+    if ip.protocol == PROTO_TCP && ip.fragment != Fragment::NonFirst {
+        let tcp = TcpSegment::new_checked(transport).expect("parse_frame took the TCP header");
+        assert_eq!(ip.ports, Some((tcp.src_port(), tcp.dst_port())));
+        assert_eq!(ip.tcp_flags, Some(tcp.flags()));
+        if ip.fragment == Fragment::None {
+            assert_eq!(
+                tcp.header_len() + usize::from(ip.l4_payload_len),
+                l4_len,
+                "the TCP payload is not what the IP length leaves"
+            );
+        }
+    }
+    if ip.protocol == PROTO_UDP && ip.fragment == Fragment::None {
+        let udp = UdpDatagram::new_checked(transport).expect("parse_frame took the UDP header");
+        assert_eq!(ip.ports, Some((udp.src_port(), udp.dst_port())));
+        assert_eq!(usize::from(ip.l4_payload_len), udp.payload().len());
+        assert!(usize::from(udp.length()) <= l4_len);
+    }
+    if ip.protocol != PROTO_TCP {
+        assert_eq!(ip.tcp_flags, None);
+    }
+}
+
+fn check_tcp(frame: &[u8], summary: &FrameSummary, ip: &IpSummary) {
+    let l4 = usize::from(ip.l4_offset);
+    let ip_end = usize::from(summary.l3_offset) + usize::from(ip.ip_len);
+    let wire_header = TcpSegment::new_checked(&frame[l4..ip_end])
+        .ok()
+        .map(|tcp| SegmentHeader::parse(&tcp));
+    let header = match wire_header {
+        Some(Ok(header)) => {
+            check_header_round_trip(&header);
+            Some(header)
+        }
+        Some(Err(_)) => None,
+        None => panic!("parse_frame took a TCP header TcpSegment refuses"),
+    };
+
+    // The same frame with the checksum right: what a sender would have sent.
+    let mut fixed = frame[..ip_end].to_vec();
+    let filled = match (ip.src, ip.dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => fill_checksum_v4(&mut fixed[l4..], s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => fill_checksum_v6(&mut fixed[l4..], s, d),
+        _ => unreachable!("check_summary checked the families"),
+    };
+    filled.expect("a TCP header parse_frame took has room for a checksum");
+    let inbound = match (Inbound::read(&fixed), header) {
+        (Ok(inbound), Some(header)) => {
+            assert_eq!(inbound.header, header);
+            inbound
+        }
+        (Err(Unusable::Malformed(_)), None) => return,
+        (result, header) => panic!(
+            "the proxy reads a frame parse_frame takes, checksum right, as {result:?}; \
+             its header parses as {header:?}"
+        ),
+    };
+    assert_eq!((inbound.src, inbound.dst), (ip.src, ip.dst));
+    assert_eq!(inbound.payload_offset + inbound.payload_len, fixed.len());
+    let payload = &fixed[inbound.payload_offset..];
+    check_framing(&inbound, payload, summary.vlan);
+    check_translation(&frame[..12], &fixed[l4..], ip.src, ip.dst);
+}
+
+/// The proxy's headers for this segment, on either leg, read back as what was written.
+fn check_framing(inbound: &Inbound, payload: &[u8], vlan: Option<u16>) {
+    let Some(mut flow) = FlowAddressing::from_client(inbound) else {
+        panic!("no addressing from a frame of one family");
+    };
+    let mut expected = inbound.header;
+    expected
+        .options
+        .sack
+        .truncate(inbound.header.options.sack_blocks_that_fit());
+    for leg in [Leg::Server, Leg::Client] {
+        let mut out = [0u8; MAX_HEADERS_LEN];
+        let len = flow.write_headers(leg, &inbound.header, payload, &mut out);
+        let mut written = out[..len].to_vec();
+        written.extend_from_slice(payload);
+        let back = Inbound::read(&written).unwrap_or_else(|e| {
+            panic!("the proxy's own frame for the {leg:?} leg does not read back: {e}")
+        });
+        assert_eq!(back.header, expected, "{leg:?} leg");
+        assert_eq!(&written[back.payload_offset..], payload);
+        let addresses = match leg {
+            Leg::Server => (inbound.src, inbound.dst),
+            Leg::Client => (inbound.dst, inbound.src),
+        };
+        assert_eq!((back.src, back.dst), addresses);
+        assert_eq!(parse_frame(&written).map(|s| s.vlan), Ok(vlan));
+    }
+}
+
+fn be32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// A translation made of the MAC addresses, applied to a segment whose checksum is right.
+fn check_translation(macs: &[u8], tcp_bytes: &[u8], src: IpAddr, dst: IpAddr) {
+    let translation = Translation {
+        seq_delta: be32(macs, 0),
+        ack_delta: be32(macs, 4),
+        tsval_delta: be32(macs, 8),
+        tsecr_delta: be32(macs, 2),
+        window_scale: (macs[11] & 1 != 0).then_some((macs[10] & 15, macs[11] >> 4)),
+    };
+    let mut rewritten = tcp_bytes.to_vec();
+    if translation.apply(&mut rewritten).is_err() {
+        assert_eq!(rewritten, tcp_bytes, "a failed rewrite changed the segment");
+        return;
+    }
+    let valid = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            TcpSegment::new_checked(&rewritten[..]).is_ok_and(|t| t.verify_checksum_v4(s, d))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            TcpSegment::new_checked(&rewritten[..]).is_ok_and(|t| t.verify_checksum_v6(s, d))
+        }
+        _ => false,
+    };
+    assert!(valid, "the checksum is wrong after {translation:?}");
+    let before = TcpSegment::new_checked(tcp_bytes).expect("checked by the caller");
+    let after = TcpSegment::new_checked(&rewritten[..]).expect("checked above");
+    assert_eq!(before.payload(), after.payload());
+    assert_eq!(
+        after.seq_number(),
+        before.seq_number().wrapping_add(translation.seq_delta)
+    );
+    let ack = if before.flags() & tollgate::parse::tcp::flags::ACK != 0 {
+        before.ack_number().wrapping_add(translation.ack_delta)
+    } else {
+        before.ack_number()
+    };
+    assert_eq!(after.ack_number(), ack);
+    if let (Ok(old), Ok(new)) = (SegmentHeader::parse(&before), SegmentHeader::parse(&after)) {
+        let shifted: Vec<_> = old
+            .options
+            .sack
+            .iter()
+            .map(|(l, r)| {
+                (
+                    SeqNumber(l.0.wrapping_add(translation.ack_delta)),
+                    SeqNumber(r.0.wrapping_add(translation.ack_delta)),
+                )
+            })
+            .collect();
+        assert_eq!(new.options.sack.as_slice(), &shifted[..]);
+        let timestamps = old.options.timestamps.map(|(tsval, tsecr)| {
+            (
+                tsval.wrapping_add(translation.tsval_delta),
+                tsecr.wrapping_add(translation.tsecr_delta),
+            )
+        });
+        assert_eq!(new.options.timestamps, timestamps);
+        let window = match translation.window_scale {
+            Some((from, to)) if before.flags() & tollgate::parse::tcp::flags::SYN == 0 => {
+                let bytes = u64::from(old.window) << from.min(14);
+                (bytes >> to.min(14)).min(u64::from(u16::MAX)) as u16
+            }
+            _ => old.window,
+        };
+        assert_eq!(new.window, window);
+    }
+}
+
+/// Every view at every plausible header position, every accessor called: none may panic.
+fn exercise_views(bytes: &[u8]) {
+    if let Ok(frame) = EthernetFrame::new_checked(bytes) {
+        black_box((
+            frame.dst(),
+            frame.src(),
+            frame.ethertype(),
+            frame.header_len(),
+        ));
+        black_box((frame.outer_vlan(), frame.inner_vlan(), frame.vlan_id()));
+        black_box((frame.vlan_tag_count(), frame.payload()));
+    }
+    let (any_v4, any_v6) = (Ipv4Addr::new(198, 18, 0, 1), Ipv6Addr::LOCALHOST);
+    for start in [0, 14, 18, 22, 34, 38, 42, 54, 58, 62] {
+        let Some(b) = bytes.get(start..) else {
+            break;
+        };
+        if let Ok(ip) = Ipv4Packet::new_checked(b) {
+            black_box((ip.version(), ip.header_len(), ip.dscp(), ip.ecn()));
+            black_box((ip.total_len(), ip.identification(), ip.dont_fragment()));
+            black_box((ip.more_fragments(), ip.fragment_offset(), ip.fragment()));
+            black_box((ip.ttl(), ip.protocol(), ip.checksum(), ip.src(), ip.dst()));
+            black_box((
+                ip.verify_checksum(),
+                ip.header(),
+                ip.options(),
+                ip.payload(),
+            ));
+        }
+        if let Ok(ip) = Ipv6Packet::new_checked(b) {
+            black_box((ip.version(), ip.traffic_class(), ip.flow_label()));
+            black_box((ip.payload_len(), ip.total_len(), ip.next_header()));
+            black_box((ip.hop_limit(), ip.src(), ip.dst(), ip.payload()));
+            let walked = ip.extension_headers().take(1_000).count();
+            assert!(walked < 1_000, "the extension header walk does not end");
+            if let Ok(upper) = ip.upper_layer() {
+                let l4 = ip.upper_layer_bytes(&upper);
+                assert!(l4.len() <= ip.payload().len());
+            }
+        }
+        if let Ok(tcp) = TcpSegment::new_checked(b) {
+            black_box((tcp.src_port(), tcp.dst_port(), tcp.seq_number()));
+            black_box((
+                tcp.ack_number(),
+                tcp.header_len(),
+                tcp.flags(),
+                tcp.window(),
+            ));
+            black_box((tcp.checksum(), tcp.urgent_pointer(), tcp.options()));
+            assert!(tcp.header_len() + tcp.payload().len() == b.len());
+            let options = tcp.iter_options().take(100).count();
+            assert!(options <= 40, "{options} options in 40 bytes");
+            for option in tcp.iter_options() {
+                if let Ok(TcpOption::Sack(blocks)) = option {
+                    assert!(!blocks.is_empty() && blocks.len() <= 4);
+                    black_box(blocks.as_slice());
+                }
+            }
+            black_box(TcpOptions::new(b).take(100).count());
+            black_box(tcp.verify_checksum_v4(any_v4, any_v4));
+            black_box(tcp.verify_checksum_v6(any_v6, any_v6));
+        }
+        for udp in [
+            UdpDatagram::new_checked(b),
+            UdpDatagram::new_first_fragment(b),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            black_box((udp.src_port(), udp.dst_port(), udp.length(), udp.checksum()));
+            black_box((udp.payload(), udp.verify_checksum_v4(any_v4, any_v4)));
+            black_box(udp.verify_checksum_v6(any_v6, any_v6));
+        }
+        for udplite in [
+            UdpLiteDatagram::new_checked(b),
+            UdpLiteDatagram::new_first_fragment(b),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            black_box((udplite.src_port(), udplite.dst_port(), udplite.payload()));
+            black_box((udplite.checksum(), udplite.checksum_coverage()));
+        }
+        if let Ok(sctp) = SctpPacket::new_checked(b) {
+            black_box((sctp.src_port(), sctp.dst_port(), sctp.verification_tag()));
+            black_box((sctp.checksum(), sctp.chunks()));
+        }
+        if let Ok(dccp) = DccpPacket::new_checked(b) {
+            black_box((dccp.src_port(), dccp.dst_port(), dccp.header_len()));
+            black_box((dccp.ccval(), dccp.checksum_coverage(), dccp.checksum()));
+            black_box((dccp.packet_type(), dccp.sequence_number(), dccp.payload()));
+        }
+        if let Ok(icmp) = Icmpv4Packet::new_checked(b) {
+            black_box((
+                icmp.msg_type(),
+                icmp.code(),
+                icmp.checksum(),
+                icmp.payload(),
+            ));
+            black_box((icmp.echo_identifier(), icmp.echo_sequence()));
+            black_box(icmp.verify_checksum());
+        }
+        if let Ok(icmp) = Icmpv6Packet::new_checked(b) {
+            black_box((icmp.msg_type(), icmp.code(), icmp.checksum(), icmp.body()));
+            black_box((icmp.echo_identifier(), icmp.echo_sequence()));
+            black_box(icmp.verify_checksum(any_v6, any_v6));
+        }
+    }
+}

@@ -653,6 +653,13 @@ impl PolicySet {
                 ),
             ));
         }
+        // Only a hand-edited state file gets here: ids are never reused, so none is left.
+        if self.next_id == u32::MAX {
+            return Err(invalid(
+                "next_id",
+                "every rule id has been used: replace the policy to start again from 1",
+            ));
+        }
         let id = self.allocate_id();
         self.rules.insert(position, Rule { id, spec });
         Ok(id)
@@ -672,6 +679,9 @@ impl PolicySet {
     pub fn replace(&mut self, specs: Vec<RuleSpec>) -> Result<(), PolicyError> {
         let mut next = self.clone();
         next.rules.clear();
+        if next.next_id == u32::MAX {
+            next.next_id = 1;
+        }
         Self::check(&specs)?;
         for spec in specs {
             next.add(spec)?;
@@ -710,6 +720,25 @@ impl PolicySet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn used_up_ids_refuse_a_new_rule_and_a_replace_starts_again() {
+        let spec: RuleSpec =
+            serde_json::from_str(r#"{"match":{"proto":"tcp","dst_port":10000},"action":"bypass"}"#)
+                .unwrap();
+        let mut set = PolicySet {
+            rules: Vec::new(),
+            next_id: u32::MAX,
+        };
+        let err = set.add(spec.clone()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("next_id: every rule id has been used"),
+            "{err}"
+        );
+        assert!(set.rules.is_empty());
+        set.replace(vec![spec]).unwrap();
+        assert_eq!(set.rules[0].id, 1);
+    }
 
     fn spec(json: &str) -> RuleSpec {
         serde_json::from_str(json).unwrap()

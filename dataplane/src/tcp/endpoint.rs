@@ -1245,14 +1245,14 @@ impl<P: Payload> Endpoint<P> {
             self.probes_unanswered = 0;
             if self.send.in_flight() == 0 {
                 self.stop_probing();
-            } else if self.snd_wnd > 0 {
+            } else if self.window_open() {
                 // The window opened and the probe is not acknowledged: the peer dropped it (and
                 // anything else beyond its window). Send from SND.UNA again, without treating
                 // it as congestion.
                 self.stop_probing();
                 self.go_back_n = Some(una);
             }
-        } else if self.snd_wnd > 0 {
+        } else if self.window_open() {
             self.persist_at = None;
             self.persist_backoff = 0;
         }
@@ -1621,7 +1621,7 @@ impl<P: Payload> Endpoint<P> {
                 if self.send.in_flight() == 0 {
                     return;
                 }
-                if self.snd_wnd == 0 {
+                if !self.window_open() {
                     // The peer closed its window on data in flight: what follows are window
                     // probes, not congestion (Linux's tcp_retransmit_timer does the same).
                     self.probing = true;
@@ -1818,9 +1818,22 @@ impl<P: Payload> Endpoint<P> {
         self.send.in_flight()
     }
 
+    /// The right edge of the peer's window: SND.WND counted from the acknowledgment that
+    /// carried it (SND.WL2), not from SND.UNA. An ACK too old to update the window (RFC 9293
+    /// §3.10.7.4) still moves SND.UNA, and SND.UNA + SND.WND would then reach past anything
+    /// the peer offered.
+    fn window_edge(&self) -> SeqNumber {
+        self.snd_wl2 + self.snd_wnd
+    }
+
+    /// Whether the peer's window has room beyond SND.UNA.
+    fn window_open(&self) -> bool {
+        self.window_edge().distance(self.send.snd_una()) > 0
+    }
+
     /// Room in the peer's window from SND.NXT.
     fn usable_window(&self) -> usize {
-        (self.send.snd_una() + self.snd_wnd).since(self.send.snd_nxt())
+        self.window_edge().since(self.send.snd_nxt())
     }
 
     /// Payload bytes the next segment may carry: the MSS less its options (RFC 6691), SACK
@@ -3545,6 +3558,31 @@ mod tests {
         while ep.recv().is_some() {}
         let update = one(&mut ep, 72);
         assert_eq!(update.header.window, 3000);
+    }
+
+    #[test]
+    fn an_ack_too_old_to_update_the_window_does_not_move_its_edge() {
+        let mut ep = plain_server();
+        // The peer's ACK comes from beyond what it has sent us so far (its earlier octets are
+        // still on the way): it sets SND.WL1 there.
+        ep.on_segment(&seg(ACK, IRS + 9, ISS + 1, 3000), none(), 20);
+        for i in 0..6 {
+            ep.send(bytes(i * 1000, 1000)).unwrap();
+        }
+        let out = drain(&mut ep, 20);
+        assert_eq!(out.len(), 3, "the window holds three segments: {out:#?}");
+        // An ACK from an older sequence number (the peer went back to resend): it acknowledges
+        // data, but RFC 9293 §3.10.7.4 keeps its window out. SND.UNA + SND.WND would now reach
+        // 2000 octets past the edge the peer offered; nothing may go there.
+        ep.on_segment(&seg(ACK, IRS + 1, ISS + 2001, 100), none(), 30);
+        silent(&mut ep, 30);
+        assert_eq!(ep.stats().snd_wnd, 3000);
+        // A current ACK moves the window on.
+        ep.on_segment(&seg(ACK, IRS + 9, ISS + 3001, 2000), none(), 40);
+        let out = drain(&mut ep, 40);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_data(&out[0], ISS + 3001, &bytes(3000, 1000));
+        assert_data(&out[1], ISS + 4001, &bytes(4000, 1000));
     }
 
     #[test]

@@ -397,7 +397,8 @@ impl Worker {
         }
     }
 
-    #[inline]
+    /// Once per forwarded frame: inlined, like the rest of the burst's last stage.
+    #[inline(always)]
     fn forward(&mut self, m: Mbuf, egress: PortSide, out: &mut Outbox) {
         let burst = &mut out.tx[egress.index()];
         if burst.is_full() {

@@ -57,7 +57,11 @@ pub struct IpSummary {
 }
 
 /// Parses one Ethernet frame down to its transport header.
-#[inline]
+///
+/// Always inlined: out of line, the summary goes back through memory and the caller waits on
+/// those stores (measured with bench-fwd: about 25 cycles per frame once a second caller made
+/// the compiler stop inlining it). Inlined, the worker keeps only the fields it reads.
+#[inline(always)]
 pub fn parse_frame(frame: &[u8]) -> Result<FrameSummary, Malformed> {
     // Every offset and length below then fits the summary's u16 fields.
     if frame.len() > usize::from(u16::MAX) {
@@ -79,7 +83,7 @@ pub fn parse_frame(frame: &[u8]) -> Result<FrameSummary, Malformed> {
     })
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4_summary(l3: &[u8], l3_offset: usize) -> Result<IpSummary, Malformed> {
     let ip = Ipv4Packet::new_checked(l3)?;
     let protocol = ip.protocol();
@@ -98,7 +102,7 @@ fn ipv4_summary(l3: &[u8], l3_offset: usize) -> Result<IpSummary, Malformed> {
     })
 }
 
-#[inline]
+#[inline(always)]
 fn ipv6_summary(l3: &[u8], l3_offset: usize) -> Result<IpSummary, Malformed> {
     let ip = Ipv6Packet::new_checked(l3)?;
     let upper = ip.upper_layer()?;

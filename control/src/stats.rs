@@ -94,7 +94,8 @@ pub struct StatsSnapshot {
     pub malformed: BTreeMap<String, u64>,
     /// Flows seen on more than one worker: must stay 0.
     pub flows_split_across_workers: u64,
-    /// New-flow reports the split audit could not check (it was full).
+    /// New flows the split audit could not check: its table was full, or a worker found its
+    /// channel full and could not report them.
     pub split_audit_unchecked: u64,
     pub mempool: MempoolStats,
     /// Policy rules in order, with their hit counters.
@@ -639,7 +640,7 @@ impl std::fmt::Display for Prometheus<'_> {
         .sample(&[], s.flows_split_across_workers);
         fam.get(
             "tollgate_split_audit_unchecked_total".into(),
-            "New-flow reports the split audit could not check",
+            "New flows the split audit could not check (its table or its channel was full)",
             false,
         )
         .sample(&[], s.split_audit_unchecked);

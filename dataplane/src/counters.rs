@@ -73,6 +73,9 @@ pub struct WorkerCounters {
     pub malformed_forwarded: u64,
     pub malformed: [u64; Malformed::COUNT],
     pub drops: [u64; DropReason::COUNT],
+    /// New flows the split audit never heard of: its channel was full when the worker
+    /// published (the main thread was behind).
+    pub split_audit_unsent: u64,
 }
 
 impl Default for WorkerCounters {
@@ -90,6 +93,7 @@ impl Default for WorkerCounters {
             malformed_forwarded: 0,
             malformed: [0; Malformed::COUNT],
             drops: [0; DropReason::COUNT],
+            split_audit_unsent: 0,
         }
     }
 }

@@ -45,6 +45,13 @@ pub fn snapshot(inputs: SnapshotInputs<'_>) -> StatsSnapshot {
     for (name, counters) in inputs.ports {
         snap.ports.insert(name.to_string(), counters);
     }
+    // New flows the audit did not check: those it had no room to remember, and those the
+    // workers could not even report to it.
+    snap.split_audit_unchecked += inputs
+        .workers
+        .iter()
+        .map(|(_, _, report)| report.counters.split_audit_unsent)
+        .sum::<u64>();
     let mut drops = [0u64; DropReason::COUNT];
     let mut malformed = [0u64; Malformed::COUNT];
     for (id, core, report) in inputs.workers {
@@ -96,4 +103,33 @@ pub fn write_file(path: &std::path::Path, snap: &StatsSnapshot) -> std::io::Resu
     let json = serde_json::to_vec_pretty(snap).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchecked_flows_count_both_the_audits_and_the_workers_unsent_reports() {
+        let mut reports = Vec::new();
+        for (id, unsent) in [(0usize, 3u64), (1, 4)] {
+            let mut report = WorkerReport::default();
+            report.counters.split_audit_unsent = unsent;
+            reports.push((id, None, report));
+        }
+        let snap = snapshot(SnapshotInputs {
+            uptime_secs: 1,
+            steering: "software".into(),
+            ports: [
+                ("inside", PortCounters::default()),
+                ("outside", PortCounters::default()),
+            ],
+            workers: &reports,
+            split_flows: 0,
+            split_unchecked: 5,
+            mempool: MempoolStats::default(),
+            signature_names: &[],
+        });
+        assert_eq!(snap.split_audit_unchecked, 12);
+    }
 }

@@ -612,9 +612,12 @@ impl Worker {
         if let Some(audit) = &self.audit {
             if self.pipeline.has_new_flows() {
                 let keys = self.pipeline.take_new_flows();
-                // A full channel means the main thread is behind; the audit
-                // counts what it could not check rather than block a worker.
-                let _ = audit.try_send((self.id as u16, keys));
+                // A full channel means the main thread is behind: count what the
+                // audit will not check rather than block a worker.
+                if let Err(refused) = audit.try_send((self.id as u16, keys)) {
+                    let (_, keys) = refused.into_inner();
+                    self.pipeline.counters.split_audit_unsent += keys.len() as u64;
+                }
             }
         }
         // Never wait for the main thread: if it holds the lock, publish next

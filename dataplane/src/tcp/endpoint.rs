@@ -433,6 +433,9 @@ pub struct Endpoint<P: Payload> {
     last_rx: u64,
     last_activity: u64,
     keepalive_probes: u32,
+    /// When the last keepalive probe fell due: the next one is an interval after it, however
+    /// late the timers ran.
+    keepalive_probe_at: u64,
     keepalive_due: bool,
     events: VecDeque<Event>,
     counters: Counters,
@@ -517,6 +520,7 @@ impl<P: Payload> Endpoint<P> {
             last_rx: now,
             last_activity: now,
             keepalive_probes: 0,
+            keepalive_probe_at: 0,
             keepalive_due: false,
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -1542,13 +1546,12 @@ impl<P: Payload> Endpoint<P> {
         {
             return None;
         }
-        Some(
-            self.last_rx
-                .saturating_add(keepalive.idle_ms)
-                .saturating_add(
-                    u64::from(self.keepalive_probes).saturating_mul(keepalive.interval_ms),
-                ),
-        )
+        Some(if self.keepalive_probes == 0 {
+            self.last_rx.saturating_add(keepalive.idle_ms)
+        } else {
+            self.keepalive_probe_at
+                .saturating_add(keepalive.interval_ms)
+        })
     }
 
     fn idle_deadline(&self) -> Option<u64> {
@@ -1692,6 +1695,7 @@ impl<P: Payload> Endpoint<P> {
             return;
         }
         self.keepalive_probes += 1;
+        self.keepalive_probe_at = now;
         self.keepalive_due = true;
         self.counters.keepalives += 1;
     }
@@ -4008,6 +4012,30 @@ mod tests {
         assert_eq!(rst.header.flags, RST | ACK);
         assert_eq!(events(&mut ep), [Event::TimedOut, Event::Closed]);
         assert_eq!(ep.stats().keepalives, 3);
+    }
+
+    #[test]
+    fn late_timers_leave_each_keepalive_probe_its_interval() {
+        let config = EndpointConfig {
+            keepalive: Some(KeepaliveConfig {
+                idle_ms: 10_000,
+                interval_ms: 1_000,
+                probes: 2,
+            }),
+            ..config()
+        };
+        let mut ep = server(config, plain(), mss_only(1000));
+        // The worker was held off for five intervals: one probe now, not every probe and the
+        // reset at once.
+        ep.on_timer(15_010);
+        assert_ack(&one(&mut ep, 15_010), ISS, IRS + 1);
+        assert_eq!(ep.poll_at(), Some(16_010));
+        ep.on_timer(15_500);
+        silent(&mut ep, 15_500);
+        // The peer answers in time: the connection lives.
+        ep.on_segment(&seg(ACK, IRS + 1, ISS + 1, 65535), none(), 15_600);
+        assert_eq!(ep.state(), State::Established);
+        assert_eq!(ep.poll_at(), Some(25_600));
     }
 
     #[test]

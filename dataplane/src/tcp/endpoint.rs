@@ -3983,8 +3983,8 @@ mod tests {
 
     // ---- keepalive, idle ----
 
-    #[test]
-    fn keepalive_probes_then_resets() {
+    /// Keepalive after 10 s idle, then 2 probes a second apart.
+    fn keepalive_server() -> Ep {
         let config = EndpointConfig {
             keepalive: Some(KeepaliveConfig {
                 idle_ms: 10_000,
@@ -3993,7 +3993,12 @@ mod tests {
             }),
             ..config()
         };
-        let mut ep = server(config, plain(), mss_only(1000));
+        server(config, plain(), mss_only(1000))
+    }
+
+    #[test]
+    fn keepalive_probes_then_resets() {
+        let mut ep = keepalive_server();
         assert_eq!(ep.poll_at(), Some(10_010));
         ep.on_timer(10_010);
         let probe = one(&mut ep, 10_010);
@@ -4016,15 +4021,7 @@ mod tests {
 
     #[test]
     fn late_timers_leave_each_keepalive_probe_its_interval() {
-        let config = EndpointConfig {
-            keepalive: Some(KeepaliveConfig {
-                idle_ms: 10_000,
-                interval_ms: 1_000,
-                probes: 2,
-            }),
-            ..config()
-        };
-        let mut ep = server(config, plain(), mss_only(1000));
+        let mut ep = keepalive_server();
         // The worker was held off for five intervals: one probe now, not every probe and the
         // reset at once.
         ep.on_timer(15_010);

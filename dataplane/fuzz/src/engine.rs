@@ -761,20 +761,6 @@ struct Harness<I: Inspector> {
     offsets: Option<[u32; 2]>,
 }
 
-fn side(leg: Leg) -> usize {
-    match leg {
-        Leg::Client => 0,
-        Leg::Server => 1,
-    }
-}
-
-fn direction_index(direction: Direction) -> usize {
-    match direction {
-        Direction::ClientToServer => 0,
-        Direction::ServerToClient => 1,
-    }
-}
-
 /// Wrapping distance from `from` to `to`, when `to` is not before `from`.
 fn span(from: SeqNumber, to: SeqNumber) -> Option<usize> {
     let distance = to.0.wrapping_sub(from.0);
@@ -1159,7 +1145,7 @@ impl<I: Inspector> Harness<I> {
             let what = if flush { "flush" } else { "proxy" };
             eprintln!("{:>8} {what} -> {leg:?}: {header:?} +{len}", self.now);
         }
-        let to = side(leg);
+        let to = leg.index();
         let from = 1 - to;
         let direction = leg.other().inbound();
 
@@ -1224,7 +1210,7 @@ impl<I: Inspector> Harness<I> {
                     payload.len()
                 );
             }
-            self.outcome.relayed[direction_index(direction)] += payload.len();
+            self.outcome.relayed[direction.index()] += payload.len();
         }
         if header.flags.contains(TcpFlags::FIN) && !header.flags.contains(TcpFlags::RST) {
             let fin_at = source_start + payload.len();
@@ -1281,7 +1267,7 @@ impl<I: Inspector> Harness<I> {
         if header.flags.intersects(TcpFlags::RST | TcpFlags::SYN) {
             return;
         }
-        let receiver = &self.peers[side(leg)];
+        let receiver = &self.peers[leg.index()];
         if let (true, Some(edge), Some(start)) =
             (len > 0, receiver.window_edge, receiver.received_start)
         {
@@ -1306,7 +1292,7 @@ impl<I: Inspector> Harness<I> {
             return;
         };
         let edge = header.ack + (usize::from(header.window) << shift);
-        let receiver = &mut self.peers[side(leg)];
+        let receiver = &mut self.peers[leg.index()];
         if let Some((before, before_shift)) = receiver.offered_edge {
             if before_shift == shift && before > edge {
                 let moved = before.0.wrapping_sub(edge.0) as usize;

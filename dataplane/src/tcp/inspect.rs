@@ -27,7 +27,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn index(self) -> usize {
+    /// 0 for client to server, 1 for server to client: for per-direction arrays.
+    pub fn index(self) -> usize {
         match self {
             Direction::ClientToServer => 0,
             Direction::ServerToClient => 1,

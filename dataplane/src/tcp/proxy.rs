@@ -104,18 +104,12 @@ impl Leg {
         }
     }
 
-    fn index(self) -> usize {
+    /// 0 for the client leg, 1 for the server leg: for per-leg arrays.
+    pub fn index(self) -> usize {
         match self {
             Leg::Client => 0,
             Leg::Server => 1,
         }
-    }
-}
-
-fn direction_index(direction: Direction) -> usize {
-    match direction {
-        Direction::ClientToServer => 0,
-        Direction::ServerToClient => 1,
     }
 }
 
@@ -662,7 +656,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
     /// zero whenever the legs share sequence spaces, which they do unless a SYN cookie was used.
     pub fn seq_offset(&self, direction: Direction) -> u32 {
         if let Some(translations) = &self.passthrough {
-            return translations[direction_index(direction)].seq_delta;
+            return translations[direction.index()].seq_delta;
         }
         let (Some(client), Some(server)) = (&self.client, &self.server) else {
             return 0;
@@ -683,7 +677,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
             Direction::ClientToServer => (&self.client, &self.server),
             Direction::ServerToClient => (&self.server, &self.client),
         };
-        let carried = self.carry[direction_index(direction)]
+        let carried = self.carry[direction.index()]
             .as_ref()
             .map_or(0, Payload::len);
         src.as_ref().map_or(0, Endpoint::recv_ready)
@@ -986,7 +980,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
     /// Moves `direction`'s in-order bytes from the receiving leg through the inspector to the
     /// sending leg, as long as its send queue takes them; then the FIN, after the last byte.
     fn relay(&mut self, direction: Direction, now: u64) {
-        let d = direction_index(direction);
+        let d = direction.index();
         let (src, dst) = match direction {
             Direction::ClientToServer => (self.client.as_mut(), self.server.as_mut()),
             Direction::ServerToClient => (self.server.as_mut(), self.client.as_mut()),
@@ -1041,8 +1035,8 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
             return;
         };
         let carried = |carry: &Option<P>| carry.as_ref().map_or(0, Payload::len);
-        let c2s = direction_index(Direction::ClientToServer);
-        let s2c = direction_index(Direction::ServerToClient);
+        let c2s = Direction::ClientToServer.index();
+        let s2c = Direction::ServerToClient.index();
         client.set_receive_capacity(
             server
                 .send_capacity()
@@ -1224,8 +1218,8 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
                 }
                 let [c2s, s2c] = translations(client, server, now);
                 let mut flush = Vec::new();
-                let carry_c2s = self.carry[direction_index(Direction::ClientToServer)].as_ref();
-                let carry_s2c = self.carry[direction_index(Direction::ServerToClient)].as_ref();
+                let carry_c2s = self.carry[Direction::ClientToServer.index()].as_ref();
+                let carry_s2c = self.carry[Direction::ServerToClient.index()].as_ref();
                 flush_toward(
                     Leg::Server,
                     client,

@@ -240,8 +240,7 @@ mod tests {
         PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_HOPOPT, PROTO_IPV6_FRAG, PROTO_IPV6_OPTS,
         PROTO_IPV6_ROUTE,
     };
-    use crate::parse::ipv6::Ipv6ExtensionHeaders;
-    use crate::parse::tcp::{flags, TcpOptions};
+    use crate::parse::tcp::flags;
     use crate::parse::test_frames::*;
 
     fn summary(frame: &[u8]) -> IpSummary {
@@ -688,139 +687,6 @@ mod tests {
         }
     }
 
-    /// Every view over every plausible header position, every accessor called.
-    fn exercise_views(bytes: &[u8]) {
-        use std::hint::black_box;
-
-        let _ = black_box(parse_frame(bytes));
-        if let Ok(frame) = EthernetFrame::new_checked(bytes) {
-            black_box((
-                frame.dst(),
-                frame.src(),
-                frame.ethertype(),
-                frame.header_len(),
-            ));
-            black_box((frame.outer_vlan(), frame.inner_vlan(), frame.vlan_id()));
-            black_box((frame.vlan_tag_count(), frame.payload()));
-        }
-        let (any_v4, any_v6) = (Ipv4Addr::from(V4_A), Ipv6Addr::from(V6_A));
-        for start in [0, 14, 18, 22, 34, 54] {
-            let Some(b) = bytes.get(start..) else {
-                continue;
-            };
-            if let Ok(ip) = Ipv4Packet::new_checked(b) {
-                black_box((
-                    ip.version(),
-                    ip.header_len(),
-                    ip.dscp(),
-                    ip.ecn(),
-                    ip.total_len(),
-                ));
-                black_box((ip.identification(), ip.dont_fragment(), ip.more_fragments()));
-                black_box((ip.fragment_offset(), ip.fragment(), ip.ttl(), ip.protocol()));
-                black_box((ip.checksum(), ip.src(), ip.dst(), ip.verify_checksum()));
-                black_box((ip.header(), ip.options(), ip.payload()));
-            }
-            if let Ok(ip) = Ipv6Packet::new_checked(b) {
-                black_box((
-                    ip.version(),
-                    ip.traffic_class(),
-                    ip.flow_label(),
-                    ip.payload_len(),
-                ));
-                black_box((
-                    ip.total_len(),
-                    ip.next_header(),
-                    ip.hop_limit(),
-                    ip.src(),
-                    ip.dst(),
-                ));
-                black_box(ip.payload());
-                let walk: Ipv6ExtensionHeaders<'_> = ip.extension_headers();
-                black_box(walk.count());
-                if let Ok(upper) = ip.upper_layer() {
-                    black_box(ip.upper_layer_bytes(&upper));
-                }
-            }
-            if let Ok(tcp) = TcpSegment::new_checked(b) {
-                black_box((
-                    tcp.src_port(),
-                    tcp.dst_port(),
-                    tcp.seq_number(),
-                    tcp.ack_number(),
-                ));
-                black_box((tcp.header_len(), tcp.flags(), tcp.window(), tcp.checksum()));
-                black_box((tcp.urgent_pointer(), tcp.options(), tcp.payload()));
-                black_box(tcp.has_flags(flags::SYN));
-                for option in tcp.iter_options() {
-                    if let Ok(crate::parse::tcp::TcpOption::Sack(blocks)) = black_box(option) {
-                        black_box(blocks.as_slice());
-                    }
-                }
-                black_box(TcpOptions::new(b).count());
-                black_box(tcp.verify_checksum_v4(any_v4, any_v4));
-                black_box(tcp.verify_checksum_v6(any_v6, any_v6));
-            }
-            for udp in [
-                UdpDatagram::new_checked(b),
-                UdpDatagram::new_first_fragment(b),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                black_box((udp.src_port(), udp.dst_port(), udp.length(), udp.checksum()));
-                black_box((udp.payload(), udp.verify_checksum_v4(any_v4, any_v4)));
-                black_box(udp.verify_checksum_v6(any_v6, any_v6));
-            }
-            for udplite in [
-                UdpLiteDatagram::new_checked(b),
-                UdpLiteDatagram::new_first_fragment(b),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                black_box((udplite.src_port(), udplite.dst_port(), udplite.payload()));
-                black_box((udplite.checksum(), udplite.checksum_coverage()));
-            }
-            if let Ok(sctp) = SctpPacket::new_checked(b) {
-                black_box((sctp.src_port(), sctp.dst_port(), sctp.verification_tag()));
-                black_box((sctp.checksum(), sctp.chunks()));
-            }
-            if let Ok(dccp) = DccpPacket::new_checked(b) {
-                black_box((
-                    dccp.src_port(),
-                    dccp.dst_port(),
-                    dccp.header_len(),
-                    dccp.ccval(),
-                ));
-                black_box((
-                    dccp.checksum_coverage(),
-                    dccp.checksum(),
-                    dccp.packet_type(),
-                ));
-                black_box((dccp.sequence_number(), dccp.payload()));
-            }
-            if let Ok(icmp) = Icmpv4Packet::new_checked(b) {
-                black_box((
-                    icmp.msg_type(),
-                    icmp.code(),
-                    icmp.checksum(),
-                    icmp.payload(),
-                ));
-                black_box((
-                    icmp.echo_identifier(),
-                    icmp.echo_sequence(),
-                    icmp.verify_checksum(),
-                ));
-            }
-            if let Ok(icmp) = Icmpv6Packet::new_checked(b) {
-                black_box((icmp.msg_type(), icmp.code(), icmp.checksum(), icmp.body()));
-                black_box((icmp.echo_identifier(), icmp.echo_sequence()));
-                black_box(icmp.verify_checksum(any_v6, any_v6));
-            }
-        }
-    }
-
     #[test]
     fn garbage_never_panics() {
         let seeds = [
@@ -858,7 +724,7 @@ mod tests {
             if parse_frame(&bytes).is_ok() {
                 parsed += 1;
             }
-            exercise_views(&bytes);
+            crate::parse::exercise::exercise_views(&bytes);
         }
         // The seeded rounds must reach past the Ethernet header, or the test proves little.
         assert!(parsed > 1_000, "{parsed}");

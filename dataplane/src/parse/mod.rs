@@ -10,6 +10,8 @@
 pub mod checksum;
 pub mod dccp;
 pub mod ethernet;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod exercise;
 mod field;
 pub mod frame;
 pub mod icmp;

@@ -1,6 +1,8 @@
 //! The `parse_frame` target: arbitrary bytes as a received Ethernet frame.
 //!
 //! Beyond never panicking, what the parsers promise and the data plane relies on:
+//! - the common-shape parser the worker tries first takes exactly the frames `parse_frame` finds
+//!   of that shape, with the same fields ([`common_shape_agrees`]);
 //! - every offset and length [`parse_frame`] reports lies within the frame and agrees with the
 //!   header views, and none depends on Ethernet padding;
 //! - a TCP segment `parse_frame` accepts, once its checksum is right, is one the proxy takes
@@ -23,7 +25,7 @@ use tollgate::tcp::proxy::{Leg, Translation};
 use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader};
 use tollgate::tcp::seq::SeqNumber;
 
-use tollgate::parse::exercise::exercise_views;
+use tollgate::parse::exercise::{common_shape_agrees, exercise_views};
 
 use crate::engine::check_header_round_trip;
 
@@ -31,6 +33,7 @@ use crate::engine::check_header_round_trip;
 pub fn check(frame: &[u8]) {
     let parsed = parse_frame(frame);
     exercise_views(frame);
+    common_shape_agrees(frame);
     let Ok(summary) = parsed else {
         return;
     };

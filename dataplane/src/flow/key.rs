@@ -70,13 +70,19 @@ fn words(addr: &[u8; 16]) -> (u64, u64) {
     (value as u64, (value >> 64) as u64)
 }
 
+/// An IPv4 address's ordinal: its IPv4-mapped IPv6 address.
+#[inline(always)]
+fn ipv4_ordinal(addr: u32) -> u128 {
+    (0xffff_u128 << 32) | u128::from(addr)
+}
+
 /// The address as one number whose order is the byte-wise order of its
 /// (IPv4-mapped) octets: comparing integers is two instructions, comparing
 /// byte arrays is a byte-swapping loop.
 #[inline]
 fn ordinal(addr: IpAddr) -> u128 {
     match addr {
-        IpAddr::V4(v4) => (0xffff_u128 << 32) | u128::from(u32::from(v4)),
+        IpAddr::V4(v4) => ipv4_ordinal(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),
     }
 }
@@ -95,8 +101,39 @@ impl FlowKey {
         // A real packet has one family; deciding on either address keeps the
         // key symmetric even for a nonsensical mix.
         let ipv6 = src.is_ipv6() || dst.is_ipv6();
-        let src = (ordinal(src), src_port);
-        let dst = (ordinal(dst), dst_port);
+        Self::from_ordinals(
+            (ordinal(src), src_port),
+            (ordinal(dst), dst_port),
+            protocol,
+            ipv6,
+        )
+    }
+
+    /// [`FlowKey::from_packet`] for IPv4 addresses as integers, as the worker
+    /// reads them from frames of the common shape.
+    #[inline]
+    pub fn from_ipv4(
+        src: u32,
+        dst: u32,
+        protocol: u8,
+        src_port: u16,
+        dst_port: u16,
+    ) -> (FlowKey, Orientation) {
+        Self::from_ordinals(
+            (ipv4_ordinal(src), src_port),
+            (ipv4_ordinal(dst), dst_port),
+            protocol,
+            false,
+        )
+    }
+
+    #[inline(always)]
+    fn from_ordinals(
+        src: (u128, u16),
+        dst: (u128, u16),
+        protocol: u8,
+        ipv6: bool,
+    ) -> (FlowKey, Orientation) {
         let (low, high, orientation) = if src <= dst {
             (src, dst, Orientation::LowToHigh)
         } else {
@@ -220,6 +257,30 @@ pub(crate) mod tests {
             assert_eq!(bo, Orientation::HighToLow);
             assert_eq!(fo.reverse(), bo);
             assert_eq!(forward.software_hash(), backward.software_hash());
+        }
+    }
+
+    #[test]
+    fn an_ipv4_key_from_integers_is_the_key_from_addresses() {
+        let addrs = [0u32, 1, 0xC612_0001, 0xC612_0002, 0xC613_0001, u32::MAX];
+        let ports = [(53, 40000), (40000, 53), (0, 0), (443, 443), (u16::MAX, 1)];
+        for &src in &addrs {
+            for &dst in &addrs {
+                for (sp, dp) in ports {
+                    for protocol in [TCP, UDP] {
+                        let by_addr = FlowKey::from_packet(
+                            IpAddr::V4(src.into()),
+                            IpAddr::V4(dst.into()),
+                            protocol,
+                            sp,
+                            dp,
+                        );
+                        let by_int = FlowKey::from_ipv4(src, dst, protocol, sp, dp);
+                        assert_eq!(by_int, by_addr, "{src:#x}:{sp} -> {dst:#x}:{dp}");
+                        assert_eq!(by_int.0.software_hash(), by_addr.0.software_hash());
+                    }
+                }
+            }
         }
     }
 

@@ -1,15 +1,53 @@
 //! Every header view at every plausible position, every accessor called, with the promises
-//! that hold whatever the bytes: shared by the parsers' garbage test and the `parse_frame` fuzz
-//! target (crate feature `fuzzing`), so both exercise the same surface.
+//! that hold whatever the bytes, and the common-shape parser held to the general one: shared by
+//! the parsers' garbage test and the `parse_frame` fuzz target (crate feature `fuzzing`), so
+//! both exercise the same surface.
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::ethernet::ETHERTYPE_IPV4;
+use super::ip::{Fragment, PROTO_TCP, PROTO_UDP};
 use super::tcp::flags;
 use super::{
-    DccpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, SctpPacket,
-    TcpOption, TcpOptions, TcpSegment, UdpDatagram, UdpLiteDatagram,
+    common_ipv4, parse_frame, CommonIpv4, DccpPacket, EthernetFrame, Icmpv4Packet, Icmpv6Packet,
+    Ipv4Packet, Ipv6Packet, SctpPacket, TcpOption, TcpOptions, TcpSegment, UdpDatagram,
+    UdpLiteDatagram,
 };
+
+/// [`common_ipv4`] takes exactly the frames [`parse_frame`] finds to be of the common shape
+/// (untagged IPv4 without options or fragmentation, carrying TCP or UDP), and reads the same
+/// fields from them. Returns whether it took this one, so callers can show they reached it.
+pub fn common_shape_agrees(bytes: &[u8]) -> bool {
+    let common = common_ipv4(bytes);
+    let expected = parse_frame(bytes).ok().and_then(|summary| {
+        let ip = summary.ip?;
+        let shape = summary.vlan.is_none()
+            && summary.ethertype == ETHERTYPE_IPV4
+            && summary.l3_offset == 14
+            && ip.l4_offset == 34
+            && ip.fragment == Fragment::None
+            && matches!(ip.protocol, PROTO_TCP | PROTO_UDP);
+        let (IpAddr::V4(src), IpAddr::V4(dst), Some((src_port, dst_port))) =
+            (ip.src, ip.dst, ip.ports)
+        else {
+            return None;
+        };
+        shape.then_some(CommonIpv4 {
+            src: src.into(),
+            dst: dst.into(),
+            protocol: ip.protocol,
+            src_port,
+            dst_port,
+            tcp_flags: ip.tcp_flags,
+        })
+    });
+    assert_eq!(
+        common, expected,
+        "the common-shape parser and parse_frame disagree"
+    );
+    common.is_some()
+}
 
 /// Every view at every plausible header position, every accessor called: none may panic, and
 /// each view's lengths agree with the bytes it was given.

@@ -693,13 +693,18 @@ mod tests {
             ipv4_tcp_frame(),
             ipv6_udp_frame(),
             ethernet(
+                &[],
+                ETHERTYPE_IPV4,
+                &ipv4(PROTO_UDP, &udp(500, 4500, b"ike")),
+            ),
+            ethernet(
                 &[(ETHERTYPE_VLAN, 5)],
                 ETHERTYPE_IPV6,
                 &ipv6(PROTO_HOPOPT, &extension(PROTO_IPV6_FRAG, &[0; 6])),
             ),
         ];
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let mut parsed = 0;
+        let (mut parsed, mut common) = (0, 0);
         for round in 0..100_000 {
             let len = rng.below(200);
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
@@ -725,8 +730,12 @@ mod tests {
                 parsed += 1;
             }
             crate::parse::exercise::exercise_views(&bytes);
+            if crate::parse::exercise::common_shape_agrees(&bytes) {
+                common += 1;
+            }
         }
         // The seeded rounds must reach past the Ethernet header, or the test proves little.
         assert!(parsed > 1_000, "{parsed}");
+        assert!(common > 1_000, "{common}");
     }
 }

@@ -8,6 +8,7 @@
 //! than the summary (the TCP proxy reads options and rewrites headers).
 
 pub mod checksum;
+pub mod common;
 pub mod dccp;
 pub mod ethernet;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -26,6 +27,7 @@ mod test_frames;
 pub mod udp;
 pub mod udplite;
 
+pub use common::{common_ipv4, CommonIpv4};
 pub use dccp::DccpPacket;
 pub use ethernet::{EthernetFrame, VlanTag};
 pub use frame::{parse_frame, FrameSummary, IpSummary};

@@ -1,0 +1,93 @@
+//! A worker's per-frame work without the ports: the three stages it runs over each burst of 32
+//! (`Pipeline::prepare`, `prefetch_entry`, `finish`) on 64-byte IPv4/TCP frames of 1, 1k,
+//! 100k and 1M established flows, in a table sized as the daemon's default. bench-fwd measures
+//! the same work between ring ports, where another core writes every frame and the figures
+//! move with how the VM places its two vCPUs; here the frames sit in this core's memory, so
+//! the figures compare builds. Each iteration is one burst: the time per frame is the
+//! reported time over 32 (criterion's throughput line gives frames per second).
+//! Figures in `perf/RESULTS.md`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tollgate::config::Config;
+use tollgate::daemon::flow_table_config;
+use tollgate::pipeline::{Pipeline, PipelineConfig, PortSide, Prepared, Verdict};
+use tollgate::policy::CompiledPolicy;
+use tollgate_control::policy::{Action, PolicySet};
+use tollgate_perf::frames::{FrameTable, Way};
+
+const BURST: usize = 32;
+const NOW_MS: u64 = 1_000;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn pipeline() -> Pipeline {
+    let mut config = Config::default();
+    // As in bench-fwd: one-way synthetic TCP is bypassed, as a bypass rule would.
+    config.policy.default_tcp = Action::Bypass;
+    let policy = CompiledPolicy::compile(&PolicySet::default(), config.policy_defaults(), 1);
+    Pipeline::new(
+        PipelineConfig {
+            flows: flow_table_config(&config),
+            malformed: config.malformed.action,
+            on_table_full: config.flows.on_full,
+            audit_new_flows: false,
+        },
+        Arc::new(policy),
+    )
+}
+
+/// One burst through the worker's three stages; the verdicts go to `black_box`.
+#[inline(always)]
+fn burst(pipeline: &mut Pipeline, frames: &FrameTable, first: usize) {
+    let mut prepared = [Prepared::NONE; BURST];
+    for (i, p) in prepared.iter_mut().enumerate() {
+        let frame = frames.frame((first + i) % frames.len());
+        *p = pipeline.prepare(frame, PortSide::Inside, None, None);
+    }
+    for p in &mut prepared {
+        pipeline.prefetch_entry(p);
+    }
+    for p in &prepared {
+        black_box(pipeline.finish(p, NOW_MS));
+    }
+}
+
+fn stages(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline_burst");
+    group.throughput(Throughput::Elements(BURST as u64));
+    for flows in [1u32, 1_000, 100_000, 1_000_000] {
+        let frames = FrameTable::build(flows, Way::ToServer);
+        let mut pipeline = pipeline();
+        for i in (0..frames.len()).step_by(BURST) {
+            burst(&mut pipeline, &frames, i);
+        }
+        assert_eq!(pipeline.flows().len(), flows as usize);
+        assert!(matches!(
+            pipeline.handle(frames.frame(0), PortSide::Inside, None, None, NOW_MS),
+            Verdict::Forward(PortSide::Outside)
+        ));
+        let mut next = 0;
+        group.bench_function(format!("{flows}_flows"), |b| {
+            b.iter(|| {
+                burst(&mut pipeline, &frames, next);
+                next = (next + BURST) % frames.len();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = stages
+}
+criterion_main!(benches);

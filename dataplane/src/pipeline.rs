@@ -194,8 +194,8 @@ impl Pipeline {
     /// are decided here.
     ///
     /// Frames of the common shape (untagged IPv4/TCP or UDP without options
-    /// or fragmentation) skip the general parser: `perf/benches/pipeline.rs`
-    /// measured the general walk at about a fifth of a frame's cost.
+    /// or fragmentation) skip the general parser: in `perf/benches/pipeline.rs`
+    /// that took 16 % off a frame's cost at 1 and 1k flows, 7 % at 1M.
     ///
     /// This stage, `prefetch_entry` and `finish` are always inlined so the
     /// worker's burst loop and the pipeline benchmark run the same code,

@@ -157,6 +157,11 @@ impl TcpTracker {
         tracker
     }
 
+    /// The flags [`TcpTracker::record`] reads: a packet with none of them (a
+    /// plain ACK or data segment, nearly every packet of a connection)
+    /// leaves the tracker as it was.
+    pub const FLAGS_TRACKED: u8 = SYN | FIN | RST;
+
     /// Folds in one packet's flags.
     pub fn record(&mut self, flags: u8, direction: Direction) {
         if flags & (SYN | ACK) == SYN && self.phase() == TcpPhase::Closed {
@@ -300,7 +305,9 @@ impl FlowEntry {
         self.bytes[i] = self.bytes[i].wrapping_add(u64::from(pkt.len));
         self.last_seen_ms = now_ms;
         match pkt.tcp_flags {
-            Some(flags) if self.key.protocol() == TCP => {
+            // The test of the flags first: it spares nearly every packet the
+            // two phase derivations.
+            Some(flags) if flags & TcpTracker::FLAGS_TRACKED != 0 && self.key.protocol() == TCP => {
                 let before = self.tcp.phase();
                 self.tcp.record(flags, direction);
                 let after = self.tcp.phase();
@@ -482,6 +489,27 @@ mod tests {
             assert_eq!(HandoverCause::from_code(cause.code()), Some(cause));
         }
         assert_eq!(HandoverCause::from_code(0), None);
+    }
+
+    /// `FlowEntry::record` skips the tracker for packets without any of
+    /// these flags; every state and every other flag combination shows that
+    /// loses nothing.
+    #[test]
+    fn flags_outside_the_tracked_ones_leave_every_tracker_as_it_was() {
+        for state in 0..=u8::MAX {
+            for flags in (0..=u8::MAX).filter(|f| f & TcpTracker::FLAGS_TRACKED == 0) {
+                for direction in [Direction::Original, Direction::Reply] {
+                    let mut tracker = TcpTracker(state);
+                    tracker.record(flags, direction);
+                    assert_eq!(tracker, TcpTracker(state), "{state:#x} {flags:#x}");
+                }
+            }
+        }
+        for flags in [SYN, FIN, RST] {
+            let mut tracker = TcpTracker::default();
+            tracker.record(flags, Direction::Reply);
+            assert_ne!(tracker, TcpTracker::default(), "{flags:#x}");
+        }
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl TcpTracker {
     /// The flags [`TcpTracker::record`] reads: a packet with none of them (a
     /// plain ACK or data segment, nearly every packet of a connection)
     /// leaves the tracker as it was.
-    pub const FLAGS_TRACKED: u8 = SYN | FIN | RST;
+    const FLAGS_TRACKED: u8 = SYN | FIN | RST;
 
     /// Folds in one packet's flags.
     pub fn record(&mut self, flags: u8, direction: Direction) {

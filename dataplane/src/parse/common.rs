@@ -9,18 +9,17 @@
 //! `None` and the caller goes the general way. Whatever it accepts, `parse_frame` accepts with
 //! the same fields: the unit tests and the `parse_frame` fuzz target hold it to that.
 
-use super::ethernet::ETHERTYPE_IPV4;
-use super::field::be16;
+use super::ethernet::{ETHERTYPE_IPV4, HEADER_LEN as ETHERNET_LEN};
+use super::field::{be16, be32};
 use super::ip::{PROTO_TCP, PROTO_UDP};
+use super::ipv4::{FLAG_MORE_FRAGMENTS, FRAGMENT_OFFSET_MASK, HEADER_LEN as IPV4_LEN};
+use super::tcp::HEADER_LEN as TCP_LEN;
+use super::udp::HEADER_LEN as UDP_LEN;
 
-const ETHERNET_LEN: usize = 14;
-const IPV4_LEN: usize = 20;
-const TCP_LEN: usize = 20;
-const UDP_LEN: usize = 8;
 /// IPv4 version 4, header length five words: no options.
 const VERSION_IHL: u8 = 0x45;
 /// More-fragments and the fragment offset (the reserved bit and DF may be set).
-const FRAGMENT_BITS: u16 = 0x3fff;
+const FRAGMENT_BITS: u16 = FLAG_MORE_FRAGMENTS | FRAGMENT_OFFSET_MASK;
 
 /// What the flow table needs of a frame of the common shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +76,8 @@ pub fn common_ipv4(frame: &[u8]) -> Option<CommonIpv4> {
         _ => return None,
     };
     Some(CommonIpv4 {
-        src: u32::from_be_bytes([head[ip + 12], head[ip + 13], head[ip + 14], head[ip + 15]]),
-        dst: u32::from_be_bytes([head[ip + 16], head[ip + 17], head[ip + 18], head[ip + 19]]),
+        src: be32(head, ip + 12),
+        dst: be32(head, ip + 16),
         protocol,
         src_port: be16(head, l4),
         dst_port: be16(head, l4 + 2),

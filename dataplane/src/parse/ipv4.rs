@@ -16,8 +16,8 @@ pub const OPTION_END_OF_LIST: u8 = 0;
 pub const OPTION_NO_OPERATION: u8 = 1;
 
 const FLAG_DONT_FRAGMENT: u16 = 0x4000;
-const FLAG_MORE_FRAGMENTS: u16 = 0x2000;
-const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
+pub(crate) const FLAG_MORE_FRAGMENTS: u16 = 0x2000;
+pub(crate) const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
 
 /// A view of an IPv4 packet. The buffer may run past the total length (Ethernet padding);
 /// [`payload`](Ipv4Packet::payload) stops at the total length.

@@ -15,14 +15,14 @@ use crate::proxy::{ProxySettings, ProxyTable};
 use crate::tcp::inspect::SignatureInspector;
 use crate::tcp::proxy::ProxyConfig;
 use crate::tcp::reassembly::ReassemblyLimits;
-use tollgate_control::{MempoolStats, StatsSnapshot};
+use tollgate_control::{MempoolStats, PortCounters, StatsSnapshot};
 
 use crate::config::Config;
 use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
 use crate::notice::Notices;
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
 use crate::policy::{CompiledPolicy, PolicyBoard};
-use crate::stats::{port_counters, snapshot, SnapshotInputs};
+use crate::stats::{latch_port_counters, port_counters, snapshot, SnapshotInputs};
 use crate::steering::SplitAudit;
 use crate::worker::{Worker, WorkerCommand, WorkerReport};
 use tollgate_control::protocol::RuleHits;
@@ -71,6 +71,8 @@ pub struct Dataplane {
     started: Instant,
     board: Arc<PolicyBoard>,
     signature_names: Vec<String>,
+    /// Each port's counters as reported so far ([`latch_port_counters`]).
+    ports_seen: Mutex<[PortCounters; 2]>,
 }
 
 /// One worker's share of the proxy configuration.
@@ -304,6 +306,7 @@ impl Dataplane {
             started: Instant::now(),
             board,
             signature_names: inspector.names().to_vec(),
+            ports_seen: Mutex::default(),
         })
     }
 
@@ -378,12 +381,16 @@ impl Dataplane {
     }
 
     fn snapshot_from(&self, reports: &[(usize, Option<usize>, WorkerReport)]) -> StatsSnapshot {
-        let port = |side: PortSide| {
-            let p = &self.ports[side.index()];
-            (
-                side.name(),
-                p.stats().map(|s| port_counters(&s)).unwrap_or_default(),
-            )
+        let mut seen = self.ports_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut port = |side: PortSide| {
+            let i = side.index();
+            // A failed read reads as zeros, which the latch leaves out.
+            let reading = self.ports[i]
+                .stats()
+                .map(|s| port_counters(&s))
+                .unwrap_or_default();
+            latch_port_counters(&mut seen[i], &reading);
+            (side.name(), seen[i])
         };
         snapshot(SnapshotInputs {
             uptime_secs: self.started.elapsed().as_secs(),

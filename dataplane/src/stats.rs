@@ -32,6 +32,37 @@ pub fn port_counters(s: &dpdk::PortStats) -> PortCounters {
     }
 }
 
+/// Folds a reading of a port's counters into what was reported before,
+/// counter by counter, keeping the larger.
+///
+/// Tollgate never resets a port's counters, so none of them should fall; on
+/// some devices they do while the port has no peer. memif sums the rings of
+/// its current connection, so it reads zero from the moment Pktgen or a
+/// neighbouring process disconnects, while its queues keep their counts for
+/// the next connection. Without the latch the final counters of a lab run
+/// would show ports that never received a frame.
+pub fn latch_port_counters(seen: &mut PortCounters, reading: &PortCounters) {
+    // Destructured so that a counter added to PortCounters cannot be missed here.
+    let PortCounters {
+        ipackets,
+        opackets,
+        ibytes,
+        obytes,
+        imissed,
+        ierrors,
+        oerrors,
+        rx_nombuf,
+    } = *reading;
+    seen.ipackets = seen.ipackets.max(ipackets);
+    seen.opackets = seen.opackets.max(opackets);
+    seen.ibytes = seen.ibytes.max(ibytes);
+    seen.obytes = seen.obytes.max(obytes);
+    seen.imissed = seen.imissed.max(imissed);
+    seen.ierrors = seen.ierrors.max(ierrors);
+    seen.oerrors = seen.oerrors.max(oerrors);
+    seen.rx_nombuf = seen.rx_nombuf.max(rx_nombuf);
+}
+
 pub fn snapshot(inputs: SnapshotInputs<'_>) -> StatsSnapshot {
     let mut snap = StatsSnapshot {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -131,5 +162,32 @@ mod tests {
             signature_names: &[],
         });
         assert_eq!(snap.split_audit_unchecked, 12);
+    }
+
+    #[test]
+    fn a_port_read_while_its_peer_is_away_keeps_its_counts() {
+        let reading = |packets: u64, nombuf: u64| PortCounters {
+            ipackets: packets,
+            opackets: packets / 2,
+            ibytes: packets * 64,
+            obytes: packets * 32,
+            imissed: packets / 4,
+            ierrors: 1,
+            oerrors: 2,
+            rx_nombuf: nombuf,
+        };
+        let mut seen = PortCounters::default();
+        latch_port_counters(&mut seen, &reading(1000, 3));
+        assert_eq!(seen, reading(1000, 3));
+        // The peer left: memif reads zero, but the frames were received.
+        latch_port_counters(&mut seen, &PortCounters::default());
+        assert_eq!(seen, reading(1000, 3));
+        // It came back; its queues had kept their counts and go on from them.
+        latch_port_counters(&mut seen, &reading(1500, 3));
+        assert_eq!(seen, reading(1500, 3));
+        // Each counter is kept on its own: one that grew is taken even when
+        // others read lower.
+        latch_port_counters(&mut seen, &reading(0, 9));
+        assert_eq!(seen, reading(1500, 9));
     }
 }

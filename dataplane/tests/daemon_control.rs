@@ -23,24 +23,24 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// The daemon on two idle ring devices, one worker, no hugepages.
-fn tollgate() -> Command {
+/// Two idle ring devices: the ports of every test but the memif one.
+const RINGS: [&str; 2] = ["net_ring0", "net_ring1"];
+
+/// The daemon on two ports (inside, outside), one worker, no hugepages.
+fn tollgate_on(ports: [&str; 2]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    c.args([
-        "--inside",
-        "net_ring0",
-        "--outside",
-        "net_ring1",
-        "--cores",
-        "0",
-    ]);
+    c.args(["--inside", ports[0], "--outside", ports[1], "--cores", "0"]);
     c.args(["--no-huge", "--memory", "256"]);
     c
 }
 
-fn spawn(dir: &Path, tag: &str, extra: &[&str]) -> Child {
+fn tollgate() -> Command {
+    tollgate_on(RINGS)
+}
+
+fn spawn(dir: &Path, tag: &str, ports: [&str; 2], extra: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("{tag}.log"))).unwrap();
-    tollgate()
+    tollgate_on(ports)
         .args(extra)
         .args([
             "--mbufs",
@@ -68,7 +68,11 @@ impl Daemon {
     }
 
     fn start_with(dir: &Path, tag: &str, extra: &[&str]) -> Daemon {
-        let child = spawn(dir, tag, extra);
+        Daemon::start_on(dir, tag, RINGS, extra)
+    }
+
+    fn start_on(dir: &Path, tag: &str, ports: [&str; 2], extra: &[&str]) -> Daemon {
+        let child = spawn(dir, tag, ports, extra);
         let d = Daemon {
             child,
             socket: dir.join("control.sock"),
@@ -378,5 +382,92 @@ fn the_counters_are_served_to_prometheus_and_dpdk_telemetry() {
     let proxy = ask("/tollgate/proxy");
     assert_eq!(proxy["/tollgate/proxy"]["detected_ctcp_ike"], 0, "{proxy}");
     d.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A port's counters outlast its peer. memif reads zero once the process at the far end of its
+/// links disconnects (Pktgen quitting at the end of a lab run); what the ports received before
+/// is still what `stats` and the final counters report.
+#[test]
+fn port_counters_outlast_a_memif_peer_that_leaves() {
+    let dir = scratch("memif");
+    let link = |n: usize, role: &str| {
+        let socket = dir.join(format!("link{n}.sock"));
+        format!(
+            "net_memif{n},role={role},id=0,socket={},socket-abstract=no",
+            socket.display()
+        )
+    };
+    let (inside, outside) = (link(0, "server"), link(1, "server"));
+    let d = Daemon::start_on(&dir, "memif", [inside.as_str(), outside.as_str()], &[]);
+    let inside_port = |stats: &Value| stats["ports"]["inside"].clone();
+
+    // The peer: DPDK's testpmd as the memif client of both links, sending until interrupted.
+    let log = std::fs::File::create(dir.join("testpmd.log")).unwrap();
+    let mut peer = Command::new("dpdk-testpmd")
+        .args(["-l", "0,1", "--no-huge", "-m", "512", "--no-pci"])
+        .arg("--file-prefix")
+        .arg(format!("tg-dctl-{}-peer", std::process::id()))
+        .args(["--vdev", &link(0, "client"), "--vdev", &link(1, "client")])
+        .args(["--", "--forward-mode=txonly", "--nb-cores=1"])
+        .args(["--total-num-mbufs=8192", "--stats-period", "1"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("dpdk-testpmd (Debian's dpdk package; scripts/setup installs it)");
+    let peer_log = || std::fs::read_to_string(dir.join("testpmd.log")).unwrap_or_default();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let received = loop {
+        let port = inside_port(&d.ok(json!({"version": 1, "op": "stats"})));
+        if port["ipackets"].as_u64().unwrap() >= 10_000 {
+            break port;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no frames from the peer: {port}\n{}",
+            peer_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let pid = nix::unistd::Pid::from_raw(peer.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while peer.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = peer.kill();
+            let _ = peer.wait();
+            panic!("testpmd did not stop on SIGINT:\n{}", peer_log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its sockets closed when it exited; give tollgate's interrupt thread time to take the
+    // links down, after which memif itself reads zero.
+    std::thread::sleep(Duration::from_secs(1));
+
+    let after = inside_port(&d.ok(json!({"version": 1, "op": "stats"})));
+    for counter in ["ipackets", "ibytes"] {
+        assert!(
+            after[counter].as_u64() >= received[counter].as_u64(),
+            "{counter} fell after the peer left: {received} then {after}"
+        );
+    }
+    let log = d.stop();
+    let final_inside = log
+        .lines()
+        .find_map(|l| l.strip_prefix("inside "))
+        .unwrap_or_else(|| panic!("no final inside counters:\n{log}"));
+    let ipackets: u64 = final_inside
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        ipackets >= received["ipackets"].as_u64().unwrap(),
+        "final counters: {final_inside}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -51,8 +51,9 @@ pub enum WorkerCommand {
 /// How far ahead of the frame being parsed its successors' headers are
 /// prefetched: far enough to hide a memory access, near enough to stay in L1.
 /// Measured with bench-fwd: 8 did no better, and prefetching the whole burst
-/// at once cost a fifth of the rate at 1k flows and more.
-const PREFETCH_AHEAD: usize = 4;
+/// at once cost a fifth of the rate at 1k flows and more. Public so that
+/// bench-fwd's floor reads frames the way the worker does.
+pub const PREFETCH_AHEAD: usize = 4;
 
 /// Between bursts, how often counters are published and new flows reported.
 const PUBLISH_EVERY_MS: u64 = 100;

@@ -62,9 +62,13 @@
 //!
 //! # Measurement
 //!
-//! Per worker count and flow count: io-forward runs, then tollgate, each for
-//! `--seconds` after a warm-up (for tollgate: until the flow table holds all
-//! N flows, then half a second more). Throughput is what came back off the
+//! Per worker count and flow count: io-forward runs, then read-forward, then
+//! tollgate, each for `--seconds` after a warm-up (for tollgate: until the
+//! flow table holds all N flows, then half a second more). Read-forward is
+//! io-forward that also loads each frame's EtherType, with the worker's
+//! prefetching: on ring devices, where io-forward never touches a frame, it
+//! is the floor of any worker that reads its frames, and a `floor:` line on
+//! stderr says what it leaves of ratio 0.5. Throughput is what came back off the
 //! TX rings over the interval. With the default `--workers 1`, cycles per
 //! packet are TSC cycles of the measured interval (which the pinned worker
 //! spends entirely polling) per forwarded packet, and each line reads
@@ -102,8 +106,9 @@ use tollgate_perf::wire::{self, Lane, Wire, WireHandle, WireStats};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Forwarding throughput of tollgate's worker loop on one core or several,
-/// against plain io-forward on the same ring devices (the ceiling), over 1,
-/// 1k, 100k and 1M flows of 64-byte IPv4/TCP frames. Prints one line per
+/// against plain io-forward on the same ring devices (the ceiling) and
+/// read-forward (io-forward that also reads each frame's EtherType: the
+/// floor), over 1, 1k, 100k and 1M flows of 64-byte IPv4/TCP frames. Prints one line per
 /// worker count and flow count on stdout; everything else goes to stderr.
 /// Exits 1 if a frame was dropped, an mbuf leaked or a flow was split across
 /// workers, 2 on a setup error.
@@ -119,7 +124,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "1")]
     workers: Vec<usize>,
 
-    /// Measured seconds per run (two runs per worker count and flow count).
+    /// Measured seconds per run (three runs per worker count and flow count:
+    /// io-forward, read-forward, tollgate).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
 
@@ -180,6 +186,9 @@ const WIRE_THREAD: &str = wire::THREAD_NAME;
 const CONTENTION: f64 = 0.01;
 /// Measurement granularity.
 const SLICE: Duration = Duration::from_millis(250);
+/// The share of the wire's looks that may find an RX ring empty before the
+/// device under test counts as having outrun the wire.
+const OUTRAN: f64 = 0.01;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -480,21 +489,30 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
     for &workers in &cli.workers {
         bench.set_workers(workers, cpus.len())?;
         for &flows in &cli.flows {
-            let ceiling = bench.io_forward(flows)?;
+            let ceiling = bench.io_forward(flows, false)?;
+            let floor = bench.io_forward(flows, true)?;
             let tollgate = bench.tollgate(flows)?;
             let at = if per_worker_lines {
                 format!("workers={workers} flows={flows}")
             } else {
                 format!("flows={flows}")
             };
-            for note in ceiling.notes.iter().chain(&tollgate.notes) {
+            let (t, c, f) = (&tollgate.measured, &ceiling.measured, &floor.measured);
+            let floor_note = floor_note(c, f, workers);
+            for note in ceiling
+                .notes
+                .iter()
+                .chain(&floor.notes)
+                .chain(&tollgate.notes)
+            {
                 eprintln!("bench-fwd: {at}: {note}");
             }
-            for failure in ceiling.failures.iter().chain(&tollgate.failures) {
+            eprintln!("bench-fwd: {at}: {floor_note}");
+            let failures = ceiling.failures.iter().chain(&floor.failures);
+            for failure in failures.chain(&tollgate.failures) {
                 eprintln!("bench-fwd: {at}: FAILED: {failure}");
                 ok = false;
             }
-            let (t, c) = (&tollgate.measured, &ceiling.measured);
             if per_worker_lines {
                 let per_worker: Vec<String> = t
                     .per_worker_mpps()
@@ -537,6 +555,43 @@ fn run(cli: &Cli) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
     Ok(ok)
+}
+
+/// What read-forward (`f`) says of the ratio: how much of the ceiling (`c`)
+/// a worker that only reads its frames reaches, and, on one worker, how many
+/// of the cycles per packet ratio 0.5 allows that reading takes.
+fn floor_note(c: &Measured, f: &Measured, workers: usize) -> String {
+    let mut note = format!(
+        "floor: read-forward (io-forward that also loads each frame's EtherType) {:.2} Mpps, \
+         ratio {:.2} to the ceiling",
+        f.mpps,
+        f.mpps / c.mpps
+    );
+    if workers == 1 {
+        // A ceiling the wire held down understates what 0.5 asks; a floor that
+        // waited for the wire overstates what reading costs.
+        let (at_least, at_most) = if outran(c) {
+            ("at least ", "at most ")
+        } else {
+            ("", "")
+        };
+        let half = c.mpps / 2.0;
+        // TSC cycles per packet at that rate: the floor ran at f.mpps for
+        // f.cycles_per_pkt each, so the TSC ticks at their product.
+        let allowed = f.cycles_per_pkt * f.mpps / half;
+        note.push_str(&format!(
+            "; ratio 0.5 is {at_least}{half:.2} Mpps, {at_most}{allowed:.0} cycles/packet for all \
+             a worker does, of which reading the frames takes {}{:.0}",
+            if outran(f) { "at most " } else { "" },
+            f.cycles_per_pkt,
+        ));
+    }
+    note
+}
+
+/// The device under test caught up with the wire: its rate is the wire's.
+fn outran(m: &Measured) -> bool {
+    m.wire.dry_fraction() > OUTRAN
 }
 
 fn list(items: &[usize]) -> String {
@@ -1023,7 +1078,13 @@ impl Bench {
         Ok(total)
     }
 
-    fn io_forward(&mut self, flows: u32) -> anyhow::Result<Outcome> {
+    /// io-forward, or with `reads_frames` read-forward ([`IoForward`]).
+    fn io_forward(&mut self, flows: u32, reads_frames: bool) -> anyhow::Result<Outcome> {
+        let what = if reads_frames {
+            "read-forward"
+        } else {
+            "io-forward"
+        };
         let workers = self.queues.workers;
         let ports = self.ports()?;
         let cfg = PortConfig {
@@ -1061,6 +1122,7 @@ impl Bench {
                 tx_retries: Config::default().ports.tx_retries,
                 idle_sleep: (self.queues.idle_sleep_us > 0)
                     .then(|| Duration::from_micros(self.queues.idle_sleep_us)),
+                reads_frames,
                 running: running.clone(),
             };
             let core = self.worker_cores[i];
@@ -1069,7 +1131,7 @@ impl Bench {
                     .name(names[i].clone())
                     .spawn(move || {
                         if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                            eprintln!("bench-fwd: io-forward: could not pin to core {core}");
+                            eprintln!("bench-fwd: {what}: could not pin to core {core}");
                         }
                         let _ = dpdk::register_thread();
                         fwd.run()
@@ -1090,7 +1152,7 @@ impl Bench {
                     reports.push(
                         thread
                             .join()
-                            .map_err(|_| anyhow::anyhow!("io-forward panicked"))?,
+                            .map_err(|_| anyhow::anyhow!("{what} panicked"))?,
                     );
                 }
                 inside.stop()?;
@@ -1112,13 +1174,13 @@ impl Bench {
             });
         if report.dropped > 0 || report.tx_packets != total.injected {
             failures.push(format!(
-                "io-forward: sent {} of {} frames, dropped {}",
+                "{what}: sent {} of {} frames, dropped {}",
                 report.tx_packets, total.injected, report.dropped
             ));
         }
 
         let mut notes = vec![format!(
-            "io-forward {:.2} Mpps; at the wire's looks its RX rings held {:.0} frames on \
+            "{what} {:.2} Mpps; at the wire's looks its RX rings held {:.0} frames on \
              average and were empty {:.1}% of the time; {:.1}% of its polls were empty",
             measured.mpps,
             measured.wire.mean_occupancy(),
@@ -1126,12 +1188,11 @@ impl Bench {
             percent(report.empty_polls, report.polls),
         )];
         contention_notes(&measured, &names, self.queues.shared, &mut notes);
-        if measured.wire.dry_fraction() > 0.01 {
-            notes.push(
-                "io-forward outran the wire thread: the ceiling is the wire's rate, \
-                 a lower bound on what io-forward could do"
-                    .into(),
-            );
+        if outran(&measured) {
+            notes.push(format!(
+                "{what} outran the wire thread: its figure is the wire's rate, a lower bound \
+                 on what {what} could do"
+            ));
         }
         Ok(Outcome {
             measured,
@@ -1286,7 +1347,7 @@ impl Bench {
             ));
         }
         contention_notes(&measured, &names, self.queues.shared, &mut notes);
-        if measured.wire.dry_fraction() > 0.01 {
+        if outran(&measured) {
             notes.push(
                 "the wire thread did not keep tollgate's RX rings filled: \
                  the tollgate figure is the wire's rate, a lower bound"

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 struct Daemon {
@@ -110,21 +111,26 @@ impl Daemon {
     }
 
     fn stop(mut self) -> String {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "tollgate exited with {status}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tollgate did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = signal_and_wait(&mut self.child, Signal::SIGTERM)
+            .unwrap_or_else(|| panic!("tollgate did not stop on SIGTERM"));
+        assert!(status.success(), "tollgate exited with {status}");
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Sends `signal` to `child` and waits up to 20 s for it to exit; `None` if it is still running.
+fn signal_and_wait(child: &mut Child, signal: Signal) -> Option<std::process::ExitStatus> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, signal).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -432,16 +438,10 @@ fn port_counters_outlast_a_memif_peer_that_leaves() {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    let pid = nix::unistd::Pid::from_raw(peer.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while peer.try_wait().unwrap().is_none() {
-        if Instant::now() >= deadline {
-            let _ = peer.kill();
-            let _ = peer.wait();
-            panic!("testpmd did not stop on SIGINT:\n{}", peer_log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if signal_and_wait(&mut peer, Signal::SIGINT).is_none() {
+        let _ = peer.kill();
+        let _ = peer.wait();
+        panic!("testpmd did not stop on SIGINT:\n{}", peer_log());
     }
     // Its sockets closed when it exited; give tollgate's interrupt thread time to take the
     // links down, after which memif itself reads zero.

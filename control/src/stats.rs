@@ -142,6 +142,15 @@ pub struct ProxyCounters {
     pub stalls_bypass: u64,
     /// Flows handed over to pass-through (stall, policy or detection).
     pub handovers: u64,
+    /// Payload bytes the proxy owed the endpoints at those handovers (acknowledged to their
+    /// sender, not yet to their receiver), which it delivers itself afterwards...
+    pub handover_owed_bytes: u64,
+    /// ...its segments sent again for them (timeouts, zero-window probes not counted)...
+    pub handover_retransmissions: u64,
+    /// ...and how those deliveries ended: every owed byte acknowledged, or given up on (the
+    /// connection was reset or expired, or the receiver stopped answering).
+    pub handover_delivered: u64,
+    pub handover_abandoned: u64,
     /// Signature matches that reset a flow.
     pub inspector_resets: u64,
     /// New flows the proxy could not take, by what was done with them (each condition's
@@ -198,6 +207,10 @@ impl ProxyCounters {
             stalls_reset,
             stalls_bypass,
             handovers,
+            handover_owed_bytes,
+            handover_retransmissions,
+            handover_delivered,
+            handover_abandoned,
             inspector_resets,
             budget_bypassed,
             budget_reset,
@@ -232,6 +245,10 @@ impl ProxyCounters {
         self.stalls_reset += stalls_reset;
         self.stalls_bypass += stalls_bypass;
         self.handovers += handovers;
+        self.handover_owed_bytes += handover_owed_bytes;
+        self.handover_retransmissions += handover_retransmissions;
+        self.handover_delivered += handover_delivered;
+        self.handover_abandoned += handover_abandoned;
         self.inspector_resets += inspector_resets;
         self.budget_bypassed += budget_bypassed;
         self.budget_reset += budget_reset;
@@ -284,6 +301,10 @@ impl ProxyCounters {
             stalls_reset,
             stalls_bypass,
             handovers,
+            handover_owed_bytes,
+            handover_retransmissions,
+            handover_delivered,
+            handover_abandoned,
             inspector_resets,
             budget_bypassed,
             budget_reset,
@@ -322,6 +343,11 @@ impl ProxyCounters {
             out,
             "proxy stalls: {stalls_wait} waited, {stalls_reset} reset, {stalls_bypass} bypassed; \
              {handovers} handovers to pass-through, {inspector_resets} inspector resets"
+        );
+        let _ = writeln!(
+            out,
+            "proxy handovers: {handover_owed_bytes} bytes owed, {handover_retransmissions} \
+             segments sent again; {handover_delivered} delivered, {handover_abandoned} abandoned"
         );
         let _ = writeln!(
             out,
@@ -904,11 +930,15 @@ mod tests {
                 detected_not_ipsec: 131,
                 connections_open: 132,
                 drain_bypassed: 133,
+                handover_owed_bytes: 134,
+                handover_retransmissions: 135,
+                handover_delivered: 136,
+                handover_abandoned: 137,
             },
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=133 {
+        for n in 101..=137 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
@@ -917,6 +947,7 @@ mod tests {
             "proxy syn cookies: 107 sent, 108 accepted, 109 rejected\n",
             "proxy retransmissions: 110 on client legs, 111 on server legs\n",
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
+            "proxy handovers: 134 bytes owed, 135 segments sent again; 136 delivered, 137 abandoned\n",
             "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset; 133 bypassed while draining\n",
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
             "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",

@@ -331,7 +331,7 @@ impl Worker {
                     from_client,
                     egress,
                 } => {
-                    self.translate_frame(&mut m, slot, from_client);
+                    self.pass_through_frame(&mut m, slot, from_client, now_ms, out);
                     self.forward(m, egress, out);
                 }
                 Verdict::HandOff(worker) => match out.handoff.get_mut(worker) {
@@ -456,9 +456,17 @@ impl Worker {
         }
     }
 
-    /// A segment of a flow handed over to pass-through after a SYN cookie: its numbers are
-    /// moved into the receiving endpoint's space.
-    fn translate_frame(&mut self, m: &mut Mbuf, slot: u32, from_client: bool) {
+    /// A segment of a flow handed over to pass-through whose proxy still owes either endpoint
+    /// bytes, or whose legs' numbers differ (after a SYN cookie): the proxy sees it, and its
+    /// numbers are moved into the receiving endpoint's space.
+    fn pass_through_frame(
+        &mut self,
+        m: &mut Mbuf,
+        slot: u32,
+        from_client: bool,
+        now_ms: u64,
+        out: &mut Outbox,
+    ) {
         let Some((start, end)) = parse_frame(m.data()).ok().and_then(|summary| {
             let ip = summary.ip?;
             let end = (usize::from(summary.l3_offset) + usize::from(ip.ip_len)).min(m.data().len());
@@ -467,7 +475,9 @@ impl Worker {
             return;
         };
         if let Some(tcp) = m.data_mut().get_mut(start..end) {
-            self.proxies.translate(slot, from_client, tcp);
+            self.with_proxies(out, |proxies, flows, sink| {
+                proxies.pass_through(flows, slot, from_client, tcp, now_ms, sink)
+            });
         }
     }
 

@@ -22,14 +22,16 @@ use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
 use crate::detect::{Detection, IpsecDetector, IpsecFraming};
 use crate::flow::{FlowKey, FlowMode, FlowTable, HandoverCause, ProxyLink};
 use crate::notice::{Notice, NoticeKind, Notices};
+use crate::parse::TcpSegment;
 use crate::pipeline::PortSide;
 use crate::tcp::cookie::{CookieJar, FourTuple, COOKIE_PERIOD_MS, MAX_AGE_PERIODS};
 use crate::tcp::endpoint::{reset_for, SegmentOutcome, State, Transmit};
 use crate::tcp::inspect::{Direction, SignatureInspector};
+use crate::tcp::owed::OwedState;
 use crate::tcp::payload::Payload;
 use crate::tcp::proxy::{
-    cookie_syn_ack, ConvertError, Handover, Leg, OnStall, ProxyConfig, ProxyEvent, ProxyState,
-    TcpProxy, Translation,
+    cookie_syn_ack, ConvertError, Leg, OnStall, ProxyConfig, ProxyEvent, ProxyState, TcpProxy,
+    Translation,
 };
 use crate::tcp::rtt::TimestampClock;
 use crate::tcp::segment::{SegmentHeader, TcpFlags};
@@ -446,11 +448,11 @@ impl<P: Payload> ProxyTable<P> {
         let Detecting::Found(framing) = flow.detection else {
             return false;
         };
-        // Nothing the segment made the legs queue is sent: the flush carries its data to the
-        // far side once, and the far side's own ACK, passed through, answers the sender.
+        // Nothing the segment made the legs queue is sent: the proxy delivers its data to the
+        // far side as owed, and the far side's own ACK, passed through, answers the sender.
         let cause = HandoverCause::Detection(framing);
         match flow.proxy.convert_to_passthrough(now) {
-            Ok(handover) => {
+            Ok(_) => {
                 flow.handed_over = Some(cause);
                 // The last events: the handshake the segment completed, if it did, and the
                 // PassThrough the conversion queued, which is this handover.
@@ -468,11 +470,12 @@ impl<P: Payload> ProxyTable<P> {
                         framing: framing.name(),
                     },
                 });
-                self.hand_over(flows, slot, handover, cause, now, sink);
+                self.hand_over(flows, slot, cause);
+                self.drive(flows, slot, now, sink);
                 true
             }
             Err(ConvertError::HandshakeInProgress) => false,
-            Err(ConvertError::Finished) => {
+            Err(ConvertError::Finished | ConvertError::Closing) => {
                 flow.detection = Detecting::Off;
                 false
             }
@@ -874,10 +877,9 @@ impl<P: Payload> ProxyTable<P> {
                     });
                 }
                 ProxyEvent::PassThrough => {
-                    if let Some(handover) = flow.proxy.take_handover() {
+                    if flow.proxy.take_handover().is_some() {
                         flow.handed_over = Some(HandoverCause::Stall);
-                        self.hand_over(flows, slot, handover, HandoverCause::Stall, now, sink);
-                        return;
+                        self.hand_over(flows, slot, HandoverCause::Stall);
                     }
                 }
                 ProxyEvent::Closed => {}
@@ -887,8 +889,9 @@ impl<P: Payload> ProxyTable<P> {
             return;
         };
         match flow.proxy.state() {
-            ProxyState::Closed | ProxyState::PassThrough => {
-                self.free_slot(flows, slot, false, now, sink);
+            ProxyState::Closed => self.free_slot(flows, slot, false, now, sink),
+            ProxyState::PassThrough if !flow.proxy.owes() => {
+                self.finish_handover(flows, slot, now, sink)
             }
             _ => {
                 if let Some(at) = flow.proxy.poll_at() {
@@ -901,40 +904,42 @@ impl<P: Payload> ProxyTable<P> {
         }
     }
 
-    /// Moves a flow to pass-through: flushes what the proxy owed each side, puts the entry in
-    /// bypass mode, and keeps the translations when the legs' numbers differ.
-    fn hand_over(
-        &mut self,
-        flows: &mut FlowTable,
-        slot: u32,
-        handover: Handover<P>,
-        cause: HandoverCause,
-        now: u64,
-        sink: &mut impl FrameSink<P>,
-    ) {
+    /// Moves a flow to pass-through: the entry goes to bypass mode and keeps pointing at the slot,
+    /// so that its frames reach [`ProxyTable::pass_through`] while the proxy still owes either
+    /// endpoint bytes ([`TcpProxy::owes`]); the caller drives the flow to send them.
+    fn hand_over(&mut self, flows: &mut FlowTable, slot: u32, cause: HandoverCause) {
         self.counters.handovers += 1;
         let Some(Some(Held::Proxied(flow))) =
             self.slots.get_mut(slot as usize).map(|s| s.held.as_mut())
         else {
             return;
         };
-        let side = flow.client_side;
-        let (key, hash) = (flow.key, flow.hash);
-        for (leg, transmit) in &handover.flush {
-            Self::send_on(
-                &mut flow.addressing,
-                side,
-                *leg,
-                transmit,
-                sink,
-                &mut self.counters,
-            );
+        if let Some(owed) = flow.proxy.owed() {
+            self.counters.handover_owed_bytes +=
+                owed.iter().map(|stream| stream.stats().bytes).sum::<u64>();
         }
-        if let Some(entry) = flows.get_mut(&key, hash) {
+        if let Some(entry) = flows.get_mut(&flow.key, flow.hash) {
             entry.set_mode(FlowMode::Bypass);
             entry.set_handover(cause);
+            entry.set_proxy_link(ProxyLink::Slot(slot));
         }
-        let translations = [handover.client_to_server, handover.server_to_client];
+    }
+
+    /// A handed-over flow owes nothing more: the proxy goes, and the translations stay when the
+    /// legs' numbers differ.
+    fn finish_handover(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) {
+        let Some(flow) = self.proxied_mut(slot) else {
+            return;
+        };
+        let (key, hash) = (flow.key, flow.hash);
+        let translations = [Direction::ClientToServer, Direction::ServerToClient]
+            .map(|d| flow.proxy.translation(d).copied().unwrap_or_default());
         self.free_slot(flows, slot, false, now, sink);
         if let Some(entry) = flows.get_mut(&key, hash) {
             // Pass-through from here on; nothing of the proxy's is left to find.
@@ -990,6 +995,22 @@ impl<P: Payload> ProxyTable<P> {
                 self.proxied -= 1;
                 if flow.embryonic {
                     self.embryonic -= 1;
+                }
+                if let Some(owed) = flow.proxy.owed() {
+                    for stream in owed.iter() {
+                        let stats = stream.stats();
+                        if stats.bytes == 0 && stats.segments_sent == 0 {
+                            continue;
+                        }
+                        self.counters.handover_retransmissions += stats.retransmissions;
+                        match stream.state() {
+                            OwedState::Delivered => self.counters.handover_delivered += 1,
+                            // Still sending when the flow goes: given up on with it.
+                            OwedState::Sending | OwedState::Abandoned => {
+                                self.counters.handover_abandoned += 1
+                            }
+                        }
+                    }
                 }
                 let stats = flow.proxy.stats();
                 for (i, leg) in [stats.client, stats.server].iter().enumerate() {
@@ -1064,14 +1085,55 @@ impl<P: Payload> ProxyTable<P> {
         }
     }
 
-    /// Rewrites a segment of a flow handed over to pass-through (`tcp_bytes`: the TCP header
-    /// and payload) with its direction's translation. False if the slot holds no translation.
-    pub fn translate(&self, slot: u32, from_client: bool, tcp_bytes: &mut [u8]) -> bool {
-        let Some(Some(Held::Translated(t))) = self.slots.get(slot as usize).map(|s| &s.held) else {
-            return false;
+    /// A segment of a flow handed over to pass-through (`tcp_bytes`: the TCP header and
+    /// payload, as received): shown to the proxy while it still owes bytes, then rewritten in
+    /// place with its direction's translation. False if the slot holds no handed-over flow or
+    /// the segment cannot be read (it is forwarded as it is).
+    #[allow(clippy::too_many_arguments)]
+    pub fn pass_through(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        from_client: bool,
+        tcp_bytes: &mut [u8],
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> bool {
+        let direction = if from_client {
+            Direction::ClientToServer
+        } else {
+            Direction::ServerToClient
         };
-        let i = if from_client { 0 } else { 1 };
-        t.translations[i].apply(tcp_bytes).is_ok()
+        let translation = match self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.held.as_mut())
+        {
+            Some(Held::Translated(t)) => t.translations[direction.index()],
+            Some(Held::Proxied(flow)) if flow.proxy.state() == ProxyState::PassThrough => {
+                let header = match TcpSegment::new_checked(&*tcp_bytes) {
+                    Ok(segment) => SegmentHeader::parse(&segment),
+                    Err(malformed) => Err(malformed),
+                };
+                let Ok(header) = header else {
+                    return false;
+                };
+                let leg = if from_client {
+                    Leg::Client
+                } else {
+                    Leg::Server
+                };
+                flow.proxy.on_passthrough(leg, &header, now);
+                let translation = flow.proxy.translation(direction).copied();
+                self.drive(flows, slot, now, sink);
+                match translation {
+                    Some(translation) => translation,
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        translation.is_identity() || translation.apply(tcp_bytes).is_ok()
     }
 
     /// The flow's entry is going away (expired, or cleared by an operator): resets a live
@@ -1099,6 +1161,10 @@ impl<P: Payload> ProxyTable<P> {
             let Some(flow) = self.proxied_mut(slot) else {
                 continue;
             };
+            if flow.proxy.state() == ProxyState::PassThrough {
+                // Handed over already, delivering what it owes.
+                continue;
+            }
             let (key, hash) = (flow.key, flow.hash);
             let mode = flows.get(&key, hash).map(|e| e.mode());
             match mode {
@@ -1106,11 +1172,12 @@ impl<P: Payload> ProxyTable<P> {
                 Some(FlowMode::Bypass) => {
                     changed += 1;
                     match flow.proxy.convert_to_passthrough(now) {
-                        Ok(handover) => {
+                        Ok(_) => {
                             flow.handed_over = Some(HandoverCause::Policy);
                             // The PassThrough event the conversion queued is this handover.
                             while flow.proxy.poll_event().is_some() {}
-                            self.hand_over(flows, slot, handover, HandoverCause::Policy, now, sink);
+                            self.hand_over(flows, slot, HandoverCause::Policy);
+                            self.drive(flows, slot, now, sink);
                         }
                         // A handshake half done cannot be handed over; the client's next SYN
                         // starts a bypassed flow.
@@ -1119,6 +1186,12 @@ impl<P: Payload> ProxyTable<P> {
                         }
                         Err(ConvertError::Finished) => {
                             self.free_slot(flows, slot, false, now, sink)
+                        }
+                        // Closing for good: it ends proxied, as it would have in a moment.
+                        Err(ConvertError::Closing) => {
+                            if let Some(entry) = flows.get_mut(&key, hash) {
+                                entry.set_mode(FlowMode::Proxy);
+                            }
                         }
                     }
                 }

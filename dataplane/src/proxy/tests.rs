@@ -221,7 +221,14 @@ impl Lab {
                 let mut frame = frame;
                 let seg = Inbound::read(&frame).unwrap();
                 let l4 = seg.payload_offset - seg.header.header_len();
-                assert!(self.proxies.translate(slot, from_client, &mut frame[l4..]));
+                assert!(self.proxies.pass_through(
+                    self.pipeline.flows_mut(),
+                    slot,
+                    from_client,
+                    &mut frame[l4..],
+                    self.now,
+                    &mut out,
+                ));
                 self.forwarded += 1;
                 out.0.push((egress, frame));
             }

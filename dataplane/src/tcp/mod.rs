@@ -5,6 +5,7 @@ pub mod congestion;
 pub mod cookie;
 pub mod endpoint;
 pub mod inspect;
+pub mod owed;
 pub mod payload;
 pub mod proxy;
 pub mod reassembly;

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""A bulk TCP peer for the end-to-end tests: one side sends a stream that both sides can
+regenerate from a seed, the other receives it and checks it byte for byte.
+
+  bulk.py serve   --bind ADDR --port P --role send|recv --bytes N --seed S [--rate BPS] [--ready FILE]
+  bulk.py connect --host ADDR --port P --role send|recv --bytes N --seed S [--rate BPS]
+
+Each side prints one JSON line: its role, the bytes moved, whether the stream was intact (the
+receiver compares every byte with the stream it regenerates), and the first offset that differed.
+Exit status 0 only when the whole stream moved intact. `--rate` paces the sender (bytes per second,
+in 16 KiB writes) or the reader (reads at most that much per second), so a transfer is slow at its
+source rather than through socket buffers. Every operation is bounded by --timeout seconds.
+"""
+
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import time
+
+CHUNK = 16 * 1024
+
+
+BLOCK = 64 * 1024
+
+
+def stream_block(seed, index):
+    """Block `index` of the stream: SHAKE-128 of the seed and the index, 64 KiB."""
+    return hashlib.shake_128(b"%d:%d" % (seed, index)).digest(BLOCK)
+
+
+class Stream:
+    """The stream of `seed`, read sequentially in pieces of any size."""
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.offset = 0
+        self.buf = b""
+
+    def take(self, n):
+        out = bytearray()
+        while len(out) < n:
+            if not self.buf:
+                self.buf = stream_block(self.seed, self.offset // BLOCK)
+            k = min(n - len(out), len(self.buf))
+            out += self.buf[:k]
+            self.buf = self.buf[k:]
+            self.offset += k
+        return bytes(out)
+
+
+def pace(start, moved, rate):
+    if rate:
+        due = start + moved / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+def send(sock, total, seed, rate, deadline):
+    stream = Stream(seed)
+    sent = 0
+    start = time.monotonic()
+    while sent < total:
+        if time.monotonic() > deadline:
+            raise TimeoutError("send deadline passed")
+        data = stream.take(min(CHUNK, total - sent))
+        sock.sendall(data)
+        sent += len(data)
+        pace(start, sent, rate)
+    sock.shutdown(socket.SHUT_WR)
+    # Wait for the receiver to close: every byte was taken.
+    while sock.recv(CHUNK):
+        pass
+    return {"bytes": sent, "intact": True, "first_difference": None}
+
+
+def recv(sock, total, seed, rate, deadline):
+    stream = Stream(seed)
+    got = 0
+    first_difference = None
+    start = time.monotonic()
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("receive deadline passed at %d bytes" % got)
+        data = sock.recv(CHUNK if not rate else min(CHUNK, max(1, rate // 10)))
+        if not data:
+            break
+        expected = stream.take(len(data))
+        if first_difference is None and data != expected:
+            first_difference = got + next(i for i, (a, b) in enumerate(zip(data, expected)) if a != b)
+        got += len(data)
+        pace(start, got, rate)
+    sock.close()
+    return {"bytes": got, "intact": got == total and first_difference is None,
+            "first_difference": first_difference}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=["serve", "connect"])
+    p.add_argument("--bind")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--role", choices=["send", "recv"], required=True)
+    p.add_argument("--bytes", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--rate", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--ready", help="file to create once listening (serve)")
+    a = p.parse_args()
+    deadline = time.monotonic() + a.timeout
+    if a.mode == "serve":
+        family = socket.AF_INET6 if ":" in a.bind else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((a.bind, a.port))
+        listener.listen(1)
+        listener.settimeout(a.timeout)
+        if a.ready:
+            open(a.ready, "w").close()
+        sock, _ = listener.accept()
+        listener.close()
+    else:
+        sock = socket.create_connection((a.host, a.port), timeout=a.timeout)
+    sock.settimeout(a.timeout)
+    try:
+        result = (send if a.role == "send" else recv)(sock, a.bytes, a.seed, a.rate, deadline)
+    except (OSError, TimeoutError) as e:
+        result = {"bytes": None, "intact": False, "error": str(e)}
+    result["role"] = a.role
+    print(json.dumps(result), flush=True)
+    return 0 if result["intact"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,6 +34,9 @@ pub struct WorkerStats {
     pub flows_created: u64,
     pub flows_expired: u64,
     pub flows_table_full: u64,
+    /// TCP RSTs of no known flow: handled by their policy, no entry made for them.
+    #[serde(default)]
+    pub flows_untracked_rst: u64,
     pub flow_capacity: u64,
     pub handoff_out: u64,
     pub handoff_in: u64,
@@ -51,6 +54,7 @@ impl WorkerStats {
         self.flows_created += o.flows_created;
         self.flows_expired += o.flows_expired;
         self.flows_table_full += o.flows_table_full;
+        self.flows_untracked_rst += o.flows_untracked_rst;
         self.flow_capacity += o.flow_capacity;
         self.handoff_out += o.handoff_out;
         self.handoff_in += o.handoff_in;
@@ -128,6 +132,9 @@ pub struct ProxyCounters {
     /// A peer reset one leg, or stopped answering; the other leg was reset.
     pub connections_reset: u64,
     pub syn_cookies_sent: u64,
+    /// Of those, the ones sent because their client's address had
+    /// `proxy.max_embryonic_per_source` handshakes in progress (or had lately).
+    pub syn_cookies_per_source: u64,
     /// Handshakes completed on a valid cookie (a proxy was created for them).
     pub syn_cookies_accepted: u64,
     /// Valid cookies whose handshake could not be rebuilt (options the proxy cannot take up);
@@ -199,6 +206,7 @@ impl ProxyCounters {
             connect_timeouts,
             connections_reset,
             syn_cookies_sent,
+            syn_cookies_per_source,
             syn_cookies_accepted,
             syn_cookies_rejected,
             retransmissions_client_leg,
@@ -237,6 +245,7 @@ impl ProxyCounters {
         self.connect_timeouts += connect_timeouts;
         self.connections_reset += connections_reset;
         self.syn_cookies_sent += syn_cookies_sent;
+        self.syn_cookies_per_source += syn_cookies_per_source;
         self.syn_cookies_accepted += syn_cookies_accepted;
         self.syn_cookies_rejected += syn_cookies_rejected;
         self.retransmissions_client_leg += retransmissions_client_leg;
@@ -293,6 +302,7 @@ impl ProxyCounters {
             connect_timeouts,
             connections_reset,
             syn_cookies_sent,
+            syn_cookies_per_source,
             syn_cookies_accepted,
             syn_cookies_rejected,
             retransmissions_client_leg,
@@ -331,8 +341,8 @@ impl ProxyCounters {
         );
         let _ = writeln!(
             out,
-            "proxy syn cookies: {syn_cookies_sent} sent, {syn_cookies_accepted} accepted, \
-             {syn_cookies_rejected} rejected"
+            "proxy syn cookies: {syn_cookies_sent} sent ({syn_cookies_per_source} past the \
+             per-source bound), {syn_cookies_accepted} accepted, {syn_cookies_rejected} rejected"
         );
         let _ = writeln!(
             out,
@@ -451,11 +461,13 @@ impl StatsSnapshot {
         row(&mut out, "total".into(), String::new(), &self.totals);
         let _ = writeln!(
             out,
-            "flows: {} active of {} capacity, {} found the table full, {} split across workers",
+            "flows: {} active of {} capacity, {} found the table full, {} split across workers, \
+             {} RSTs of no known flow left untracked",
             self.totals.flows_active,
             self.totals.flow_capacity,
             self.totals.flows_table_full,
-            self.flows_split_across_workers
+            self.flows_split_across_workers,
+            self.totals.flows_untracked_rst
         );
         let _ = writeln!(
             out,
@@ -904,6 +916,7 @@ mod tests {
                 connect_timeouts: 105,
                 connections_reset: 106,
                 syn_cookies_sent: 107,
+                syn_cookies_per_source: 134,
                 syn_cookies_accepted: 108,
                 syn_cookies_rejected: 109,
                 retransmissions_client_leg: 110,
@@ -930,24 +943,24 @@ mod tests {
                 detected_not_ipsec: 131,
                 connections_open: 132,
                 drain_bypassed: 133,
-                handover_owed_bytes: 134,
-                handover_retransmissions: 135,
-                handover_delivered: 136,
-                handover_abandoned: 137,
+                handover_owed_bytes: 135,
+                handover_retransmissions: 136,
+                handover_delivered: 137,
+                handover_abandoned: 138,
             },
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=137 {
+        for n in 101..=138 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
         for line in [
             "proxy connections: 101 active (132 open), 102 opened, 103 established, 104 refused by the server, 105 connect timeouts, 106 reset\n",
-            "proxy syn cookies: 107 sent, 108 accepted, 109 rejected\n",
+            "proxy syn cookies: 107 sent (134 past the per-source bound), 108 accepted, 109 rejected\n",
             "proxy retransmissions: 110 on client legs, 111 on server legs\n",
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
-            "proxy handovers: 134 bytes owed, 135 segments sent again; 136 delivered, 137 abandoned\n",
+            "proxy handovers: 135 bytes owed, 136 segments sent again; 137 delivered, 138 abandoned\n",
             "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset; 133 bypassed while draining\n",
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
             "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",

@@ -153,6 +153,8 @@ pub struct FlowsConfig {
     /// A new flow when the table is full: forward it untracked, or drop it.
     pub on_full: FrameAction,
     pub tcp_embryonic_timeout_secs: u64,
+    /// A TCP flow picked up mid-stream keeps at most this until the other side answers.
+    pub tcp_unreplied_timeout_secs: u64,
     pub tcp_established_timeout_secs: u64,
     pub tcp_closing_timeout_secs: u64,
     pub tcp_closed_timeout_secs: u64,
@@ -166,6 +168,7 @@ impl Default for FlowsConfig {
             capacity: 1 << 20,
             on_full: FrameAction::Forward,
             tcp_embryonic_timeout_secs: 30,
+            tcp_unreplied_timeout_secs: 5,
             tcp_established_timeout_secs: 3600,
             tcp_closing_timeout_secs: 120,
             tcp_closed_timeout_secs: 10,
@@ -355,6 +358,12 @@ pub struct ProxySection {
     pub max_flows: usize,
     /// Handshakes in progress per worker past which SYNs are answered with SYN cookies.
     pub max_embryonic: usize,
+    /// Handshakes in progress from one client address (per worker) past which its SYNs are
+    /// answered with SYN cookies, until it has sent none for 10 s.
+    pub max_embryonic_per_source: usize,
+    /// A TCP flow under proxy policy whose first packet is not a SYN: `bypass` forwards it
+    /// unproxied, `drop` drops it (drop reason `tcp_not_syn`) and keeps no entry for it.
+    pub on_midstream: crate::proxy::MidstreamAction,
     /// Payload bytes all proxied flows may hold together, in MiB (each worker gets its share).
     pub memory_budget_mib: usize,
     /// What a new flow gets when the proxy cannot take it, per condition: `bypass` forwards
@@ -384,6 +393,11 @@ impl Default for ProxySection {
             out_of_order_timeout_ms: 10_000,
             max_flows: 262_144,
             max_embryonic: 1024,
+            // A browser opens a few connections per server and a few dozen in all; 64 at once
+            // from one address is past what a host needs, and a NAT's users still connect
+            // past it, through their cookies.
+            max_embryonic_per_source: 64,
+            on_midstream: crate::proxy::MidstreamAction::Bypass,
             memory_budget_mib: 1024,
             on_flow_limit: crate::proxy::BudgetAction::Bypass,
             on_memory_budget: crate::proxy::BudgetAction::Bypass,
@@ -542,6 +556,10 @@ impl Config {
                 self.flows.tcp_embryonic_timeout_secs,
             ),
             (
+                "flows.tcp_unreplied_timeout_secs",
+                self.flows.tcp_unreplied_timeout_secs,
+            ),
+            (
                 "flows.tcp_established_timeout_secs",
                 self.flows.tcp_established_timeout_secs,
             ),
@@ -599,6 +617,15 @@ impl Config {
             return Err(invalid(
                 "proxy.max_embryonic",
                 "0 would answer every SYN with a cookie: use at least 1",
+            ));
+        }
+        if !(1..=65_535).contains(&p.max_embryonic_per_source) {
+            return Err(invalid(
+                "proxy.max_embryonic_per_source",
+                format!(
+                    "{} is outside 1..=65535 (0 would answer every SYN with a cookie)",
+                    p.max_embryonic_per_source
+                ),
             ));
         }
         if p.memory_budget_mib == 0 {

@@ -23,10 +23,13 @@ pub enum DropReason {
     /// A frame of a proxied flow the proxy cannot take: an IP fragment, unreadable TCP
     /// options, more than two VLAN tags, or a frame spread over several buffers.
     ProxyUnusable,
+    /// The first packet of a TCP flow under proxy policy was not a SYN (a flow picked up
+    /// mid-stream, or an ACK flood) and `proxy.on_midstream` is drop: the ASA's `tcp-not-syn`.
+    TcpNotSyn,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::TableFull,
@@ -35,6 +38,7 @@ impl DropReason {
         DropReason::Policy,
         DropReason::TcpChecksum,
         DropReason::ProxyUnusable,
+        DropReason::TcpNotSyn,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +50,7 @@ impl DropReason {
             DropReason::Policy => "policy",
             DropReason::TcpChecksum => "tcp_checksum",
             DropReason::ProxyUnusable => "proxy_unusable",
+            DropReason::TcpNotSyn => "tcp_not_syn",
         }
     }
 
@@ -66,6 +71,9 @@ pub struct WorkerCounters {
     pub flows_expired: u64,
     /// New flows that found the table full (forwarded untracked or dropped).
     pub flows_table_full: u64,
+    /// TCP RSTs of no known flow, handled by their policy without an entry: a RST ends
+    /// whatever it belongs to, so there is nothing to track.
+    pub flows_untracked_rst: u64,
     /// Frames sent to the worker that owns their flow (software steering).
     pub handoff_out: u64,
     pub handoff_in: u64,
@@ -88,6 +96,7 @@ impl Default for WorkerCounters {
             flows_created: 0,
             flows_expired: 0,
             flows_table_full: 0,
+            flows_untracked_rst: 0,
             handoff_out: 0,
             handoff_in: 0,
             malformed_forwarded: 0,
@@ -105,11 +114,12 @@ impl WorkerCounters {
     }
 
     /// Frames dropped because something was wrong or full: every reason but
-    /// a policy's own drop, which is the operator's intent.
+    /// a policy's own drops (a drop rule, `proxy.on_midstream = "drop"`), which
+    /// are the operator's intent.
     pub fn total_drops(&self) -> u64 {
         DropReason::ALL
             .iter()
-            .filter(|r| **r != DropReason::Policy)
+            .filter(|r| !matches!(r, DropReason::Policy | DropReason::TcpNotSyn))
             .map(|r| self.drops[r.index()])
             .sum()
     }

@@ -22,10 +22,14 @@ pub fn matches(filter: &FlowFilter, e: &FlowEntry) -> bool {
         && filter.rule.is_none_or(|r| r == e.rule())
 }
 
+/// A flow picked up mid-stream never showed a handshake: until the other side answers it is
+/// `unreplied` (whatever flags it carried), then `picked-up` while neither side has closed.
 fn tcp_state(e: &FlowEntry) -> Option<String> {
     e.tcp_phase().map(|p| {
         match p {
+            _ if e.unreplied() => "unreplied",
             TcpPhase::Embryonic => "syn-sent",
+            TcpPhase::Established if e.tcp().mid_stream() => "picked-up",
             TcpPhase::Established => "established",
             TcpPhase::Closing => "closing",
             TcpPhase::Closed => "closed",

@@ -14,7 +14,7 @@ use crate::flow::{
 };
 use crate::parse::{common_ipv4, parse_frame, Malformed};
 use crate::policy::CompiledPolicy;
-use crate::proxy::ProxyTarget;
+use crate::proxy::{MidstreamAction, ProxyTarget};
 
 const PROTO_TCP: u8 = 6;
 
@@ -140,6 +140,8 @@ pub struct PipelineConfig {
     pub on_table_full: FrameAction,
     /// Keep the keys of new flows for the cross-worker split audit.
     pub audit_new_flows: bool,
+    /// `proxy.on_midstream`, for the RSTs of no known flow, which never reach the proxy.
+    pub on_midstream: MidstreamAction,
 }
 
 pub struct Pipeline {
@@ -150,6 +152,7 @@ pub struct Pipeline {
     malformed: FrameAction,
     on_table_full: FrameAction,
     audit_new_flows: bool,
+    on_midstream: MidstreamAction,
     new_flows: Vec<FlowKey>,
     pub counters: WorkerCounters,
 }
@@ -163,6 +166,7 @@ impl Pipeline {
             malformed: config.malformed,
             on_table_full: config.on_table_full,
             audit_new_flows: config.audit_new_flows,
+            on_midstream: config.on_midstream,
             new_flows: Vec::with_capacity(256),
             counters: WorkerCounters::default(),
         }
@@ -296,13 +300,29 @@ impl Pipeline {
         } = lookup;
         let egress = ingress.other();
         let policy = &self.policy;
+        let mut first = false;
         let entry = match self.flows.observe_hinted(meta, *hint, now_ms, |e| {
             let d = policy.decide(&first_frame_fields(e, *vlan));
             e.classify(d.mode, d.rule, d.idle_timeout_s);
             e.set_vlan(*vlan);
+            // A RST ends whatever it belongs to: one of no known flow starts nothing worth an
+            // entry (conntrack finds it invalid). Otherwise the RSTs a client's kernel sends
+            // back for SYN cookie answers it never asked for would each take one.
+            !e.tcp().rst_seen()
         }) {
             Observation::Existing(entry) => entry,
+            Observation::Untracked(entry) => {
+                self.counters.flows_untracked_rst += 1;
+                return match entry.mode() {
+                    FlowMode::Drop => Verdict::Drop(DropReason::Policy),
+                    FlowMode::Proxy if self.on_midstream == MidstreamAction::Drop => {
+                        Verdict::Drop(DropReason::TcpNotSyn)
+                    }
+                    FlowMode::Proxy | FlowMode::Bypass => Verdict::Forward(egress),
+                };
+            }
             Observation::Created(entry) => {
+                first = true;
                 self.counters.flows_created += 1;
                 if self.audit_new_flows {
                     self.new_flows.push(meta.key);
@@ -346,6 +366,7 @@ impl Pipeline {
                     from_client,
                     rule: entry.rule(),
                     ingress: *ingress,
+                    first,
                 })
             }
             FlowMode::Proxy => Verdict::Forward(egress),
@@ -463,6 +484,7 @@ mod tests {
                 malformed,
                 on_table_full: on_full,
                 audit_new_flows: true,
+                on_midstream: MidstreamAction::Bypass,
             },
             // Forwarding alone: the proxy's frames are the proxy module's tests.
             policy_with(tollgate_control::policy::Action::Bypass, &[]),
@@ -769,6 +791,62 @@ mod tests {
         p.handle(&syn(&web), PortSide::Inside, None, None, 3);
         let e = p.flows().iter().find(|e| e.rule() == 0).unwrap();
         assert_eq!(e.mode(), FlowMode::Proxy, "the default for tcp");
+    }
+
+    /// What a client's kernel sends back for a SYN cookie answer it never asked for.
+    fn rst(a: &Addressing) -> Vec<u8> {
+        synth::tcp(
+            a,
+            TcpHeader {
+                flags: crate::synth::TCP_RST,
+                ..Default::default()
+            },
+            b"",
+        )
+    }
+
+    #[test]
+    fn a_rst_of_no_known_flow_takes_no_entry_and_meets_its_policy() {
+        for (on_midstream, proxied) in [
+            (MidstreamAction::Bypass, Verdict::Forward(PortSide::Outside)),
+            (MidstreamAction::Drop, Verdict::Drop(DropReason::TcpNotSyn)),
+        ] {
+            let mut p = pipeline(16, FrameAction::Forward, FrameAction::Drop);
+            p.on_midstream = on_midstream;
+            p.set_policy(policy(&[
+                r#"{"match":{"proto":"tcp","dst_port":22},"action":"drop"}"#,
+                r#"{"match":{"proto":"tcp","dst_port":10000},"action":"bypass"}"#,
+            ]));
+            let at = |port: u16| {
+                Addressing::new(
+                    "198.18.0.1:40000".parse().unwrap(),
+                    format!("198.18.0.2:{port}").parse().unwrap(),
+                )
+            };
+            for (port, verdict) in [
+                (443, proxied),
+                (22, Verdict::Drop(DropReason::Policy)),
+                (10000, Verdict::Forward(PortSide::Outside)),
+            ] {
+                assert_eq!(
+                    p.handle(&rst(&at(port)), PortSide::Inside, None, None, 0),
+                    verdict,
+                    "port {port}, {on_midstream:?}"
+                );
+            }
+            assert!(p.flows().is_empty());
+            assert_eq!(p.counters.flows_untracked_rst, 3);
+            assert_eq!(p.counters.flows_created, 0);
+            assert_eq!(p.counters.total_drops(), 0, "policy drops are intent");
+            // A RST of a known flow is that flow's, and closes it.
+            p.handle(&syn(&at(443)), PortSide::Inside, None, None, 1);
+            let Verdict::Proxy(target) = p.handle(&rst(&at(443)), PortSide::Inside, None, None, 2)
+            else {
+                panic!("a RST of a proxied flow goes to the proxy");
+            };
+            assert!(!target.first);
+            assert_eq!(p.counters.flows_untracked_rst, 3);
+        }
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub fn snapshot(inputs: SnapshotInputs<'_>) -> StatsSnapshot {
             flows_created: c.flows_created,
             flows_expired: c.flows_expired,
             flows_table_full: c.flows_table_full,
+            flows_untracked_rst: c.flows_untracked_rst,
             flow_capacity: report.flow_capacity as u64,
             handoff_out: c.handoff_out,
             handoff_in: c.handoff_in,

@@ -453,6 +453,7 @@ impl Worker {
                 }
             }
             Disposition::Unusable => self.pipeline.counters.drop(DropReason::ProxyUnusable, 1),
+            Disposition::NotSyn => self.pipeline.counters.drop(DropReason::TcpNotSyn, 1),
         }
     }
 

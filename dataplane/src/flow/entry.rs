@@ -443,6 +443,15 @@ impl FlowEntry {
         (self.key.protocol() == TCP).then(|| self.tcp.phase())
     }
 
+    /// A TCP flow picked up mid-stream that nothing has come back for yet:
+    /// it keeps only `FlowTimeouts::tcp_unreplied_ms` until the other side
+    /// answers.
+    pub fn unreplied(&self) -> bool {
+        self.key.protocol() == TCP
+            && self.tcp.mid_stream()
+            && self.packets[Direction::Reply.index()] == 0
+    }
+
     /// When the flow expires if no further packet comes.
     pub fn deadline_ms(&self, timeouts: &FlowTimeouts) -> u64 {
         let phase = self.tcp.phase();
@@ -452,6 +461,11 @@ impl FlowEntry {
             }
             _ if self.idle_timeout_s > 0 => u64::from(self.idle_timeout_s) * 1000,
             _ => timeouts.idle_ms(self.key.protocol(), phase),
+        };
+        let idle = if self.unreplied() {
+            idle.min(timeouts.tcp_unreplied_ms)
+        } else {
+            idle
         };
         self.last_seen_ms.saturating_add(idle)
     }
@@ -546,6 +560,31 @@ mod tests {
         assert_eq!(TcpTracker::first(SYN | ACK).phase(), TcpPhase::Established);
         assert_eq!(TcpTracker::first(FIN | ACK).phase(), TcpPhase::Closing);
         assert_eq!(TcpTracker::first(RST).phase(), TcpPhase::Closed);
+    }
+
+    #[test]
+    fn only_a_pick_up_with_no_answer_is_unreplied() {
+        let meta = |src: &str, dst: &str, flags: u8| {
+            let (key, orientation) =
+                FlowKey::from_packet(src.parse().unwrap(), dst.parse().unwrap(), TCP, 40000, 443);
+            PacketMeta {
+                key,
+                orientation,
+                hash: key.software_hash(),
+                len: 60,
+                tcp_flags: Some(flags),
+                ingress: 0,
+            }
+        };
+        let (c, s) = ("198.18.0.1", "198.18.0.2");
+        let mut picked = FlowEntry::new(&meta(c, s, ACK), 0, TimerHandle::UNSET);
+        assert!(picked.unreplied());
+        picked.record(&meta(c, s, ACK), 1);
+        assert!(picked.unreplied(), "the same side again is no answer");
+        picked.record(&meta(s, c, ACK), 2);
+        assert!(!picked.unreplied());
+        // A SYN's flow is embryonic, with its own timeout, not unreplied.
+        assert!(!FlowEntry::new(&meta(c, s, SYN), 0, TimerHandle::UNSET).unreplied());
     }
 
     #[test]

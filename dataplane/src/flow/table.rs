@@ -32,7 +32,7 @@ use super::entry::{FlowEntry, TcpPhase};
 use super::index::{FlowIndex, Slot};
 use super::key::{FlowKey, Orientation, TCP, UDP};
 use super::slab::Slab;
-use super::timer::TimerWheel;
+use super::timer::{TimerHandle, TimerWheel};
 
 /// How long a flow may stay idle, by protocol and TCP phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +41,19 @@ pub struct FlowTimeouts {
     /// (1, 3, 7, 15 s after the first with Linux's 1 s initial RTO) through,
     /// while keeping what a SYN flood occupies short-lived.
     pub tcp_embryonic_ms: u64,
+    /// A flow picked up mid-stream (its first packet was not a bare SYN) that
+    /// nothing has come back for yet: it has not shown it is a connection at
+    /// all (an ACK flood from random sources is made of nothing else), so it
+    /// keeps at most this until the other side answers, whatever its phase.
+    /// Losing such an entry costs nothing but its counters: the flow's next
+    /// packet picks it up again. 5 s still sees the answer of a live
+    /// connection: an ACK within one round trip plus the delayed-ACK bound
+    /// (500 ms, RFC 9293), or, when that answer is lost, the answer to the
+    /// sender's first retransmissions (Linux: 200 ms minimum RTO, doubling:
+    /// 0.2 + 0.4 + 0.8 + 1.6 s). Conntrack gives unreplied UDP 30 s, and its
+    /// TCP pick-ups the 300 s "unacknowledged" timeout; both would let a flood
+    /// of a few hundred thousand packets a second fill a million-flow table.
+    pub tcp_unreplied_ms: u64,
     /// An open connection. One hour, as common firewalls do (Cisco ASA's
     /// default connection timeout), so quiet database pools, SSH sessions and
     /// IPsec-over-TCP tunnels idle between rekeys keep their state; anything
@@ -66,6 +79,7 @@ impl Default for FlowTimeouts {
     fn default() -> Self {
         FlowTimeouts {
             tcp_embryonic_ms: 30_000,
+            tcp_unreplied_ms: 5_000,
             tcp_established_ms: 3_600_000,
             tcp_closing_ms: 120_000,
             tcp_closed_ms: 10_000,
@@ -93,6 +107,7 @@ impl FlowTimeouts {
     fn longest_ms(&self) -> u64 {
         [
             self.tcp_embryonic_ms,
+            self.tcp_unreplied_ms,
             self.tcp_established_ms,
             self.tcp_closing_ms,
             self.tcp_closed_ms,
@@ -162,6 +177,9 @@ pub enum Observation<'a> {
     /// A new flow, and no room for it: the table is at capacity. Existing
     /// flows are unaffected.
     Full,
+    /// A new flow the caller's classification chose not to track: the entry
+    /// as it was classified, stored nowhere.
+    Untracked(FlowEntry),
 }
 
 /// Where `FlowTable::prefetch_entry` found the entry a packet's lookup will
@@ -264,19 +282,25 @@ impl FlowTable {
         now_ms: u64,
         classify: impl FnOnce(&mut FlowEntry),
     ) -> Observation<'_> {
-        self.observe_hinted(pkt, EntryHint::NONE, now_ms, classify)
+        self.observe_hinted(pkt, EntryHint::NONE, now_ms, |e| {
+            classify(e);
+            true
+        })
     }
 
     /// `observe_with`, starting from what `prefetch_entry` found for the
     /// packet's hash: the common hit then costs one entry compare instead of
-    /// another scan of the index bucket.
+    /// another scan of the index bucket. `classify` also says whether a new
+    /// flow is to be tracked at all: one it refuses takes nothing from the
+    /// table (not even when the table is full) and comes back as
+    /// `Observation::Untracked`.
     #[inline(always)]
     pub fn observe_hinted(
         &mut self,
         pkt: &PacketMeta,
         hint: EntryHint,
         now_ms: u64,
-        classify: impl FnOnce(&mut FlowEntry),
+        classify: impl FnOnce(&mut FlowEntry) -> bool,
     ) -> Observation<'_> {
         let hash = pkt.hash;
         if let Some(slot) = self.find_hinted(&pkt.key, hash, hint) {
@@ -294,6 +318,10 @@ impl FlowTable {
             }
             return Observation::Existing(entry);
         }
+        let mut entry = FlowEntry::new(pkt, now_ms, TimerHandle::UNSET);
+        if !classify(&mut entry) {
+            return Observation::Untracked(entry);
+        }
         if self.entries.len() >= self.capacity {
             return Observation::Full;
         }
@@ -310,8 +338,7 @@ impl FlowTable {
             self.wheel.cancel(timer);
             return Observation::Full;
         }
-        let mut entry = FlowEntry::new(pkt, now_ms, timer);
-        classify(&mut entry);
+        entry.timer = timer;
         self.wheel
             .schedule(timer, entry.deadline_ms(&self.timeouts));
         let stored = self.entries.insert(entry);
@@ -718,12 +745,12 @@ mod tests {
         created(table.observe(&a, 0));
         let hint_a = table.prefetch_entry(a.hash);
         assert_ne!(hint_a, EntryHint::NONE);
-        let entry = existing(table.observe_hinted(&a, hint_a, 1, |_| {}));
+        let entry = existing(table.observe_hinted(&a, hint_a, 1, |_| true));
         assert_eq!(entry.packets(Direction::Original), 2);
         // Another flow's hint, or none: the ordinary lookup.
-        created(table.observe_hinted(&b, hint_a, 2, |_| {}));
-        existing(table.observe_hinted(&a, table.prefetch_entry(b.hash), 3, |_| {}));
-        existing(table.observe_hinted(&b, EntryHint::NONE, 3, |_| {}));
+        created(table.observe_hinted(&b, hint_a, 2, |_| true));
+        existing(table.observe_hinted(&a, table.prefetch_entry(b.hash), 3, |_| true));
+        existing(table.observe_hinted(&b, EntryHint::NONE, 3, |_| true));
 
         // `a` goes, and a flow with `a`'s hash but another key takes its
         // slab position (freed last, reused first) and its index slot.
@@ -734,13 +761,13 @@ mod tests {
         };
         created(table.observe(&impostor, 4));
         assert_eq!(table.prefetch_entry(a.hash), hint_a, "the same slot");
-        let entry = created(table.observe_hinted(&a, hint_a, 5, |_| {}));
+        let entry = created(table.observe_hinted(&a, hint_a, 5, |_| true));
         assert_eq!(entry.key(), &a.key);
         assert_eq!(table.len(), 3);
         // Vacated: the hint points at nothing.
         table.remove(&impostor.key, impostor.hash).unwrap();
         table.remove(&a.key, a.hash).unwrap();
-        created(table.observe_hinted(&a, hint_a, 6, |_| {}));
+        created(table.observe_hinted(&a, hint_a, 6, |_| true));
         assert_eq!(table.len(), 2);
     }
 
@@ -810,9 +837,10 @@ mod tests {
         let mut table = table(16);
         let horizon_ms = table.wheel.slots() as u64 * 100;
         assert!(horizon_ms < table.timeouts().tcp_established_ms);
-        // Picked up mid-stream: established, one hour.
+        // Picked up mid-stream and answered: established, one hour.
         let flow = tcp("198.18.0.1", 40000, "198.18.0.2", 22, ACK);
-        table.observe(&flow, 50);
+        table.observe(&flow, 0);
+        table.observe(&tcp("198.18.0.2", 22, "198.18.0.1", 40000, ACK), 50);
         for now in (0..3_600_050).step_by(1_000) {
             assert_eq!(table.expire(now), 0, "removed early at {now} ms");
         }
@@ -867,6 +895,101 @@ mod tests {
         );
         assert_eq!(table.expire(120_900), 0);
         assert_eq!(table.expire(121_000), 1);
+    }
+
+    #[test]
+    fn a_pick_up_nothing_answers_goes_after_the_unreplied_timeout_whatever_its_phase() {
+        let c = "198.18.0.1";
+        let s = "198.18.0.2";
+        // An ACK flood's packets, a pick-up on a FIN, on a SYN-ACK, on a fragment.
+        let firsts = [
+            tcp(c, 40000, s, 443, ACK),
+            tcp(c, 40001, s, 443, FIN | ACK),
+            tcp(c, 40002, s, 443, SYN | ACK),
+            PacketMeta {
+                tcp_flags: None,
+                ..tcp(c, 40003, s, 443, 0)
+            },
+        ];
+        let mut table = table(16);
+        for pkt in &firsts {
+            let entry = created(table.observe(pkt, 0));
+            assert!(entry.unreplied(), "{:?}", pkt.tcp_flags);
+        }
+        // More from the same side keeps each alive, but does not answer it.
+        for pkt in &firsts {
+            assert!(existing(table.observe(pkt, 1_000)).unreplied());
+        }
+        assert_eq!(table.timeouts().tcp_unreplied_ms, 5_000);
+        assert_eq!(table.expire(5_900), 0);
+        assert_eq!(table.expire(6_000), firsts.len());
+    }
+
+    #[test]
+    fn a_pick_up_answered_gets_the_timeout_of_its_phase() {
+        let c = "198.18.0.1";
+        let s = "198.18.0.2";
+        let mut table = table(16);
+        table.observe(&tcp(c, 40000, s, 443, ACK), 0);
+        let entry = existing(table.observe(&tcp(s, 443, c, 40000, ACK), 4_000));
+        assert!(!entry.unreplied());
+        assert!(entry.tcp().mid_stream());
+        assert_eq!(table.expire(60_000), 0);
+        assert_eq!(table.expire(3_603_900), 0);
+        assert_eq!(table.expire(3_604_000), 1);
+
+        // An answer that is a RST: the closed timeout, since the flow is over.
+        let t = 4_000_000;
+        table.observe(&tcp(c, 40001, s, 443, ACK), t);
+        table.observe(&tcp(s, 443, c, 40001, RST), t);
+        assert_eq!(table.expire(t + 9_900), 0);
+        assert_eq!(table.expire(t + 10_000), 1);
+    }
+
+    #[test]
+    fn a_rule_idle_timeout_does_not_lengthen_an_unreplied_pick_up() {
+        let mut t = table(16);
+        let p = tcp("198.18.0.1", 40000, "198.18.0.2", 10000, ACK);
+        created(t.observe_with(&p, 0, |e| e.classify(FlowMode::Bypass, 1, 600)));
+        assert_eq!(t.expire(4_900), 0);
+        assert_eq!(t.expire(5_000), 1);
+        // With a SYN: the rule's 600 s.
+        created(t.observe_with(
+            &tcp("198.18.0.1", 40001, "198.18.0.2", 10000, SYN),
+            0,
+            |e| e.classify(FlowMode::Bypass, 1, 600),
+        ));
+        assert_eq!(t.expire(599_900), 0);
+        assert_eq!(t.expire(600_000), 1);
+    }
+
+    #[test]
+    fn a_flow_classified_as_untracked_takes_nothing_even_from_a_full_table() {
+        let mut t = table(1);
+        let a = tcp("198.18.0.1", 40000, "198.18.0.2", 443, SYN);
+        let rst = tcp("198.18.0.1", 40001, "198.18.0.2", 443, RST);
+        match t.observe_hinted(&rst, EntryHint::NONE, 0, |e| {
+            e.classify(FlowMode::Drop, 4, 0);
+            false
+        }) {
+            Observation::Untracked(e) => {
+                assert_eq!((e.mode(), e.rule(), e.key()), (FlowMode::Drop, 4, &rst.key));
+            }
+            other => panic!("expected an untracked flow, got {other:?}"),
+        }
+        assert!(t.is_empty());
+        created(t.observe(&a, 0));
+        assert!(matches!(
+            t.observe_hinted(&rst, EntryHint::NONE, 0, |_| false),
+            Observation::Untracked(_)
+        ));
+        assert!(matches!(
+            t.observe_hinted(&rst, EntryHint::NONE, 0, |_| true),
+            Observation::Full
+        ));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.expire(30_000), 1, "only the tracked flow's timer was set");
+        assert_eq!(t.expire(1_000_000), 0);
     }
 
     #[test]

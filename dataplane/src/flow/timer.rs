@@ -20,6 +20,11 @@ const FREE: u32 = u32::MAX;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TimerHandle(u32);
 
+impl TimerHandle {
+    /// What a flow entry holds before the table gives it a timer.
+    pub(crate) const UNSET: TimerHandle = TimerHandle(u32::MAX);
+}
+
 /// 16 bytes: four to a cache line. `payload` is whatever finds the timer's
 /// owner again (the flow table stores the flow's hash).
 #[derive(Clone, Copy, Debug)]

@@ -68,6 +68,84 @@ impl BudgetAction {
     }
 }
 
+/// What happens to a TCP flow under proxy policy whose first packet is not a SYN: one picked
+/// up mid-stream (after a restart, or one the table had let go), or a packet of an ACK flood.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MidstreamAction {
+    /// Forward it unproxied (there is no handshake to terminate), counted as
+    /// `midstream_passthrough`: connections survive a restart of tollgate.
+    #[default]
+    Bypass,
+    /// Drop it, counted under the drop reason `tcp_not_syn`, keeping no entry for it: a flow
+    /// must start with a handshake (the ASA's default).
+    Drop,
+}
+
+/// Half-open handshakes per client address, for [`ProxySettings::max_embryonic_per_source`]:
+/// counters in a fixed array of buckets, picked by a keyed hash of the address so that no
+/// one can aim at another's bucket. Addresses that share a bucket share its count, which can
+/// only bring cookies early, never let a source past its bound.
+struct SourceBudget {
+    hasher: std::collections::hash_map::RandomState,
+    buckets: Box<[SourceBucket]>,
+    limit: u16,
+}
+
+#[derive(Clone, Copy, Default)]
+struct SourceBucket {
+    half_open: u16,
+    /// SYNs from here are answered with cookies until then.
+    cookies_until_ms: u64,
+}
+
+impl SourceBudget {
+    /// 4096 buckets of 16 bytes: 64 KiB a worker. A flood from one address fills its own
+    /// bucket; one from random addresses spreads over all of them and meets
+    /// `max_embryonic` first.
+    const BUCKETS: usize = 4096;
+    /// How long a source past its bound keeps getting cookies after its last SYN. Each SYN
+    /// answered with a cookie starts it again, so a source that floods gets no more
+    /// server-side handshakes until it has been quiet this long; a real client among it
+    /// (the same host) still connects, through its cookie. 10 s outlasts the SYN
+    /// retransmissions of a client that just got its cookie answer lost (1 + 2 + 4 s).
+    const HOLD_MS: u64 = 10_000;
+
+    fn new(limit: usize) -> SourceBudget {
+        SourceBudget {
+            hasher: std::collections::hash_map::RandomState::new(),
+            buckets: vec![SourceBucket::default(); Self::BUCKETS].into_boxed_slice(),
+            limit: limit.clamp(1, usize::from(u16::MAX)) as u16,
+        }
+    }
+
+    fn bucket_of(&self, source: std::net::IpAddr) -> u16 {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(source) as usize % Self::BUCKETS) as u16
+    }
+
+    /// Whether a SYN from `bucket`'s addresses is to be answered with a cookie: the bound is
+    /// reached, or was lately. Either way the hold starts again.
+    fn over(&mut self, bucket: u16, now: u64) -> bool {
+        let b = &mut self.buckets[usize::from(bucket)];
+        let over = b.half_open >= self.limit || now < b.cookies_until_ms;
+        if over {
+            b.cookies_until_ms = now.saturating_add(Self::HOLD_MS);
+        }
+        over
+    }
+
+    fn opened(&mut self, bucket: u16) {
+        let b = &mut self.buckets[usize::from(bucket)];
+        b.half_open = b.half_open.saturating_add(1);
+    }
+
+    fn closed(&mut self, bucket: u16) {
+        let b = &mut self.buckets[usize::from(bucket)];
+        b.half_open = b.half_open.saturating_sub(1);
+    }
+}
+
 /// A worker's share of the proxy configuration.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
@@ -77,6 +155,11 @@ pub struct ProxySettings {
     pub max_flows: usize,
     /// Handshakes in progress past which client SYNs are answered with SYN cookies.
     pub max_embryonic: usize,
+    /// Handshakes in progress from one client address past which its SYNs are answered with
+    /// SYN cookies (and for a while after: see `SourceBudget`).
+    pub max_embryonic_per_source: usize,
+    /// What a flow whose first packet is not a SYN gets.
+    pub on_midstream: MidstreamAction,
     /// Payload bytes this worker's proxied flows may hold together before new flows are
     /// refused (checked against the figure of the last reporting interval).
     pub buffer_budget: usize,
@@ -106,6 +189,8 @@ impl Default for ProxySettings {
             flow: ProxyConfig::default(),
             max_flows: 65_536,
             max_embryonic: 1024,
+            max_embryonic_per_source: 64,
+            on_midstream: MidstreamAction::Bypass,
             buffer_budget: 256 << 20,
             on_flow_limit: BudgetAction::Bypass,
             on_memory_budget: BudgetAction::Bypass,
@@ -136,6 +221,8 @@ pub struct ProxyTarget {
     pub rule: u32,
     /// The port the frame came in on.
     pub ingress: PortSide,
+    /// The frame made the flow's entry: it is the flow's first.
+    pub first: bool,
 }
 
 /// What the driver does with the frame after [`ProxyTable::on_frame`].
@@ -147,6 +234,9 @@ pub enum Disposition {
     Forward,
     /// Unusable (the payload could not be kept): drop it and count it.
     Unusable,
+    /// The first packet of a flow was not a SYN and `on_midstream` is drop: drop it, counted
+    /// as `tcp_not_syn`. The proxy has removed the entry it made.
+    NotSyn,
 }
 
 /// A proxied flow.
@@ -159,8 +249,10 @@ struct ProxiedFlow<P: Payload> {
     client_side: PortSide,
     /// The deadline of this flow's newest timer in the heap (u64::MAX: none).
     scheduled: u64,
-    /// Counted among the handshakes in progress.
+    /// Counted among the handshakes in progress (and its client's, in `SourceBudget`).
     embryonic: bool,
+    /// The client address's bucket in `SourceBudget`.
+    source: u16,
     /// Why the flow was handed over, once it was.
     handed_over: Option<HandoverCause>,
     detection: Detecting,
@@ -221,6 +313,7 @@ pub struct ProxyTable<P: Payload> {
     free: Vec<u32>,
     proxied: usize,
     embryonic: usize,
+    sources: SourceBudget,
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
     /// Set by the driver when packet buffers run short: new flows are not proxied then.
     pressure: bool,
@@ -311,6 +404,7 @@ impl<P: Payload> ProxyTable<P> {
         cookie_secret: [u8; 16],
     ) -> ProxyTable<P> {
         let signatures = inspector.len();
+        let sources = SourceBudget::new(settings.max_embryonic_per_source);
         ProxyTable {
             settings,
             inspector,
@@ -320,6 +414,7 @@ impl<P: Payload> ProxyTable<P> {
             free: Vec::new(),
             proxied: 0,
             embryonic: 0,
+            sources,
             timers: BinaryHeap::new(),
             pressure: false,
             draining: false,
@@ -511,19 +606,10 @@ impl<P: Payload> ProxyTable<P> {
             {
                 match self.complete_cookie(flows, target, seg, take_payload, options, now, sink) {
                     Some(disposition) => disposition,
-                    None => {
-                        self.counters.midstream_passthrough += 1;
-                        Disposition::Forward
-                    }
+                    None => self.midstream(flows, target, seg),
                 }
             }
-            ProxyLink::None => {
-                // Seen without its handshake (picked up mid-stream after a restart, or a flow
-                // the policy moved to proxy while it ran): there is no connection to
-                // terminate, so it passes as it is.
-                self.counters.midstream_passthrough += 1;
-                Disposition::Forward
-            }
+            ProxyLink::None => self.midstream(flows, target, seg),
             // A segment of a connection the proxy has finished (a late retransmission), or
             // anything but the ACK a cookie waits for: a closed TCP port would ignore or reset
             // it; the proxy ignores it.
@@ -532,6 +618,24 @@ impl<P: Payload> ProxyTable<P> {
                 Disposition::Consumed
             }
         }
+    }
+
+    /// A segment of a flow seen without its handshake (picked up mid-stream after a restart,
+    /// a flow the policy moved to proxy while it ran, or a flood): there is no connection to
+    /// terminate. It passes as it is, or, as the first packet of its flow under
+    /// `on_midstream = drop`, is dropped with its entry, which it has not earned.
+    fn midstream(
+        &mut self,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+    ) -> Disposition {
+        if target.first && self.settings.on_midstream == MidstreamAction::Drop {
+            flows.remove(&key_of(seg), target.hash);
+            return Disposition::NotSyn;
+        }
+        self.counters.midstream_passthrough += 1;
+        Disposition::Forward
     }
 
     fn flow_config(&self, options: RuleOptions) -> ProxyConfig {
@@ -654,7 +758,14 @@ impl<P: Payload> ProxyTable<P> {
             return Disposition::Forward;
         };
         let config = self.flow_config(options);
-        if self.embryonic >= self.settings.max_embryonic {
+        let source = self.sources.bucket_of(seg.src);
+        // The global bound first: a SYN it answers with a cookie does not start the source's
+        // hold.
+        let global = self.embryonic >= self.settings.max_embryonic;
+        if global || self.sources.over(source, now) {
+            if !global {
+                self.counters.syn_cookies_per_source += 1;
+            }
             let tuple = tuple_of(seg);
             let default_mss = if seg.src.is_ipv6() {
                 DEFAULT_MSS_V6
@@ -768,6 +879,7 @@ impl<P: Payload> ProxyTable<P> {
         sink: &mut impl FrameSink<P>,
     ) {
         let key = key_of(seg);
+        let source = self.sources.bucket_of(seg.src);
         let flow = ProxiedFlow {
             proxy,
             addressing,
@@ -776,12 +888,14 @@ impl<P: Payload> ProxyTable<P> {
             client_side: target.ingress,
             scheduled: u64::MAX,
             embryonic: true,
+            source,
             handed_over: None,
             detection,
         };
         let slot = self.store(Held::Proxied(Box::new(flow)));
         self.proxied += 1;
         self.embryonic += 1;
+        self.sources.opened(source);
         if let Some(entry) = flows.get_mut(&key, target.hash) {
             entry.set_proxy_link(ProxyLink::Slot(slot));
         }
@@ -846,6 +960,7 @@ impl<P: Payload> ProxyTable<P> {
                     self.counters.connections_established += 1;
                     if std::mem::take(&mut flow.embryonic) {
                         self.embryonic -= 1;
+                        self.sources.closed(flow.source);
                     }
                 }
                 ProxyEvent::Refused => self.counters.connections_refused += 1,
@@ -995,6 +1110,7 @@ impl<P: Payload> ProxyTable<P> {
                 self.proxied -= 1;
                 if flow.embryonic {
                     self.embryonic -= 1;
+                    self.sources.closed(flow.source);
                 }
                 if let Some(owed) = flow.proxy.owed() {
                     for stream in owed.iter() {
@@ -1280,5 +1396,51 @@ impl<P: Payload> ProxyTable<P> {
 
     pub fn inspector(&self) -> &SignatureInspector {
         &self.inspector
+    }
+}
+
+#[cfg(test)]
+mod source_budget_tests {
+    use super::SourceBudget;
+
+    #[test]
+    fn a_source_past_its_bound_gets_cookies_until_quiet_for_the_hold() {
+        let mut b = SourceBudget::new(2);
+        let a = b.bucket_of("198.18.0.1".parse().unwrap());
+        assert!(!b.over(a, 0));
+        b.opened(a);
+        assert!(!b.over(a, 0));
+        b.opened(a);
+        assert!(b.over(a, 1_000), "two in progress: the bound");
+        // Both handshakes end, but the source keeps sending: cookies from there on.
+        b.closed(a);
+        b.closed(a);
+        assert!(b.over(a, 1_000 + SourceBudget::HOLD_MS - 1));
+        let last = 1_000 + SourceBudget::HOLD_MS - 1;
+        assert!(b.over(a, last + SourceBudget::HOLD_MS - 1));
+        let last = last + SourceBudget::HOLD_MS - 1;
+        // Quiet for the hold: handshakes again.
+        assert!(!b.over(a, last + SourceBudget::HOLD_MS));
+    }
+
+    #[test]
+    fn counts_stay_in_their_bucket_and_never_wrap() {
+        let mut b = SourceBudget::new(1);
+        let a = b.bucket_of("198.18.0.1".parse().unwrap());
+        let others: Vec<u16> = (2..=40u8)
+            .map(|i| b.bucket_of(std::net::IpAddr::from([198, 18, 0, i])))
+            .filter(|&o| o != a)
+            .collect();
+        assert!(others.len() > 30, "addresses spread over the buckets");
+        b.closed(a);
+        assert!(!b.over(a, 0), "no underflow");
+        b.opened(a);
+        assert!(b.over(a, 0));
+        assert!(others.iter().all(|&o| !b.over(o, 0)));
+        assert_eq!(
+            b.bucket_of("198.18.0.1".parse().unwrap()),
+            a,
+            "one address, one bucket"
+        );
     }
 }

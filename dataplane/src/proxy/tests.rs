@@ -10,8 +10,11 @@ use tollgate_control::policy::{Action, PolicySet};
 use tollgate_control::protocol::PolicyDefaults;
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
-use super::table::{Disposition, FrameSink, ProxySettings, ProxyTable, RuleOptions};
+use super::table::{
+    Disposition, FrameSink, MidstreamAction, ProxySettings, ProxyTable, RuleOptions,
+};
 use crate::config::FrameAction;
+use crate::counters::DropReason;
 use crate::detect::{samples, IpsecFraming};
 use crate::flow::{FlowMode, FlowTableConfig, HandoverCause};
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Verdict};
@@ -77,6 +80,8 @@ struct Lab {
     client_data_sent: std::collections::HashSet<(u32, usize)>,
     client_data_resent: usize,
     forwarded: usize,
+    /// Frames dropped as the first of a flow that was not a SYN (`on_midstream = drop`).
+    not_syn: usize,
     /// The server application reads only every this many milliseconds (1: always).
     server_reads_every_ms: u64,
     /// What the flow's policy rule says.
@@ -129,6 +134,7 @@ impl Lab {
                 malformed: FrameAction::Drop,
                 on_table_full: FrameAction::Forward,
                 audit_new_flows: false,
+                on_midstream: settings.on_midstream,
             },
             policy(default_tcp),
         );
@@ -162,6 +168,7 @@ impl Lab {
             client_data_sent: Default::default(),
             client_data_resent: 0,
             forwarded: 0,
+            not_syn: 0,
             server_reads_every_ms: 1,
             rule_options: RuleOptions::default(),
         }
@@ -211,6 +218,7 @@ impl Lab {
                         out.0.push((ingress.other(), frame));
                     }
                     Disposition::Unusable => panic!("an unusable frame"),
+                    Disposition::NotSyn => self.not_syn += 1,
                 }
             }
             Verdict::Translate {
@@ -232,6 +240,7 @@ impl Lab {
                 self.forwarded += 1;
                 out.0.push((egress, frame));
             }
+            Verdict::Drop(DropReason::TcpNotSyn) => self.not_syn += 1,
             other => panic!("unexpected verdict {other:?}"),
         }
         self.route(out);
@@ -590,6 +599,109 @@ fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
     assert_eq!(lab.forwarded, 1);
     let c = lab.proxies.counters();
     assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
+}
+
+/// ACKs from random sources, as an ACK flood sends them.
+fn ack_flood(lab: &mut Lab, n: u32) {
+    let server: SocketAddr = SERVER.parse().unwrap();
+    for i in 0..n {
+        let spoofed = SocketAddr::from(([198, 19, (i >> 8) as u8, i as u8], 2000));
+        let ack = synth::tcp(
+            &Addressing::new(spoofed, server),
+            TcpHeader {
+                flags: crate::synth::TCP_ACK,
+                seq: i.wrapping_mul(2_654_435_761),
+                ack: i,
+                ..Default::default()
+            },
+            b"",
+        );
+        lab.through_tollgate(ack, PortSide::Inside);
+    }
+}
+
+#[test]
+fn under_on_midstream_drop_a_flow_without_a_syn_is_dropped_and_leaves_no_entry() {
+    for on_midstream in [MidstreamAction::Bypass, MidstreamAction::Drop] {
+        let settings = ProxySettings {
+            // Cookies outstanding from the start: the flood's ACKs are checked for one first.
+            max_embryonic: 0,
+            on_midstream,
+            ..ProxySettings::default()
+        };
+        let mut lab = Lab::new(settings, Action::Proxy);
+        ack_flood(&mut lab, 300);
+        let c = lab.proxies.counters();
+        if on_midstream == MidstreamAction::Drop {
+            assert_eq!((lab.not_syn, lab.forwarded), (300, 0));
+            assert_eq!(lab.pipeline.flows().len(), 0, "no entry kept");
+            assert_eq!(c.midstream_passthrough, 0);
+        } else {
+            assert_eq!((lab.not_syn, lab.forwarded), (0, 300));
+            assert_eq!(lab.pipeline.flows().len(), 300);
+            assert!(lab.pipeline.flows().iter().all(|e| e.unreplied()));
+            assert_eq!(c.midstream_passthrough, 300);
+        }
+        // A real client's handshake still completes on its cookie: its ACK is no pick-up.
+        let (up, down) = (data(30_000, 31), data(30_000, 32));
+        assert!(transfer(&mut lab, &up, &down, 20_000), "{on_midstream:?}");
+        assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
+        assert_eq!(lab.proxies.counters().syn_cookies_accepted, 1);
+    }
+}
+
+/// A SYN from `src`; returns what tollgate sent to the client and to the server for it.
+fn syn_from(lab: &mut Lab, src: &str) -> (usize, usize) {
+    let syn = synth::tcp(
+        &Addressing::new(src.parse().unwrap(), SERVER.parse().unwrap()),
+        TcpHeader {
+            flags: TCP_SYN,
+            seq: 77,
+            ..Default::default()
+        },
+        b"",
+    );
+    lab.through_tollgate(syn, PortSide::Inside);
+    let sent = (lab.to_client.len(), lab.to_server.len());
+    lab.to_client.clear();
+    lab.to_server.clear();
+    sent
+}
+
+#[test]
+fn past_its_bound_of_handshakes_a_source_gets_cookies_and_others_do_not() {
+    let settings = ProxySettings {
+        max_embryonic_per_source: 4,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    // The server never answers: the four stay half-open, each a server-side handshake.
+    for port in 0..4 {
+        assert_eq!(
+            syn_from(&mut lab, &format!("198.19.0.1:{}", 1000 + port)),
+            (0, 1)
+        );
+    }
+    assert_eq!(lab.pipeline.flows().len(), 4);
+    for port in 4..100 {
+        let sent = syn_from(&mut lab, &format!("198.19.0.1:{}", 1000 + port));
+        assert_eq!(sent, (1, 0), "a cookie, and nothing to the server");
+    }
+    assert_eq!(lab.pipeline.flows().len(), 4, "cookies keep no entries");
+    assert_eq!(
+        syn_from(&mut lab, "198.19.0.2:1000"),
+        (0, 1),
+        "another source"
+    );
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (
+            c.connections_opened,
+            c.syn_cookies_sent,
+            c.syn_cookies_per_source
+        ),
+        (5, 96, 96)
+    );
 }
 
 #[test]

@@ -436,11 +436,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if drain_until.is_some() || drain_timeout.is_zero() || open == 0 {
                 break;
             }
+            // Before the line that announces it: a flow that starts after the line is
+            // logged passes through.
+            dataplane.drain();
             info!(
                 "draining: {open} proxied connection(s) get up to {} s to finish; new flows pass through unproxied, bypassed ones keep forwarding; a second SIGTERM or SIGINT stops at once",
                 drain_timeout.as_secs()
             );
-            dataplane.drain();
             drain_until = Some(Instant::now() + drain_timeout);
             // The next signal sets it again: the way to cut the drain short.
             stop.store(false, Ordering::Relaxed);

@@ -279,6 +279,10 @@ impl Worker {
         now_ms: u64,
         out: &mut Outbox,
     ) {
+        // Read per burst, not with the timers, which a descheduled worker runs only after
+        // the frames it finds waiting: a SYN that arrives after the drain began is not proxied.
+        self.proxies
+            .set_draining(self.draining.load(Ordering::Relaxed));
         let n = rx.len();
         let mut prepared = [Prepared::NONE; BURST_SIZE];
         let mut ingress = [PortSide::Inside; BURST_SIZE];
@@ -488,8 +492,6 @@ impl Worker {
         // for forwarding and for the flows already proxied.
         self.proxies
             .set_pressure(self.pool.available() < self.pool.size() / 8);
-        self.proxies
-            .set_draining(self.draining.load(Ordering::Relaxed));
         self.with_proxies(out, |proxies, flows, sink| {
             proxies.on_timers(flows, now_ms, sink)
         });

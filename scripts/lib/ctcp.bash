@@ -27,17 +27,27 @@ ctcp_tunnel() {
         "$@" --report "$CTCP_WORK/$name.headend.json" 2>"$CTCP_WORK/$name.headend.log" &
     hpid=$!
     ctcp_pids+=("$hpid")
-    sleep 0.5 # the headend opens its raw socket and its nftables table
+    # The headend opens its raw socket, then installs its nftables table: once the table is
+    # there it answers (the client's SYN retries cover a slow start, but not one past them).
+    wait_until 20 ctcp_headend_ready "$hpid" || rc=1
     timeout "$limit" ip netns exec "$LAB_NS_CLIENT" "$CTCP_PEER_BIN" client \
         --local "$LAB_V4_CLIENT" --sport "$sport" --connect "$LAB_V4_SERVER:$CTCP_PORT" \
         --mode "$mode" --count "$CTCP_COUNT" --rate "$CTCP_RATE" "$@" \
         --report "$CTCP_WORK/$name.client.json" 2>"$CTCP_WORK/$name.client.log" || rc=$?
     wait "$hpid" || rc=$((rc ? rc : $?))
-    sleep 0.3 # workers answer flow listings between bursts
+    # Workers answer the listing themselves, between bursts: it is current.
     ctl --json flows list --port "$CTCP_PORT" --page-size 1000 2>/dev/null |
         jq -c --arg src "$LAB_V4_CLIENT:$sport" '[.flows[]? | select(.src == $src)][0] // {}' \
             >"$CTCP_WORK/$name.flow.json" 2>/dev/null || echo '{}' >"$CTCP_WORK/$name.flow.json"
     return "$rc"
+}
+
+# ctcp_headend_ready PID: the headend started as PID (timeout, whose child runs it in the
+# namespace) has installed its nftables table, ip ctcp_peer_<its pid>.
+ctcp_headend_ready() {
+    local child
+    child=$(pgrep -P "$1" | head -n 1) || return 1
+    ip netns exec "$LAB_NS_SERVER" nft list tables 2>/dev/null | grep -qx "table ip ctcp_peer_$child"
 }
 
 # ctcp_report NAME ROLE FIELD: a field of an emulator's report (0 if absent).

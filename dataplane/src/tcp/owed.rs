@@ -233,7 +233,20 @@ impl<P: Payload> OwedStream<P> {
         if !hdr.flags.contains(TcpFlags::ACK) || hdr.flags.contains(TcpFlags::SYN) {
             return;
         }
-        let ack = hdr.ack;
+        // A receiver cannot hold owed bytes that were never sent to it: their real sender was
+        // told they arrived and will not send them. An ACK past them speaks for the other
+        // bytes only (a peer that acknowledges the highest byte it saw, as cTCP peers do, or
+        // the real sender's retransmissions filling a gap below them).
+        let unsent = self
+            .pieces
+            .iter()
+            .find(|(seq, p)| *seq + p.len() > self.sent_high)
+            .map(|(seq, _)| (*seq).max(self.sent_high))
+            .or(self.fin.filter(|&fin| fin >= self.sent_high));
+        let ack = match unsent {
+            Some(unsent) => hdr.ack.min(unsent),
+            None => hdr.ack,
+        };
         if ack < self.snd_una {
             return;
         }

@@ -211,7 +211,7 @@ impl Client {
     }
 
     fn receive(&mut self, deadline: Instant) -> Result<Response, ClientError> {
-        let line = match self.lines.next_line(&mut self.stream, deadline) {
+        let line = match self.lines.next_line(&self.stream, deadline) {
             Ok(Line::Complete(line)) => line,
             Ok(Line::TooLong) => {
                 return Err(ClientError::BadReply(format!(

@@ -111,6 +111,67 @@ pub struct StatsSnapshot {
     /// Per inspection signature (`[[proxy.signature]]` in the config): connections reset.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub signature_hits: BTreeMap<String, u64>,
+    /// The control socket's connections: what it holds now, and every connection it refused
+    /// or closed on its own, by why.
+    #[serde(default)]
+    pub control_socket: ControlSocketCounters,
+}
+
+/// The control socket's counters. Gauges say so; everything else counts up from start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlSocketCounters {
+    /// Gauge: connections open now (at most `control.max_clients`).
+    pub connections: u64,
+    /// Gauge: of those, the ones with a request arriving or being answered.
+    pub requests_in_progress: u64,
+    pub connections_accepted: u64,
+    /// Refused because every connection was taken: for root, by requests in progress (nothing
+    /// idle to close); for other users, up to the slots `control.reserved_for_root` keeps.
+    pub refused_full: u64,
+    /// Refused because the user already had `control.max_clients_per_uid` connections open.
+    pub refused_uid_limit: u64,
+    /// Refused because the user is neither root nor in the control group.
+    pub refused_not_permitted: u64,
+    /// Idle connections closed to make room for root (the longest idle first).
+    pub evicted_idle: u64,
+    /// Closed after `control.idle_timeout_secs` without a request.
+    pub idle_timeouts: u64,
+    /// Closed because a request begun did not arrive whole within
+    /// `control.request_timeout_secs`.
+    pub request_timeouts: u64,
+    /// Closed because the client did not read its reply in time.
+    pub write_timeouts: u64,
+    /// Closed because a request was longer than the protocol allows.
+    pub requests_too_large: u64,
+}
+
+impl ControlSocketCounters {
+    /// The control socket's line of the stats table.
+    fn render(&self, out: &mut String) {
+        // Destructured, so a counter added later fails to compile until it is shown here.
+        let ControlSocketCounters {
+            connections,
+            requests_in_progress,
+            connections_accepted,
+            refused_full,
+            refused_uid_limit,
+            refused_not_permitted,
+            evicted_idle,
+            idle_timeouts,
+            request_timeouts,
+            write_timeouts,
+            requests_too_large,
+        } = *self;
+        let _ = writeln!(
+            out,
+            "control socket: {connections} connections ({requests_in_progress} with a request in progress), \
+             {connections_accepted} accepted; refused: {refused_full} full, {refused_uid_limit} at the \
+             per-uid limit, {refused_not_permitted} not permitted; closed: {evicted_idle} idle to make \
+             room for root, {idle_timeouts} idle timeouts, {request_timeouts} request timeouts, \
+             {write_timeouts} write timeouts, {requests_too_large} requests too large"
+        );
+    }
 }
 
 /// The TCP proxy's counters (issue 4). Gauges say so; everything else counts up from start.
@@ -487,6 +548,7 @@ impl StatsSnapshot {
             );
         }
         self.proxy.render(&mut out);
+        self.control_socket.render(&mut out);
         let drops: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "drops: {}", drops.join(" "));
         let malformed: Vec<String> = self
@@ -520,6 +582,8 @@ pub struct Prometheus<'a>(pub &'a StatsSnapshot);
 
 /// Fields of the walked groups that are gauges (a level now), not counters.
 const GAUGES: &[&str] = &[
+    "connections",
+    "requests_in_progress",
     "connections_open",
     "flows_active",
     "flow_capacity",
@@ -719,6 +783,12 @@ impl std::fmt::Display for Prometheus<'_> {
             }
         }
         fam.walk("proxy", "TCP proxy counter", &s.proxy, &[]);
+        fam.walk(
+            "control_socket",
+            "Control socket counter",
+            &s.control_socket,
+            &[],
+        );
         let hits = fam.get(
             "tollgate_signature_hits_total".into(),
             "Proxied connections reset by an inspection signature",
@@ -813,6 +883,8 @@ mod tests {
         s.proxy.detected_ctcp_ike = 2;
         s.proxy.connections_active = 4;
         s.signature_hits.insert("exfil".into(), 6);
+        s.control_socket.connections = 3;
+        s.control_socket.evicted_idle = 8;
         let text = Prometheus(&s).to_string();
         let types = check_exposition(&text);
         for line in [
@@ -831,6 +903,8 @@ mod tests {
             "tollgate_proxy_detected_ctcp_ike_total 2",
             "tollgate_proxy_connections_active 4",
             "tollgate_signature_hits_total{signature=\"exfil\"} 6",
+            "tollgate_control_socket_connections 3",
+            "tollgate_control_socket_evicted_idle_total 8",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
         }
@@ -844,6 +918,18 @@ mod tests {
                 .filter(|n| n.starts_with("tollgate_proxy_"))
                 .count(),
             proxy.as_object().unwrap().len()
+        );
+        assert_eq!(
+            types["tollgate_control_socket_requests_in_progress"],
+            "gauge"
+        );
+        let control = serde_json::to_value(s.control_socket).unwrap();
+        assert_eq!(
+            types
+                .keys()
+                .filter(|n| n.starts_with("tollgate_control_socket_"))
+                .count(),
+            control.as_object().unwrap().len()
         );
     }
 
@@ -967,6 +1053,24 @@ mod tests {
         ] {
             assert!(t.contains(line), "{line:?} missing from:\n{t}");
         }
+        let t = StatsSnapshot {
+            control_socket: ControlSocketCounters {
+                connections: 201,
+                requests_in_progress: 202,
+                connections_accepted: 203,
+                refused_full: 204,
+                refused_uid_limit: 205,
+                refused_not_permitted: 206,
+                evicted_idle: 207,
+                idle_timeouts: 208,
+                request_timeouts: 209,
+                write_timeouts: 210,
+                requests_too_large: 211,
+            },
+            ..Default::default()
+        }
+        .render_table();
+        assert!(t.contains("control socket: 201 connections (202 with a request in progress), 203 accepted; refused: 204 full, 205 at the per-uid limit, 206 not permitted; closed: 207 idle to make room for root, 208 idle timeouts, 209 request timeouts, 210 write timeouts, 211 requests too large\n"), "{t}");
         // One non-zero counter is enough for the full section.
         let one = StatsSnapshot {
             proxy: ProxyCounters {

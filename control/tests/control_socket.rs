@@ -27,7 +27,7 @@ use tollgate_control::protocol::{
 use tollgate_control::server::{
     ControlServer, Handler, Peer, ServerError, ServerHandle, ServerLimits, SocketAccess,
 };
-use tollgate_control::StatsSnapshot;
+use tollgate_control::{ControlSocketCounters, StatsSnapshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -305,6 +305,14 @@ impl Running {
 
     fn client(&self) -> Client {
         Client::connect(&self.path).unwrap()
+    }
+
+    fn clients(&self) -> usize {
+        self.server.as_ref().unwrap().clients()
+    }
+
+    fn counters(&self) -> ControlSocketCounters {
+        self.server.as_ref().unwrap().counters().snapshot()
     }
 
     fn shutdown(mut self) {
@@ -744,57 +752,410 @@ fn a_stuck_client_does_not_delay_the_others() {
 }
 
 #[test]
-fn an_idle_client_is_dropped() {
-    let dir = TestDir::new("idle");
+fn a_request_must_arrive_whole_within_the_request_timeout() {
+    let dir = TestDir::new("request-timeout");
+    // The idle timeout outlasts the test's own read limit: only the request
+    // timeout can close the connection in time.
     let limits = ServerLimits {
-        idle_timeout: Duration::from_millis(200),
+        request_timeout: Duration::from_millis(200),
+        idle_timeout: 3 * LIMIT,
         ..ServerLimits::default()
     };
     let daemon = start_with(&dir.path("control.sock"), &SocketAccess::default(), limits);
     let mut raw = Raw::connect(&daemon.path);
-    raw.send(b"{\"version\":1,");
-    let started = Instant::now();
+    // A whole request first: the connection is served as usual.
+    assert!(raw.reply_after(VERSION).ok);
+    raw.send(b"{\"version\":1,\"op\":");
+    let error = raw.reply().error.expect("an error line before the close");
+    assert_eq!(error.code, ErrorCode::BadRequest);
+    assert!(
+        error.message.contains(
+            "did not arrive whole (a line ending in a newline) within 0.2 s of its first byte (control.request_timeout_secs)"
+        ),
+        "{}",
+        error.message
+    );
     assert!(raw.closed());
-    assert!(started.elapsed() < LIMIT);
-    wait_until("the idle client's slot is freed", || {
-        daemon.server.as_ref().unwrap().clients() == 0
-    });
+    wait_until("the slot is freed", || daemon.clients() == 0);
+    let counters = daemon.counters();
+    assert_eq!(
+        (counters.request_timeouts, counters.idle_timeouts),
+        (1, 0),
+        "{counters:?}"
+    );
+    assert!(
+        daemon.logged().iter().any(|l| l.starts_with("tollgate: control: closed uid ")
+            && l.ends_with("): it did not send a whole request within 0.2 s of its first byte (control.request_timeout_secs)")),
+        "{:?}",
+        daemon.logged()
+    );
     daemon.shutdown();
 }
 
 #[test]
-fn the_65th_client_is_refused_as_unavailable() {
-    let dir = TestDir::new("max-clients");
-    let daemon = start(&dir.path("control.sock"));
-    let mut held: Vec<Raw> = (0..64).map(|_| Raw::connect(&daemon.path)).collect();
-    // Prove all 64 are being served.
-    for raw in held.iter_mut() {
-        assert!(raw.reply_after(b"{\"version\":1,\"op\":\"version\"}\n").ok);
+fn a_connection_without_a_request_is_closed_after_the_idle_timeout() {
+    let dir = TestDir::new("idle");
+    let limits = ServerLimits {
+        idle_timeout: Duration::from_millis(200),
+        request_timeout: 3 * LIMIT,
+        ..ServerLimits::default()
+    };
+    let daemon = start_with(&dir.path("control.sock"), &SocketAccess::default(), limits);
+    // One that was answered, then went quiet; one that never said anything.
+    let mut answered = Raw::connect(&daemon.path);
+    assert!(answered.reply_after(VERSION).ok);
+    let mut silent = Raw::connect(&daemon.path);
+    for raw in [&mut answered, &mut silent] {
+        let error = raw.reply().error.expect("an error line before the close");
+        assert_eq!(error.code, ErrorCode::Unavailable);
+        assert!(
+            error.message.contains(
+                "after 0.2 s without a request (control.idle_timeout_secs); connect again"
+            ),
+            "{}",
+            error.message
+        );
+        assert!(raw.closed());
     }
-    let mut extra = Raw::connect(&daemon.path);
-    let refusal = extra.reply();
-    assert_eq!(refusal.error.unwrap().code, ErrorCode::Unavailable);
-    assert!(extra.closed());
+    wait_until("both slots are freed", || daemon.clients() == 0);
+    // A request in progress is not idle, however long it takes to arrive
+    // (the request timeout bounds it): this one outlasts the idle timeout
+    // three times over.
+    let mut slow = Raw::connect(&daemon.path);
+    slow.send(b"{\"version\":1,");
+    wait_until("the request is in progress", || {
+        daemon.counters().requests_in_progress == 1
+    });
+    thread::sleep(3 * limits.idle_timeout);
+    assert!(slow.reply_after(b"\"op\":\"version\"}\n").ok);
+    let counters = daemon.counters();
+    assert_eq!(
+        (counters.idle_timeouts, counters.request_timeouts),
+        (2, 0),
+        "{counters:?}"
+    );
     assert!(
         daemon
             .logged()
             .iter()
-            .any(|l| l.contains("64 clients already connected")),
+            .any(|l| l.ends_with("): no request for 0.2 s (control.idle_timeout_secs)")),
         "{:?}",
         daemon.logged()
     );
-    // The client library reports it as a daemon error, not a hang.
-    let err = Client::connect(&daemon.path)
-        .unwrap()
-        .call(Op::Version {})
-        .unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(ServerLimits::default().idle_timeout < Duration::from_secs(300));
+    daemon.shutdown();
+}
 
-    held.pop();
-    wait_until("a slot is freed", || {
-        daemon.server.as_ref().unwrap().clients() < 64
+const VERSION: &[u8] = b"{\"version\":1,\"op\":\"version\"}\n";
+
+#[test]
+fn root_closes_the_connection_idle_longest_to_get_in_but_none_with_a_request_in_progress() {
+    let dir = TestDir::new("evict");
+    let limits = ServerLimits {
+        max_clients: 4,
+        request_timeout: 3 * LIMIT,
+        ..ServerLimits::default()
+    };
+    let daemon = start_with(&dir.path("control.sock"), &SocketAccess::default(), limits);
+    // Answered in this order, so c[0] has been idle longest, then c[1]. A
+    // connection is idle once its thread has sent the reply and noted the
+    // time, which the client cannot see: wait for that before the next.
+    let mut c: Vec<Raw> = (0..4).map(|_| Raw::connect(&daemon.path)).collect();
+    for raw in c.iter_mut() {
+        assert!(raw.reply_after(VERSION).ok);
+        wait_until("the connection is idle", || {
+            daemon.counters().requests_in_progress == 0
+        });
+    }
+    // c[1] begins a request: no longer idle, so not to be closed.
+    c[1].send(b"{\"version\":1,");
+    wait_until("c[1]'s request is in progress", || {
+        daemon.counters().requests_in_progress == 1
     });
+
+    let mut first = Raw::connect(&daemon.path);
+    assert!(first.reply_after(VERSION).ok, "root gets in");
+    let error = c[0].reply().error.expect("c[0] is told why");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(
+        error.message.contains("to make room for root"),
+        "{}",
+        error.message
+    );
+    assert!(c[0].closed());
+    let mut second = Raw::connect(&daemon.path);
+    assert!(second.reply_after(VERSION).ok, "root gets in again");
+    assert!(
+        c[2].reply().error.is_some() && c[2].closed(),
+        "c[2] was next"
+    );
+    // c[1], idle longer than c[2] before its request began, finishes it.
+    assert!(c[1].reply_after(b"\"op\":\"version\"}\n").ok);
+    assert!(c[3].reply_after(VERSION).ok, "c[3] is untouched");
+    let counters = daemon.counters();
+    assert_eq!(counters.evicted_idle, 2, "{counters:?}");
+    assert!(counters.connections <= 4, "{counters:?}");
+    assert!(
+        daemon
+            .logged()
+            .iter()
+            .any(|l| l.starts_with("tollgate: control: closed uid 0 (pid ")
+                && l.contains(", idle ")
+                && l.contains(") to make room for uid 0 (pid ")
+                && l.ends_with("): all 4 connections were taken (control.max_clients)")),
+        "{:?}",
+        daemon.logged()
+    );
+
+    // Every connection in the middle of a request: nothing to close, so even
+    // root is refused (until the request timeout frees one).
+    for raw in c
+        .iter_mut()
+        .skip(1)
+        .step_by(2)
+        .chain([&mut first, &mut second])
+    {
+        raw.send(b"{\"version\":1,");
+    }
+    wait_until("four requests are in progress", || {
+        daemon.counters().requests_in_progress == 4
+    });
+    let mut refused = Raw::connect(&daemon.path);
+    let error = refused.reply().error.expect("a refusal");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(
+        error
+            .message
+            .contains("all 4 of tollgate's control connections have a request in progress"),
+        "{}",
+        error.message
+    );
+    assert!(refused.closed());
+    let counters = daemon.counters();
+    assert_eq!(
+        (counters.refused_full, counters.evicted_idle),
+        (1, 2),
+        "{counters:?}"
+    );
+    daemon.shutdown();
+}
+
+#[test]
+fn the_operator_gets_in_past_200_idle_and_10_half_request_connections() {
+    let dir = TestDir::new("operator");
+    let limits = ServerLimits {
+        request_timeout: 3 * LIMIT,
+        ..ServerLimits::default()
+    };
+    let daemon = start_with(&dir.path("control.sock"), &SocketAccess::default(), limits);
+    let started = Instant::now();
+    let mut idle: Vec<Raw> = (0..200).map(|_| Raw::connect(&daemon.path)).collect();
+    let mut half: Vec<Raw> = (0..10).map(|_| Raw::connect(&daemon.path)).collect();
+    for raw in half.iter_mut() {
+        raw.send(b"{\"version\":1,");
+    }
+    wait_until("the 10 half requests are in progress", || {
+        daemon.counters().requests_in_progress == 10
+    });
+    for _ in 0..20 {
+        let stats: StatsReply = daemon.client().call_as(Op::Stats {}).unwrap();
+        assert_eq!(stats.steering, "software");
+    }
+    let out = ctl(&daemon.path, &["stats"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let counters = daemon.counters();
+    assert!(counters.connections <= 64, "{counters:?}");
+    assert!(counters.evicted_idle >= 200 + 10 - 64, "{counters:?}");
+    assert_eq!(counters.requests_in_progress, 10, "{counters:?}");
+    // The half requests were never closed for the operator.
+    for raw in half.iter_mut() {
+        assert!(raw.reply_after(b"\"op\":\"version\"}\n").ok);
+    }
+    // Of the idle ones, the longest idle were closed; the newest stayed.
+    assert!(idle[0].reply().error.is_some() && idle[0].closed());
+    assert!(idle[199].reply_after(VERSION).ok);
+    // A flood of connection events is not a flood of log lines: ten a
+    // second, then one line saying the rest are only counted.
+    let logged = daemon.logged();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(
+        logged.len() as u64 <= 11 * seconds,
+        "{} lines in {seconds} s",
+        logged.len()
+    );
+    assert!(
+        logged.len() as u64 >= counters.evicted_idle
+            || logged
+                .iter()
+                .any(|l| l.contains("more connection events than the log takes one by one")),
+        "{logged:?}"
+    );
+    daemon.shutdown();
+}
+
+/// A connection held by `socat` running as another user: what the test
+/// sends goes to the socket, and what tollgate answers comes back line by
+/// line.
+struct Held {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Held {
+    fn connect(path: &Path, uid: u32, gid: u32) -> Held {
+        let mut child = Command::new("socat")
+            .arg("STDIO")
+            .arg(format!("UNIX-CONNECT:{}", path.display()))
+            .uid(uid)
+            .gid(gid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat, which scripts/setup installs");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Held {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn reply_after(&mut self, line: &[u8]) -> Response {
+        self.send(line);
+        let line = self
+            .lines
+            .recv_timeout(LIMIT)
+            .expect("a reply line within the limit");
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The socket as a member of the control group finds it: 65534 is in
+/// `nogroup`, its primary group.
+fn start_for_nobody(path: &Path, limits: ServerLimits) -> Running {
+    let access = SocketAccess {
+        mode: 0o660,
+        group: Some("nogroup".into()),
+    };
+    start_with(path, &access, limits)
+}
+
+#[test]
+fn a_user_other_than_root_is_held_to_the_per_uid_limit() {
+    if !is_root() {
+        eprintln!("skipped: running clients as uid 65534 needs root");
+        return;
+    }
+    let dir = TestDir::new("per-uid");
+    let limits = ServerLimits {
+        max_clients_per_uid: 2,
+        ..ServerLimits::default()
+    };
+    let daemon = start_for_nobody(&dir.path("control.sock"), limits);
+    let mut first = Held::connect(&daemon.path, 65534, 65534);
+    let mut second = Held::connect(&daemon.path, 65534, 65534);
+    assert!(first.reply_after(VERSION).ok);
+    assert!(second.reply_after(VERSION).ok);
+    let refused = Held::connect(&daemon.path, 65534, 65534).reply_after(VERSION);
+    let error = refused.error.expect("the third is refused");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert_eq!(
+        error.message,
+        "uid 65534 already has 2 control connections open, the most one user may (control.max_clients_per_uid 2); close one, or wait for one to finish"
+    );
+    assert!(
+        daemon.logged().iter().any(
+            |l| l.starts_with("tollgate: control: refused uid 65534 (pid ")
+                && l.ends_with(
+                    "): it already has 2 connections open (control.max_clients_per_uid 2)"
+                )
+        ),
+        "{:?}",
+        daemon.logged()
+    );
+    // Root has no such limit, and the user gets a connection back once one
+    // of theirs closes.
     let _: VersionReply = daemon.client().call_as(Op::Version {}).unwrap();
+    drop(first);
+    wait_until("the closed connection leaves", || daemon.clients() == 1);
+    assert!(
+        Held::connect(&daemon.path, 65534, 65534)
+            .reply_after(VERSION)
+            .ok
+    );
+    assert_eq!(daemon.counters().refused_uid_limit, 1);
+    drop(second);
+    daemon.shutdown();
+}
+
+#[test]
+fn users_other_than_root_cannot_take_the_connections_kept_for_root() {
+    if !is_root() {
+        eprintln!("skipped: running clients as uid 65534 needs root");
+        return;
+    }
+    let dir = TestDir::new("reserved");
+    let limits = ServerLimits {
+        max_clients: 3,
+        reserved_for_root: 1,
+        request_timeout: 3 * LIMIT,
+        ..ServerLimits::default()
+    };
+    let daemon = start_for_nobody(&dir.path("control.sock"), limits);
+    // Two requests in progress from the control group: nothing root could
+    // close.
+    let mut held: Vec<Held> = (0..2)
+        .map(|_| Held::connect(&daemon.path, 65534, 65534))
+        .collect();
+    for h in held.iter_mut() {
+        assert!(h.reply_after(VERSION).ok);
+        h.send(b"{\"version\":1,");
+    }
+    wait_until("two requests are in progress", || {
+        daemon.counters().requests_in_progress == 2
+    });
+    let error = Held::connect(&daemon.path, 65534, 65534)
+        .reply_after(VERSION)
+        .error
+        .expect("the third is refused");
+    assert_eq!(error.code, ErrorCode::Unavailable);
+    assert!(
+        error
+            .message
+            .contains("(2 open; the last 1 of 3 are kept for root)"),
+        "{}",
+        error.message
+    );
+    let _: VersionReply = daemon.client().call_as(Op::Version {}).unwrap();
+    let counters = daemon.counters();
+    assert_eq!(
+        (counters.refused_full, counters.evicted_idle),
+        (1, 0),
+        "{counters:?}"
+    );
     drop(held);
     daemon.shutdown();
 }

@@ -251,13 +251,47 @@ pub struct ControlConfig {
     /// Members of this group may use the socket besides root; the socket is
     /// created root:GROUP, mode 0660. Empty: root only.
     pub group: String,
+    /// Connections open at once (one thread each). When all are taken, root closes the one idle
+    /// longest to get in; one with a request in progress is never closed for it.
+    pub max_clients: usize,
+    /// Connections one user other than root may hold at once.
+    pub max_clients_per_uid: usize,
+    /// Of `max_clients`, the ones only root (and tollgate's own user) may take, so that the
+    /// control group's requests in progress cannot fill the socket either.
+    pub reserved_for_root: usize,
+    /// A request must arrive whole (its line and newline) within this many seconds of its first
+    /// byte, else the connection is closed.
+    pub request_timeout_secs: u64,
+    /// A connection that sends no request for this many seconds is closed. A request being
+    /// answered does not count as idle.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
+        let limits = tollgate_control::server::ServerLimits::default();
         ControlConfig {
             socket: PathBuf::from("/run/tollgate/control.sock"),
             group: String::new(),
+            max_clients: limits.max_clients,
+            max_clients_per_uid: limits.max_clients_per_uid,
+            reserved_for_root: limits.reserved_for_root,
+            request_timeout_secs: limits.request_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+        }
+    }
+}
+
+impl ControlConfig {
+    /// The control server's limits this section sets (`validate` checked them).
+    pub fn limits(&self) -> tollgate_control::server::ServerLimits {
+        tollgate_control::server::ServerLimits {
+            max_clients: self.max_clients,
+            max_clients_per_uid: self.max_clients_per_uid,
+            reserved_for_root: self.reserved_for_root,
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            ..tollgate_control::server::ServerLimits::default()
         }
     }
 }
@@ -685,6 +719,46 @@ impl Config {
                 format!("{:?} is not a group name", self.control.group),
             ));
         }
+        let c = &self.control;
+        if !(1..=1024).contains(&c.max_clients) {
+            return Err(invalid(
+                "control.max_clients",
+                format!(
+                    "{} is outside 1..=1024 (each connection is served by a thread)",
+                    c.max_clients
+                ),
+            ));
+        }
+        if c.reserved_for_root >= c.max_clients {
+            return Err(invalid(
+                "control.reserved_for_root",
+                format!(
+                    "{} leaves none of control.max_clients {} to the control group: use fewer",
+                    c.reserved_for_root, c.max_clients
+                ),
+            ));
+        }
+        if c.max_clients_per_uid == 0 || c.max_clients_per_uid > c.max_clients {
+            return Err(invalid(
+                "control.max_clients_per_uid",
+                format!(
+                    "{} is outside 1..={} (control.max_clients)",
+                    c.max_clients_per_uid, c.max_clients
+                ),
+            ));
+        }
+        if !(1..=300).contains(&c.request_timeout_secs) {
+            return Err(invalid(
+                "control.request_timeout_secs",
+                format!("{} is outside 1..=300 seconds", c.request_timeout_secs),
+            ));
+        }
+        if !(1..=86_400).contains(&c.idle_timeout_secs) {
+            return Err(invalid(
+                "control.idle_timeout_secs",
+                format!("{} is outside 1..=86400 seconds", c.idle_timeout_secs),
+            ));
+        }
         if let Some(f) = &self.policy.state_file {
             if f.as_os_str().is_empty() || f.file_name().is_none() {
                 return Err(invalid(
@@ -861,6 +935,60 @@ mod tests {
             (c.log.level, c.log.format),
             (LogLevel::Info, LogFormat::Text)
         );
+        // The example shows the control socket's defaults, which are the server's own.
+        assert_eq!(
+            c.control.limits(),
+            tollgate_control::server::ServerLimits::default()
+        );
+    }
+
+    #[test]
+    fn the_control_sockets_limits_are_read_and_checked() {
+        let mut c = lab();
+        let text = "[control]\nmax_clients = 16\nmax_clients_per_uid = 3\nreserved_for_root = 2\nrequest_timeout_secs = 2\nidle_timeout_secs = 30\n";
+        c.control = Config::from_toml(text).unwrap().control;
+        c.validate(&[]).unwrap();
+        let l = c.control.limits();
+        assert_eq!(
+            (l.max_clients, l.max_clients_per_uid, l.reserved_for_root),
+            (16, 3, 2)
+        );
+        assert_eq!(
+            (l.request_timeout, l.idle_timeout),
+            (
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(30)
+            )
+        );
+        let refused = |edit: fn(&mut ControlConfig)| {
+            let mut c = lab();
+            edit(&mut c.control);
+            c.validate(&[]).unwrap_err().to_string()
+        };
+        assert_eq!(
+            refused(|c| c.max_clients = 0),
+            "config: control.max_clients: 0 is outside 1..=1024 (each connection is served by a thread)"
+        );
+        assert_eq!(
+            refused(|c| c.reserved_for_root = 64),
+            "config: control.reserved_for_root: 64 leaves none of control.max_clients 64 to the control group: use fewer"
+        );
+        assert_eq!(
+            refused(|c| c.max_clients_per_uid = 0),
+            "config: control.max_clients_per_uid: 0 is outside 1..=64 (control.max_clients)"
+        );
+        assert_eq!(
+            refused(|c| c.request_timeout_secs = 0),
+            "config: control.request_timeout_secs: 0 is outside 1..=300 seconds"
+        );
+        assert_eq!(
+            refused(|c| c.idle_timeout_secs = 0),
+            "config: control.idle_timeout_secs: 0 is outside 1..=86400 seconds"
+        );
+        let err = Config::from_toml("[control]\nidle_timeout = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("idle_timeout"), "{err}");
     }
 
     #[test]

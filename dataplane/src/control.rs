@@ -30,6 +30,8 @@ pub struct ControlPlane {
     defaults: PolicyDefaults,
     state_file: Option<PathBuf>,
     generation: u64,
+    /// The control socket's own counters, once it serves.
+    socket: Option<tollgate_control::server::ServerCounters>,
 }
 
 fn invalid(e: PolicyError) -> Response {
@@ -56,7 +58,13 @@ impl ControlPlane {
             defaults,
             state_file,
             generation: 1,
+            socket: None,
         })
+    }
+
+    /// Makes the control socket's counters part of the stats.
+    pub fn count_socket(&mut self, counters: tollgate_control::server::ServerCounters) {
+        self.socket = Some(counters);
     }
 
     pub fn policy_set(&self) -> &PolicySet {
@@ -269,6 +277,9 @@ impl ControlPlane {
                 }
             })
             .collect();
+        if let Some(socket) = &self.socket {
+            snap.control_socket = socket.snapshot();
+        }
         snap
     }
 

@@ -136,7 +136,8 @@ struct Cli {
     #[arg(long, value_name = "ADDR")]
     prometheus_listen: Option<String>,
 
-    /// The control socket for tollgatectl; "" disables it. [control.socket]
+    /// The control socket for tollgatectl; "" disables it. Its connection limits and
+    /// timeouts, which always leave root a way in, are keys of [control]. [control.socket]
     #[arg(long, value_name = "PATH")]
     control_socket: Option<std::ffi::OsString>,
 
@@ -287,9 +288,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             group: (!config.control.group.is_empty()).then(|| config.control.group.clone()),
         };
         Some(
-            ControlServer::bind(&config.control.socket, &access).map_err(|e| {
-                anyhow::anyhow!("control.socket {}: {e}", config.control.socket.display())
-            })?,
+            ControlServer::bind(&config.control.socket, &access)
+                .map_err(|e| {
+                    anyhow::anyhow!("control.socket {}: {e}", config.control.socket.display())
+                })?
+                .with_limits(config.control.limits()),
         )
     };
 
@@ -400,6 +403,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Eal::version()
     );
     if let Some(s) = &server {
+        control.count_socket(s.counters());
         info!(
             "control socket {} ({} policy rules restored)",
             s.path().display(),
@@ -494,7 +498,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     log::counter_changes(&logged, &final_stats);
     // After stop: the workers' last published counters are their final ones.
-    final_stats.rules = control.stats(&dataplane).rules;
+    let last = control.stats(&dataplane);
+    final_stats.rules = last.rules;
+    final_stats.control_socket = last.control_socket;
     eprint!("{}", final_stats.render_table());
     if let Some(file) = &config.stats.file {
         stats::write_file(file, &final_stats)

@@ -239,6 +239,11 @@ pub struct ProxyCounters {
     /// retransmitting what was received, its ACK lost), beyond the window, RFC 5961 checks.
     /// Each is answered as RFC 9293 says (mostly with an ACK); none is forwarded.
     pub segments_rejected: u64,
+    /// Of those, the ones carrying data, by the leg that refused them (beyond its window, its
+    /// out-of-order queue full): never acknowledged, so a real TCP sends them again, and a
+    /// peer that never retransmits (cTCP) loses them.
+    pub data_rejected_client_leg: u64,
+    pub data_rejected_server_leg: u64,
     /// Segments the proxy could not build (no mbuf free): its timers send them again.
     pub emit_failures: u64,
     /// Flows handed over to pass-through because their first payload showed IPsec over TCP,
@@ -289,6 +294,8 @@ impl ProxyCounters {
             buffered_bytes,
             midstream_passthrough,
             segments_rejected,
+            data_rejected_client_leg,
+            data_rejected_server_leg,
             emit_failures,
             detected_ctcp_ike,
             detected_ctcp_esp,
@@ -328,6 +335,8 @@ impl ProxyCounters {
         self.buffered_bytes += buffered_bytes;
         self.midstream_passthrough += midstream_passthrough;
         self.segments_rejected += segments_rejected;
+        self.data_rejected_client_leg += data_rejected_client_leg;
+        self.data_rejected_server_leg += data_rejected_server_leg;
         self.emit_failures += emit_failures;
         self.detected_ctcp_ike += detected_ctcp_ike;
         self.detected_ctcp_esp += detected_ctcp_esp;
@@ -385,6 +394,8 @@ impl ProxyCounters {
             buffered_bytes,
             midstream_passthrough,
             segments_rejected,
+            data_rejected_client_leg,
+            data_rejected_server_leg,
             emit_failures,
             detected_ctcp_ike,
             detected_ctcp_esp,
@@ -430,7 +441,8 @@ impl ProxyCounters {
         let _ = writeln!(
             out,
             "proxy segments: {midstream_passthrough} flows picked up mid-stream (passed through), \
-             {segments_rejected} segments rejected, {emit_failures} emit failures (no mbuf)"
+             {segments_rejected} segments rejected ({data_rejected_client_leg} with data on client \
+             legs, {data_rejected_server_leg} on server legs), {emit_failures} emit failures (no mbuf)"
         );
         let detected = detected_ctcp_ike
             + detected_ctcp_esp
@@ -1020,6 +1032,8 @@ mod tests {
                 buffered_bytes: 119,
                 midstream_passthrough: 120,
                 segments_rejected: 121,
+                data_rejected_client_leg: 139,
+                data_rejected_server_leg: 140,
                 emit_failures: 122,
                 detected_ctcp_ike: 126,
                 detected_ctcp_esp: 127,
@@ -1037,7 +1051,7 @@ mod tests {
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=138 {
+        for n in 101..=140 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
@@ -1048,7 +1062,7 @@ mod tests {
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
             "proxy handovers: 135 bytes owed, 136 segments sent again; 137 delivered, 138 abandoned\n",
             "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset; 133 bypassed while draining\n",
-            "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected, 122 emit failures (no mbuf)\n",
+            "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected (139 with data on client legs, 140 on server legs), 122 emit failures (no mbuf)\n",
             "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",
         ] {
             assert!(t.contains(line), "{line:?} missing from:\n{t}");

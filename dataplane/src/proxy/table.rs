@@ -498,9 +498,16 @@ impl<P: Payload> ProxyTable<P> {
             };
             flow.addressing.observe(leg, seg);
             let detection = flow.detection.watch(target.from_client, payload.bytes());
+            let carries_data = !payload.is_empty();
             let outcome = flow.proxy.on_segment(leg, &seg.header, payload, now);
             if matches!(outcome, SegmentOutcome::Rejected(_)) {
                 self.counters.segments_rejected += 1;
+                if carries_data {
+                    match leg {
+                        Leg::Client => self.counters.data_rejected_client_leg += 1,
+                        Leg::Server => self.counters.data_rejected_server_leg += 1,
+                    }
+                }
             }
             self.count_detection(detection);
             if self.hand_over_detected(flows, slot, now, sink) {

@@ -528,3 +528,157 @@ impl<P: Payload> OwedStream<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::payload::TestBytes;
+
+    const MSS: usize = 1000;
+
+    fn view(snd_una: u32, snd_wnd: usize) -> ReceiverView {
+        ReceiverView {
+            local_port: 10000,
+            remote_port: 41000,
+            snd_una: SeqNumber(snd_una),
+            snd_nxt: SeqNumber(snd_una),
+            snd_wnd,
+            snd_wscale: 0,
+            mss: MSS,
+            cwnd: 10 * MSS,
+            rto_ms: 300,
+            ack: SeqNumber(77),
+            window: 1000,
+            timestamps: None,
+        }
+    }
+
+    /// `count` payloads of `len` bytes from `first`, each filled with its index.
+    fn pieces(first: u32, count: usize, len: usize) -> Vec<(SeqNumber, TestBytes)> {
+        (0..count)
+            .map(|i| {
+                let bytes = vec![i as u8; len];
+                (SeqNumber(first) + i * len, TestBytes::from(&bytes[..]))
+            })
+            .collect()
+    }
+
+    fn drain(owed: &mut OwedStream<TestBytes>, now: u64) -> Vec<Transmit<TestBytes>> {
+        std::iter::from_fn(|| owed.poll_transmit(now)).collect()
+    }
+
+    fn ack(ack: u32, window: u16) -> SegmentHeader {
+        SegmentHeader {
+            src_port: 41000,
+            dst_port: 10000,
+            seq: SeqNumber(5),
+            ack: SeqNumber(ack),
+            flags: TcpFlags::ACK,
+            window,
+            urgent: 0,
+            options: TcpOptions::default(),
+        }
+    }
+
+    #[test]
+    fn sends_within_the_window_keeping_boundaries_and_goes_on_as_acks_come() {
+        let mut owed = OwedStream::new(pieces(1_000, 20, 300), None, view(1_000, 3_000), 0);
+        let sent = drain(&mut owed, 0);
+        assert_eq!(sent.len(), 10, "3000 bytes of window: ten 300-byte payloads");
+        for (i, t) in sent.iter().enumerate() {
+            assert_eq!(t.header.seq, SeqNumber(1_000) + i * 300);
+            assert_eq!(t.payload.as_ref().unwrap().bytes(), &[i as u8; 300][..]);
+            assert_eq!((t.header.ack, t.header.window), (SeqNumber(77), 1000));
+        }
+        owed.on_receiver_segment(&ack(4_000, 3_000), 10);
+        let sent = drain(&mut owed, 10);
+        assert_eq!(sent.len(), 10);
+        assert_eq!(owed.state(), OwedState::Sending);
+        owed.on_receiver_segment(&ack(7_000, 3_000), 20);
+        assert_eq!(owed.state(), OwedState::Delivered);
+        assert_eq!(owed.poll_at(), None);
+    }
+
+    #[test]
+    fn an_ack_past_bytes_never_sent_does_not_deliver_them() {
+        // A cTCP peer acknowledges the highest byte it saw: the real sender's, far above.
+        let mut owed = OwedStream::new(pieces(5_000, 20, 300), None, view(2_000, 3_000), 0);
+        assert_eq!(drain(&mut owed, 0).len(), 0, "the window ends before the first");
+        owed.on_receiver_segment(&ack(900_000, 3_000), 10);
+        let sent = drain(&mut owed, 10);
+        assert_eq!(sent.first().unwrap().header.seq, SeqNumber(5_000));
+        assert_eq!(sent.len(), 10);
+        owed.on_receiver_segment(&ack(900_000, 3_000), 20);
+        assert_eq!(drain(&mut owed, 20).len(), 10);
+        owed.on_receiver_segment(&ack(900_000, 3_000), 30);
+        assert_eq!(owed.state(), OwedState::Delivered);
+    }
+
+    #[test]
+    fn what_is_lost_is_sent_again_after_a_timeout_one_segment_first() {
+        let mut owed = OwedStream::new(pieces(0, 4, MSS), None, view(0, 10_000), 0);
+        assert_eq!(drain(&mut owed, 0).len(), 4);
+        let at = owed.poll_at().expect("a retransmission timer");
+        assert_eq!(at, 300);
+        owed.on_timer(at);
+        let again = drain(&mut owed, at);
+        assert_eq!(again.len(), 1, "the loss window is one segment");
+        assert_eq!(again[0].header.seq, SeqNumber(0));
+        assert_eq!(owed.stats().retransmissions, 1);
+        assert_eq!(owed.poll_at(), Some(at + 600), "backed off");
+        owed.on_receiver_segment(&ack(1_000, 10_000), at + 5);
+        assert_eq!(drain(&mut owed, at + 5).len(), 2, "slow start: two more");
+    }
+
+    #[test]
+    fn three_duplicate_acks_send_the_first_again_at_once() {
+        let mut owed = OwedStream::new(pieces(0, 6, 500), None, view(0, 10_000), 0);
+        assert_eq!(drain(&mut owed, 0).len(), 6);
+        for _ in 0..3 {
+            owed.on_receiver_segment(&ack(0, 10_000), 5);
+        }
+        let again = drain(&mut owed, 5);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].header.seq, SeqNumber(0));
+        // A partial ACK shows the next loss.
+        owed.on_receiver_segment(&ack(1_000, 10_000), 8);
+        assert_eq!(drain(&mut owed, 8)[0].header.seq, SeqNumber(1_000));
+    }
+
+    #[test]
+    fn a_zero_window_is_probed_with_a_pure_ack_below_snd_una() {
+        let mut owed = OwedStream::new(pieces(100, 2, 500), None, view(100, 0), 0);
+        assert!(drain(&mut owed, 0).is_empty());
+        owed.on_receiver_segment(&ack(100, 0), 1);
+        let at = owed.poll_at().expect("the persist timer");
+        owed.on_timer(at);
+        let probe = drain(&mut owed, at);
+        assert_eq!(probe.len(), 1);
+        assert_eq!(probe[0].header.seq, SeqNumber(99));
+        assert!(probe[0].payload.is_none());
+        owed.on_receiver_segment(&ack(100, 2_000), at + 1);
+        assert_eq!(drain(&mut owed, at + 1).len(), 2);
+    }
+
+    #[test]
+    fn a_fin_follows_the_data_and_must_be_acknowledged_too() {
+        let mut owed = OwedStream::new(pieces(0, 2, 100), Some(SeqNumber(200)), view(0, 10_000), 0);
+        let sent = drain(&mut owed, 0);
+        assert_eq!(sent.len(), 2);
+        assert!(sent[1].header.flags.contains(TcpFlags::FIN), "on the last payload");
+        owed.on_receiver_segment(&ack(200, 10_000), 1);
+        assert_eq!(owed.state(), OwedState::Sending);
+        owed.on_receiver_segment(&ack(201, 10_000), 2);
+        assert_eq!(owed.state(), OwedState::Delivered);
+    }
+
+    #[test]
+    fn a_reset_from_either_endpoint_ends_it() {
+        let mut owed = OwedStream::new(pieces(0, 2, 100), None, view(0, 10_000), 0);
+        let mut rst = ack(0, 0);
+        rst.flags = TcpFlags::RST;
+        owed.on_sender_segment(&rst);
+        assert_eq!(owed.state(), OwedState::Abandoned);
+        assert!(owed.poll_transmit(0).is_none());
+    }
+}

@@ -702,11 +702,50 @@ fn many_clients_at_once_are_all_answered_correctly() {
     daemon.shutdown();
 }
 
+/// Whether one of this process's control-client threads is asleep sending to a client of
+/// the server at `path`: a client that does not read its replies has filled its socket, and
+/// the thread waits for room until the write timeout.
+fn stuck_writing_to(path: &Path) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        if read("comm").trim() != "control-client" {
+            return false;
+        }
+        // "NR fd buf len ...", only while the thread sleeps in a system call.
+        let syscall = read("syscall");
+        let mut fields = syscall.split_whitespace();
+        use nix::libc::{SYS_sendmsg, SYS_sendto, SYS_write};
+        let sending = [SYS_write, SYS_sendto, SYS_sendmsg].map(|nr| nr.to_string());
+        if !fields
+            .next()
+            .is_some_and(|nr| sending.iter().any(|s| s == nr))
+        {
+            return false;
+        }
+        let Some(Ok(fd)) = fields
+            .next()
+            .map(|fd| i32::from_str_radix(fd.trim_start_matches("0x"), 16))
+        else {
+            return false;
+        };
+        // An accepted connection's own address is the listening socket's path.
+        nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(fd)
+            .ok()
+            .and_then(|addr| addr.path().map(Path::to_owned))
+            .is_some_and(|p| p == path)
+    })
+}
+
 #[test]
 fn a_stuck_client_does_not_delay_the_others() {
     let dir = TestDir::new("stuck");
+    // Long enough to outlast the other clients' requests on any machine, short enough for
+    // the test to see the stuck client dropped.
     let limits = ServerLimits {
-        write_timeout: Duration::from_millis(500),
+        write_timeout: LIMIT / 2,
         ..ServerLimits::default()
     };
     let daemon = start_with(&dir.path("control.sock"), &SocketAccess::default(), limits);
@@ -714,34 +753,44 @@ fn a_stuck_client_does_not_delay_the_others() {
     // Half a line, then nothing.
     let mut half = Raw::connect(&daemon.path);
     half.send(b"{\"version\":1,\"op\":");
-    // Requests without end, never reading a reply: the server's writes to it
-    // fill the socket buffer and block until the write timeout drops it.
+    // Requests without end, never reading a reply: the server's writes to it fill the socket
+    // and block until the write timeout drops it, when the requests meet a closed socket.
     let flooder = UnixStream::connect(&daemon.path).unwrap();
     flooder
-        .set_write_timeout(Some(Duration::from_secs(5)))
+        .set_write_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let flood = thread::spawn(move || {
         let line = b"{\"version\":1,\"op\":\"stats\"}\n".repeat(1000);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + 2 * LIMIT;
         while Instant::now() < deadline {
-            if (&flooder).write_all(&line).is_err() {
-                return true;
+            match (&flooder).write(&line) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return true,
             }
         }
         false
     });
 
-    thread::sleep(Duration::from_millis(100));
-    let started = Instant::now();
+    wait_until(
+        "the server is stuck writing to the client that never reads",
+        || stuck_writing_to(&daemon.path),
+    );
     let mut c = daemon.client();
     for _ in 0..20 {
         let _: VersionReply = c.call_as(Op::Version {}).unwrap();
     }
     let _: VersionReply = daemon.client().call_as(Op::Version {}).unwrap();
+    // It never stopped being stuck (only its write timeout ends that), so the others were
+    // answered while it was.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "other clients took {:?}",
-        started.elapsed()
+        stuck_writing_to(&daemon.path),
+        "the stuck client was dropped (write timeout {:?}) before the others were answered",
+        LIMIT / 2
     );
     assert!(
         flood.join().unwrap(),

@@ -109,7 +109,10 @@ impl ControlPlane {
                 Ok(()) => Response::ok(None, PolicyCheckReply { rules: rules.len() }),
                 Err(e) => invalid(e),
             },
-            Op::PolicyList {} => self.list(dp),
+            Op::PolicyList {} => {
+                publish_first(dp);
+                self.list(dp)
+            }
             Op::Explain(query) => self.explain(dp, &query),
             Op::FlowsList {
                 filter,
@@ -148,7 +151,10 @@ impl ControlPlane {
                     Response::ok(None, FlowsClearReply { cleared })
                 }
             }
-            Op::Stats {} => Response::ok(None, self.stats(dp)),
+            Op::Stats {} => {
+                publish_first(dp);
+                Response::ok(None, self.stats(dp))
+            }
             Op::Health {} => {
                 let answered = dp
                     .ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::Ping { reply })
@@ -393,6 +399,19 @@ impl ControlPlane {
                 flows,
             },
         )
+    }
+}
+
+/// Before counters are read for an operator: what a worker did before the request is in the
+/// reply, so a check that reads once after causing something sees it.
+fn publish_first(dp: &Dataplane) {
+    let published = dp.publish_now(WORKER_TIMEOUT);
+    if published < dp.workers() {
+        tracing::warn!(
+            "control: {} of {} workers did not publish their counters within {WORKER_TIMEOUT:?}; theirs are as last published",
+            dp.workers() - published,
+            dp.workers()
+        );
     }
 }
 

@@ -350,6 +350,17 @@ impl Dataplane {
             .collect()
     }
 
+    /// Has every worker publish its counters, so that what is read next includes everything
+    /// each did before it took the request; the request waits between bursts like any other
+    /// command. Returns how many workers published within `timeout`: the others are read as
+    /// they last published, by themselves between bursts.
+    pub fn publish_now(&self, timeout: Duration) -> usize {
+        self.ask_workers(timeout, |reply| WorkerCommand::Publish { reply })
+            .into_iter()
+            .filter(|published| *published == Some(true))
+            .count()
+    }
+
     /// Hit counters per rule id, summed over workers as last published.
     pub fn rule_hits(&self) -> Vec<RuleHits> {
         let mut total: Vec<RuleHits> = Vec::new();

@@ -46,6 +46,9 @@ pub enum WorkerCommand {
     Reclassify { reply: Sender<u64> },
     /// Proves the worker is polling.
     Ping { reply: Sender<()> },
+    /// Publishes the counters now, so that a reading taken after the reply includes every
+    /// frame the worker had taken before it; replies false if the report was locked.
+    Publish { reply: Sender<bool> },
 }
 
 /// How far ahead of the frame being parsed its successors' headers are
@@ -603,6 +606,9 @@ impl Worker {
             WorkerCommand::Ping { reply } => {
                 let _ = reply.send(());
             }
+            WorkerCommand::Publish { reply } => {
+                let _ = reply.send(self.publish());
+            }
         }
     }
 
@@ -622,7 +628,9 @@ impl Worker {
         }
     }
 
-    fn publish(&mut self) {
+    /// Returns false if the main thread held the report, which then keeps what was
+    /// published before.
+    fn publish(&mut self) -> bool {
         if let Some(audit) = &self.audit {
             if self.pipeline.has_new_flows() {
                 let keys = self.pipeline.take_new_flows();
@@ -648,6 +656,8 @@ impl Worker {
                 .signature_hits
                 .extend_from_slice(self.proxies.signature_hits());
             self.proxies.take_notices(&mut report.notices);
+            return true;
         }
+        false
     }
 }

@@ -443,9 +443,21 @@ fn port_counters_outlast_a_memif_peer_that_leaves() {
         let _ = peer.wait();
         panic!("testpmd did not stop on SIGINT:\n{}", peer_log());
     }
-    // Its sockets closed when it exited; give tollgate's interrupt thread time to take the
-    // links down, after which memif itself reads zero.
-    std::thread::sleep(Duration::from_secs(1));
+    // Its sockets closed when it exited; tollgate's interrupt thread takes the links down,
+    // after which memif itself reads zero: the counters are read once health says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = d.ok(json!({"version": 1, "op": "health"}));
+        let links = health["links_up"].as_array().unwrap();
+        if links.iter().all(|link| link[1] == false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the memif links are still up 20 s after the peer left: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let after = inside_port(&d.ok(json!({"version": 1, "op": "stats"})));
     for counter in ["ipackets", "ibytes"] {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use dpdk::{Burst, Eal, MbufRing, Mempool, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
+use tollgate::flow::{FlowKey, FlowTable};
 use tollgate::policy::CompiledPolicy;
 use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 use tollgate_control::policy::PolicySet;
@@ -67,6 +68,29 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// One UDP flow owned by each of `workers` under software steering: its frame to the server
+/// and its reply.
+fn markers(workers: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut owned: Vec<Option<(Vec<u8>, Vec<u8>)>> = vec![None; workers];
+    for port in 1000u16.. {
+        let src: std::net::SocketAddr = format!("198.18.0.200:{port}").parse().unwrap();
+        let dst: std::net::SocketAddr = "198.18.1.200:7".parse().unwrap();
+        let (key, _) = FlowKey::from_packet(src.ip(), dst.ip(), 17, src.port(), dst.port());
+        let owner = FlowTable::shard_of(key.software_hash(), workers);
+        if owned[owner].is_none() {
+            let a = Addressing::new(src, dst);
+            owned[owner] = Some((
+                synth::udp(&a, b"marker"),
+                synth::udp(&a.reversed(), b"marker"),
+            ));
+        }
+        if owned.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    owned.into_iter().flatten().collect()
 }
 
 fn multiset(frames: &[Vec<u8>]) -> HashMap<Vec<u8>, usize> {
@@ -233,9 +257,33 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
         }
         done
     });
-    std::thread::sleep(Duration::from_millis(200));
-    got_out.extend(collect(&out_rings.tx));
-    got_in.extend(collect(&in_rings.tx));
+    // A frame sent twice could still be on its way. Markers follow every path a frame takes:
+    // into each queue of each port, to each worker as owner. A worker sends what it decides in
+    // order, and rings and handoffs keep it, so once every marker is out, anything the frames
+    // before them caused has been sent too.
+    let markers = markers(2);
+    let to_server_markers: Vec<_> = markers.iter().map(|m| m.0.clone()).collect();
+    let to_client_markers: Vec<_> = markers.iter().map(|m| m.1.clone()).collect();
+    for ring in &in_rings.rx {
+        inject(&pool, ring, &to_server_markers);
+    }
+    for ring in &out_rings.rx {
+        inject(&pool, ring, &to_client_markers);
+    }
+    // Each way, every marker once per queue.
+    let marker_frames = (markers.len() * in_rings.rx.len()) as u64;
+    let marked =
+        |frames: &[Vec<u8>], marker: &Vec<u8>| frames.iter().filter(|f| *f == marker).count();
+    wait_for("every marker to cross", || {
+        got_out.extend(collect(&out_rings.tx));
+        got_in.extend(collect(&in_rings.tx));
+        markers.iter().all(|(to_server, to_client)| {
+            marked(&got_out, to_server) == in_rings.rx.len()
+                && marked(&got_in, to_client) == out_rings.rx.len()
+        })
+    });
+    got_out.retain(|f| !markers.iter().any(|(m, _)| m == f));
+    got_in.retain(|f| !markers.iter().any(|(_, m)| m == f));
 
     // Each frame left by the other port, once, byte for byte.
     let sent_out: Vec<_> = to_server.iter().map(|(_, f)| f.clone()).collect();
@@ -245,13 +293,9 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
 
     let snap = dp.stop().unwrap();
     // One flow entry per flow (both directions on one worker), never two.
-    assert_eq!(
-        snap.totals.flows_created,
-        FLOWS as u64 + 1,
-        "{}",
-        snap.render_table()
-    );
-    assert_eq!(snap.totals.flows_active, FLOWS as u64 + 1);
+    let flows = FLOWS as u64 + 1 + markers.len() as u64;
+    assert_eq!(snap.totals.flows_created, flows, "{}", snap.render_table());
+    assert_eq!(snap.totals.flows_active, flows);
     assert_eq!(snap.flows_split_across_workers, 0);
     assert!(
         snap.totals.handoff_out > 0 && snap.totals.handoff_out == snap.totals.handoff_in,
@@ -271,10 +315,14 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
     );
     assert_eq!(snap.totals.malformed_forwarded, 1);
     assert_eq!(snap.drops.values().sum::<u64>(), 0, "{:?}", snap.drops);
-    assert_eq!(snap.totals.rx_packets, (expect_in + expect_out) as u64);
-    assert_eq!(snap.totals.tx_packets, (expect_in + expect_out) as u64);
-    assert_eq!(snap.ports["inside"].ipackets, expect_out as u64);
-    assert_eq!(snap.ports["outside"].opackets, expect_out as u64);
+    let (expect_in, expect_out) = (
+        expect_in as u64 + marker_frames,
+        expect_out as u64 + marker_frames,
+    );
+    assert_eq!(snap.totals.rx_packets, expect_in + expect_out);
+    assert_eq!(snap.totals.tx_packets, expect_in + expect_out);
+    assert_eq!(snap.ports["inside"].ipackets, expect_out);
+    assert_eq!(snap.ports["outside"].opackets, expect_out);
 
     drop(in_rings);
     drop(out_rings);

@@ -584,7 +584,11 @@ mod tests {
     fn sends_within_the_window_keeping_boundaries_and_goes_on_as_acks_come() {
         let mut owed = OwedStream::new(pieces(1_000, 20, 300), None, view(1_000, 3_000), 0);
         let sent = drain(&mut owed, 0);
-        assert_eq!(sent.len(), 10, "3000 bytes of window: ten 300-byte payloads");
+        assert_eq!(
+            sent.len(),
+            10,
+            "3000 bytes of window: ten 300-byte payloads"
+        );
         for (i, t) in sent.iter().enumerate() {
             assert_eq!(t.header.seq, SeqNumber(1_000) + i * 300);
             assert_eq!(t.payload.as_ref().unwrap().bytes(), &[i as u8; 300][..]);
@@ -603,7 +607,11 @@ mod tests {
     fn an_ack_past_bytes_never_sent_does_not_deliver_them() {
         // A cTCP peer acknowledges the highest byte it saw: the real sender's, far above.
         let mut owed = OwedStream::new(pieces(5_000, 20, 300), None, view(2_000, 3_000), 0);
-        assert_eq!(drain(&mut owed, 0).len(), 0, "the window ends before the first");
+        assert_eq!(
+            drain(&mut owed, 0).len(),
+            0,
+            "the window ends before the first"
+        );
         owed.on_receiver_segment(&ack(900_000, 3_000), 10);
         let sent = drain(&mut owed, 10);
         assert_eq!(sent.first().unwrap().header.seq, SeqNumber(5_000));
@@ -665,7 +673,10 @@ mod tests {
         let mut owed = OwedStream::new(pieces(0, 2, 100), Some(SeqNumber(200)), view(0, 10_000), 0);
         let sent = drain(&mut owed, 0);
         assert_eq!(sent.len(), 2);
-        assert!(sent[1].header.flags.contains(TcpFlags::FIN), "on the last payload");
+        assert!(
+            sent[1].header.flags.contains(TcpFlags::FIN),
+            "on the last payload"
+        );
         owed.on_receiver_segment(&ack(200, 10_000), 1);
         assert_eq!(owed.state(), OwedState::Sending);
         owed.on_receiver_segment(&ack(201, 10_000), 2);

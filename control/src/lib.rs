@@ -10,5 +10,6 @@ pub mod server;
 pub mod stats;
 
 pub use stats::{
-    MempoolStats, PortCounters, Prometheus, ProxyCounters, RuleStats, StatsSnapshot, WorkerStats,
+    LimitCounters, MempoolStats, PortCounters, Prometheus, ProxyCounters, RuleStats, StatsSnapshot,
+    WorkerStats,
 };

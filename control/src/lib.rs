@@ -10,6 +10,6 @@ pub mod server;
 pub mod stats;
 
 pub use stats::{
-    ControlSocketCounters, MempoolStats, PortCounters, Prometheus, ProxyCounters, RuleStats,
-    StatsSnapshot, WorkerStats,
+    ControlSocketCounters, LimitCounters, MempoolStats, PortCounters, Prometheus, ProxyCounters,
+    RuleStats, StatsSnapshot, WorkerStats,
 };

@@ -391,6 +391,42 @@ impl fmt::Display for StallAction {
     }
 }
 
+/// What a rule's connection limits do to a new flow past one of them (`--on-limit`), as the
+/// ASA's `set connection conn-max / embryonic-conn-max / per-client-max` refuse it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitAction {
+    /// Refuse it: its SYN is answered with a RST, and no entry is kept for it.
+    Reset,
+    /// Forward it unproxied for its whole life (fail open).
+    Bypass,
+}
+
+impl FromStr for LimitAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LimitAction, String> {
+        match s {
+            "reset" => Ok(LimitAction::Reset),
+            "bypass" => Ok(LimitAction::Bypass),
+            _ => Err(format!("{s:?} is not a limit action: use reset or bypass")),
+        }
+    }
+}
+
+impl fmt::Display for LimitAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitAction::Reset => "reset",
+            LimitAction::Bypass => "bypass",
+        })
+    }
+}
+
+/// Largest `conn_max` and `embryonic_max`: the flow table's largest capacity.
+pub const MAX_CONN_LIMIT: u32 = 16_777_216;
+/// Largest `per_client_max` (counted in 16 bits per client bucket).
+pub const MAX_PER_CLIENT_LIMIT: u32 = 65_535;
+
 /// What a proxied flow is watched for from its first payload: a protocol
 /// that looks like TCP but cannot be proxied, which then passes through
 /// (issue 5). Rules without it get the daemon's default by port
@@ -499,6 +535,19 @@ pub struct RuleSpec {
     /// default by port. Only with action proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect: Option<Detect>,
+    /// Most connections this rule proxies at once, over all workers. Only with action proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_max: Option<u32>,
+    /// Most of them in their handshakes at once (embryonic: the server has not answered yet,
+    /// or the client has not completed its side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embryonic_max: Option<u32>,
+    /// Most of them from one client address at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_client_max: Option<u32>,
+    /// What a new flow past one of those limits gets; absent, reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_limit: Option<LimitAction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -574,6 +623,7 @@ impl RuleSpec {
                 ),
             ));
         }
+        self.validate_limits()?;
         for (field, text) in [("name", &self.name), ("comment", &self.comment)] {
             if let Some(t) = text {
                 if t.len() > MAX_TEXT {
@@ -586,6 +636,59 @@ impl RuleSpec {
                     return Err(invalid(field, "contains control characters"));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether the rule sets any connection limit.
+    pub fn has_limits(&self) -> bool {
+        self.conn_max.is_some() || self.embryonic_max.is_some() || self.per_client_max.is_some()
+    }
+
+    /// The action past a limit, the default (reset) when the rule does not say.
+    pub fn limit_action(&self) -> LimitAction {
+        self.on_limit.unwrap_or(LimitAction::Reset)
+    }
+
+    fn validate_limits(&self) -> Result<(), PolicyError> {
+        let limits = [
+            ("conn_max", self.conn_max, MAX_CONN_LIMIT),
+            ("embryonic_max", self.embryonic_max, MAX_CONN_LIMIT),
+            ("per_client_max", self.per_client_max, MAX_PER_CLIENT_LIMIT),
+        ];
+        for (field, value, max) in limits {
+            let Some(n) = value else { continue };
+            if n == 0 || n > max {
+                return Err(invalid(field, format!("{n} is outside 1..={max}")));
+            }
+            if self.action != Action::Proxy {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "connection limits count the connections a rule proxies; this rule's action is {}: drop {field} or use action proxy",
+                        self.action
+                    ),
+                ));
+            }
+        }
+        if let Some(conn_max) = self.conn_max {
+            for (field, value) in [
+                ("embryonic_max", self.embryonic_max),
+                ("per_client_max", self.per_client_max),
+            ] {
+                if let Some(n) = value.filter(|&n| n > conn_max) {
+                    return Err(invalid(
+                        field,
+                        format!("{n} is above conn_max {conn_max}, which it counts among, so it could never be reached: lower it or raise conn_max"),
+                    ));
+                }
+            }
+        }
+        if self.on_limit.is_some() && !self.has_limits() {
+            return Err(invalid(
+                "on_limit",
+                "the rule sets no limit to act on: add conn_max, embryonic_max or per_client_max, or drop on_limit",
+            ));
         }
         Ok(())
     }
@@ -867,6 +970,86 @@ mod tests {
             "Wait".parse::<StallAction>().unwrap_err(),
             "\"Wait\" is not a stall action: use wait, reset or bypass"
         );
+    }
+
+    #[test]
+    fn connection_limits_round_trip_and_are_checked() {
+        let s = spec(
+            r#"{"match":{"proto":"tcp","dst_port":80},"action":"proxy","conn_max":3,"embryonic_max":2,"per_client_max":1,"on_limit":"bypass"}"#,
+        );
+        s.validate().unwrap();
+        assert_eq!(
+            (s.conn_max, s.embryonic_max, s.per_client_max),
+            (Some(3), Some(2), Some(1))
+        );
+        assert_eq!(s.limit_action(), LimitAction::Bypass);
+        assert!(s.has_limits());
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            json.contains(
+                r#""conn_max":3,"embryonic_max":2,"per_client_max":1,"on_limit":"bypass""#
+            ),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<RuleSpec>(&json).unwrap(), s);
+        // Absent, nothing is written, and a limit alone resets.
+        let plain = spec(r#"{"action":"proxy"}"#);
+        assert!(!plain.has_limits());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("max"));
+        assert_eq!(
+            spec(r#"{"action":"proxy","per_client_max":5}"#).limit_action(),
+            LimitAction::Reset
+        );
+
+        let error = |json: &str| spec(json).validate().unwrap_err().to_string();
+        assert_eq!(
+            error(r#"{"action":"bypass","conn_max":3}"#),
+            "conn_max: connection limits count the connections a rule proxies; this rule's action is bypass: drop conn_max or use action proxy"
+        );
+        assert_eq!(
+            error(r#"{"action":"drop","per_client_max":3}"#),
+            "per_client_max: connection limits count the connections a rule proxies; this rule's action is drop: drop per_client_max or use action proxy"
+        );
+        assert_eq!(
+            error(r#"{"action":"proxy","conn_max":0}"#),
+            "conn_max: 0 is outside 1..=16777216"
+        );
+        assert_eq!(
+            error(r#"{"action":"proxy","embryonic_max":16777217}"#),
+            "embryonic_max: 16777217 is outside 1..=16777216"
+        );
+        assert_eq!(
+            error(r#"{"action":"proxy","per_client_max":65536}"#),
+            "per_client_max: 65536 is outside 1..=65535"
+        );
+        assert_eq!(
+            error(r#"{"action":"proxy","conn_max":3,"embryonic_max":4}"#),
+            "embryonic_max: 4 is above conn_max 3, which it counts among, so it could never be reached: lower it or raise conn_max"
+        );
+        assert!(
+            error(r#"{"action":"proxy","conn_max":3,"per_client_max":4}"#)
+                .starts_with("per_client_max: 4 is above conn_max 3")
+        );
+        assert_eq!(
+            error(r#"{"action":"proxy","on_limit":"reset"}"#),
+            "on_limit: the rule sets no limit to act on: add conn_max, embryonic_max or per_client_max, or drop on_limit"
+        );
+        assert!(serde_json::from_str::<RuleSpec>(r#"{"action":"proxy","conn_max":-1}"#).is_err());
+        assert!(serde_json::from_str::<RuleSpec>(
+            r#"{"action":"proxy","conn_max":1,"on_limit":"drop"}"#
+        )
+        .is_err());
+        for a in [LimitAction::Reset, LimitAction::Bypass] {
+            assert_eq!(a.to_string().parse::<LimitAction>().unwrap(), a);
+        }
+        assert_eq!(
+            "drop".parse::<LimitAction>().unwrap_err(),
+            "\"drop\" is not a limit action: use reset or bypass"
+        );
+        // A set with an invalid limit is refused whole, naming the rule.
+        let e = PolicySet::check(&[spec(r#"{"action":"bypass","name":"web","conn_max":1}"#)])
+            .unwrap_err();
+        assert!(e.to_string().starts_with("rule 1 (web): conn_max:"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Action, FlowFields, Ingress, Prefix, Protocol, Rule, RuleSpec};
-use crate::stats::StatsSnapshot;
+use crate::stats::{LimitCounters, StatsSnapshot};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request or reply line, newline included.
@@ -269,6 +269,9 @@ pub struct RuleView {
     #[serde(flatten)]
     pub rule: Rule,
     pub hits: RuleHits,
+    /// The rule's connection limits at work, for a rule that sets any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_counters: Option<LimitCounters>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -312,6 +315,22 @@ pub struct ExplainReply {
     pub rule: Option<Rule>,
     /// In words: "rule 3 (ctcp) matches: bypass" or "no rule matches: the default for tcp is proxy".
     pub explanation: String,
+    /// The matching rule's connection limits as they stand now, for this flow's client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitNow>,
+}
+
+/// One connection limit of a rule, now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitNow {
+    /// "conn-max", "embryonic-max" or "per-client-max".
+    pub limit: String,
+    pub max: u64,
+    /// Connections it counts now: all of the rule's, those in their handshakes, or the
+    /// client's (over every client whose address shares its bucket: see `per_client_max`).
+    pub current: u64,
+    /// Reached: a new flow of the rule would meet its `on_limit` action now.
+    pub reached: bool,
 }
 
 /// One flow as the workers see it.

@@ -73,6 +73,67 @@ pub struct RuleStats {
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// The rule's connection limits at work, for a rule that sets any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitCounters>,
+}
+
+/// A rule's connection limits (`conn_max`, `embryonic_max`, `per_client_max`) at work. The
+/// gauges count the rule's proxied connections over all workers; the rest count up from start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitCounters {
+    /// Gauge: the rule's connections open now: proxied, from the client's SYN until the
+    /// connection closes (TIME-WAIT not counted), is reset or is handed over to pass-through.
+    pub connections: u64,
+    /// Gauge: of those, the ones in their handshakes.
+    pub embryonic: u64,
+    /// New flows that met a limit, by the limit: conn_max, embryonic_max, per_client_max...
+    pub conn_max_hits: u64,
+    pub embryonic_max_hits: u64,
+    pub per_client_max_hits: u64,
+    /// ...and by the rule's `on_limit` action: reset (refused with a RST, no entry kept) or
+    /// bypassed (forwarded unproxied for their whole life; not counted as connections).
+    pub limit_reset: u64,
+    pub limit_bypassed: u64,
+}
+
+impl LimitCounters {
+    /// Adds `o`'s counters (not its gauges, which are read whole, not summed).
+    pub fn add_hits(&mut self, o: &LimitCounters) {
+        let LimitCounters {
+            connections: _,
+            embryonic: _,
+            conn_max_hits,
+            embryonic_max_hits,
+            per_client_max_hits,
+            limit_reset,
+            limit_bypassed,
+        } = *o;
+        self.conn_max_hits += conn_max_hits;
+        self.embryonic_max_hits += embryonic_max_hits;
+        self.per_client_max_hits += per_client_max_hits;
+        self.limit_reset += limit_reset;
+        self.limit_bypassed += limit_bypassed;
+    }
+
+    /// One line of the stats table and of `policy list`.
+    pub fn describe(&self) -> String {
+        let LimitCounters {
+            connections,
+            embryonic,
+            conn_max_hits,
+            embryonic_max_hits,
+            per_client_max_hits,
+            limit_reset,
+            limit_bypassed,
+        } = *self;
+        format!(
+            "{connections} connections open ({embryonic} embryonic); new flows past a limit: \
+             {conn_max_hits} at conn-max, {embryonic_max_hits} at embryonic-max, \
+             {per_client_max_hits} at per-client-max; {limit_reset} reset, {limit_bypassed} bypassed"
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -558,6 +619,9 @@ impl StatsSnapshot {
                 r.packets,
                 r.bytes
             );
+            if let Some(limits) = &r.limits {
+                let _ = writeln!(out, "rule {:<5} limits: {}", r.id, limits.describe());
+            }
         }
         self.proxy.render(&mut out);
         self.control_socket.render(&mut out);
@@ -596,6 +660,7 @@ pub struct Prometheus<'a>(pub &'a StatsSnapshot);
 const GAUGES: &[&str] = &[
     "connections",
     "requests_in_progress",
+    "embryonic",
     "connections_open",
     "flows_active",
     "flow_capacity",
@@ -781,17 +846,9 @@ impl std::fmt::Display for Prometheus<'_> {
                 ("name", name.as_str()),
                 ("action", r.action.as_str()),
             ];
-            for (what, n) in [
-                ("flows", r.flows),
-                ("packets", r.packets),
-                ("bytes", r.bytes),
-            ] {
-                fam.get(
-                    format!("tollgate_rule_{what}_total"),
-                    &format!("{what} the policy rule classified"),
-                    false,
-                )
-                .sample(&labels, n);
+            fam.walk("rule", "Policy rule counter", r, &labels);
+            if let Some(limits) = &r.limits {
+                fam.walk("rule", "Policy rule connection limits", limits, &labels);
             }
         }
         fam.walk("proxy", "TCP proxy counter", &s.proxy, &[]);
@@ -891,6 +948,24 @@ mod tests {
             flows: 1,
             packets: 11,
             bytes: 1_100,
+            limits: None,
+        });
+        s.rules.push(RuleStats {
+            id: 2,
+            name: None,
+            action: "proxy".into(),
+            flows: 5,
+            packets: 50,
+            bytes: 5_000,
+            limits: Some(LimitCounters {
+                connections: 3,
+                embryonic: 1,
+                conn_max_hits: 2,
+                embryonic_max_hits: 4,
+                per_client_max_hits: 6,
+                limit_reset: 7,
+                limit_bypassed: 5,
+            }),
         });
         s.proxy.detected_ctcp_ike = 2;
         s.proxy.connections_active = 4;
@@ -912,6 +987,12 @@ mod tests {
             "tollgate_flows_split_across_workers_total 0",
             "tollgate_mempool_mbufs{state=\"in_use\"} 0",
             "tollgate_rule_packets_total{rule=\"1\",name=\"ctcp \\\"vpn\\\"\\\\1\",action=\"bypass\"} 11",
+            "tollgate_rule_flows_total{rule=\"2\",name=\"\",action=\"proxy\"} 5",
+            "tollgate_rule_connections{rule=\"2\",name=\"\",action=\"proxy\"} 3",
+            "tollgate_rule_embryonic{rule=\"2\",name=\"\",action=\"proxy\"} 1",
+            "tollgate_rule_conn_max_hits_total{rule=\"2\",name=\"\",action=\"proxy\"} 2",
+            "tollgate_rule_per_client_max_hits_total{rule=\"2\",name=\"\",action=\"proxy\"} 6",
+            "tollgate_rule_limit_reset_total{rule=\"2\",name=\"\",action=\"proxy\"} 7",
             "tollgate_proxy_detected_ctcp_ike_total 2",
             "tollgate_proxy_connections_active 4",
             "tollgate_signature_hits_total{signature=\"exfil\"} 6",
@@ -922,6 +1003,31 @@ mod tests {
         }
         assert_eq!(types["tollgate_proxy_connections_active"], "gauge");
         assert_eq!(types["tollgate_worker_flow_capacity"], "gauge");
+        // Every rule counter is exported, one family each, with a sample per rule that has it.
+        let rule = serde_json::to_value(&s.rules[1]).unwrap();
+        let limits = serde_json::to_value(s.rules[1].limits).unwrap();
+        let rule_families: Vec<&String> = types
+            .keys()
+            .filter(|n| n.starts_with("tollgate_rule_"))
+            .collect();
+        // The rule's own counters (not its id, name, action or the nested limits)...
+        let own = rule
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|v| v.is_u64())
+            .count()
+            - 1;
+        assert_eq!(rule_families.len(), own + limits.as_object().unwrap().len());
+        assert_eq!(types["tollgate_rule_connections"], "gauge");
+        assert_eq!(types["tollgate_rule_embryonic"], "gauge");
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("tollgate_rule_limit_bypassed_total{"))
+                .count(),
+            1,
+            "limit counters only for the rule with limits"
+        );
         // Every proxy counter is exported, one family each.
         let proxy = serde_json::to_value(s.proxy).unwrap();
         assert_eq!(
@@ -991,9 +1097,22 @@ mod tests {
             flows: 1,
             packets: 99,
             bytes: 1234,
+            limits: Some(LimitCounters {
+                connections: 3,
+                embryonic: 1,
+                conn_max_hits: 2,
+                embryonic_max_hits: 0,
+                per_client_max_hits: 4,
+                limit_reset: 6,
+                limit_bypassed: 0,
+            }),
         });
         let t = s.render_table();
         assert!(t.contains("ctcp") && t.contains("99"), "{t}");
+        assert!(
+            t.contains("\nrule 4     limits: 3 connections open (1 embryonic); new flows past a limit: 2 at conn-max, 0 at embryonic-max, 4 at per-client-max; 6 reset, 0 bypassed\n"),
+            "{t}"
+        );
         assert!(t.contains("outside") && t.contains("42"));
         assert!(t.contains("table_full=5"));
         assert!(t.contains("tcp_truncated=2"));

@@ -151,6 +151,10 @@ fn random_rule(rng: &mut Rng) -> RuleSpec {
         idle_timeout_secs: None,
         on_stall: None,
         detect: None,
+        conn_max: None,
+        embryonic_max: None,
+        per_client_max: None,
+        on_limit: None,
         name: None,
         comment: None,
     }
@@ -497,6 +501,10 @@ fn many_rules_on_one_port_and_many_prefix_lengths() {
             idle_timeout_secs: None,
             on_stall: None,
             detect: None,
+            conn_max: None,
+            embryonic_max: None,
+            per_client_max: None,
+            on_limit: None,
             name: None,
             comment: None,
         })
@@ -541,6 +549,10 @@ fn overlapping_ranges_beyond_the_port_table_budget() {
             idle_timeout_secs: None,
             on_stall: None,
             detect: None,
+            conn_max: None,
+            embryonic_max: None,
+            per_client_max: None,
+            on_limit: None,
             name: None,
             comment: None,
         })

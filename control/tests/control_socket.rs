@@ -16,18 +16,18 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tollgate_control::client::{Client, ClientError};
 use tollgate_control::policy::{
-    Action, Detect, Ingress, PolicyError, PolicySet, Protocol, StallAction,
+    Action, Detect, Ingress, LimitAction, PolicyError, PolicySet, Protocol, StallAction,
 };
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
-    HealthReply, LegView, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply,
-    ProxyFlowView, Request, Response, RuleHits, RuleView, StatsReply, VersionReply,
-    MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    HealthReply, LegView, LimitNow, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults,
+    PolicyListReply, ProxyFlowView, Request, Response, RuleHits, RuleView, StatsReply,
+    VersionReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use tollgate_control::server::{
     ControlServer, Handler, Peer, ServerError, ServerHandle, ServerLimits, SocketAccess,
 };
-use tollgate_control::{ControlSocketCounters, StatsSnapshot};
+use tollgate_control::{ControlSocketCounters, LimitCounters, StatsSnapshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -160,6 +160,15 @@ impl Handler for MemoryDaemon {
                                 packets: 2,
                                 bytes: 3000,
                             },
+                            limit_counters: r.spec.has_limits().then_some(LimitCounters {
+                                connections: 3,
+                                embryonic: 1,
+                                conn_max_hits: 2,
+                                embryonic_max_hits: 0,
+                                per_client_max_hits: 5,
+                                limit_reset: 7,
+                                limit_bypassed: 0,
+                            }),
                         })
                         .collect(),
                     defaults: DEFAULTS,
@@ -186,10 +195,22 @@ impl Handler for MemoryDaemon {
                         action: r.spec.action,
                         rule: Some(r.clone()),
                         explanation: format!("rule {} matches: {}", r.id, r.spec.action),
+                        limits: r
+                            .spec
+                            .conn_max
+                            .map(|max| LimitNow {
+                                limit: "conn-max".into(),
+                                max: max.into(),
+                                current: 3,
+                                reached: 3 >= max,
+                            })
+                            .into_iter()
+                            .collect(),
                     },
                     None => ExplainReply {
                         action: DEFAULTS.tcp,
                         rule: None,
+                        limits: Vec::new(),
                         explanation: format!(
                             "no rule matches: the default for {} is {}",
                             q.proto, DEFAULTS.tcp
@@ -1974,6 +1995,10 @@ fn tollgatectl_help_is_complete() {
         "--vlan",
         "--idle-timeout",
         "--on-stall",
+        "--conn-max",
+        "--embryonic-max",
+        "--per-client-max",
+        "--on-limit",
         "--name",
         "--comment",
         "--position",
@@ -1994,6 +2019,12 @@ fn tollgatectl_help_is_complete() {
         "bypass",
         "pass-through",
         "needs --action proxy",
+        // How the connection limits count, said where they are set.
+        "over all workers together",
+        "TIME-WAIT not counted",
+        "RST and keeps no",
+        "forwards it unproxied",
+        "16,384 buckets",
     ] {
         assert!(
             out.stdout.contains(what),
@@ -2402,5 +2433,224 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
     let page: FlowsListReply = serde_json::from_str(&out.stdout).unwrap();
     let proxy = page.flows[0].proxy.as_ref().unwrap();
     assert_eq!(proxy.server_leg.as_ref().unwrap().retransmissions, 7);
+    daemon.shutdown();
+}
+
+#[test]
+fn tollgatectl_sets_connection_limits_on_proxied_flows() {
+    let dir = TestDir::new("ctl-limits");
+    let path = dir.path("control.sock");
+    let daemon = start(&path);
+
+    let out = ctl(
+        &path,
+        &[
+            "policy",
+            "add",
+            "--proto",
+            "tcp",
+            "--dst-port",
+            "443",
+            "--action",
+            "proxy",
+            "--conn-max",
+            "3",
+            "--embryonic-max",
+            "2",
+            "--per-client-max",
+            "1",
+            "--on-limit",
+            "bypass",
+            "--name",
+            "web",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = ctl(
+        &path,
+        &[
+            "policy",
+            "add",
+            "--proto",
+            "tcp",
+            "--action",
+            "proxy",
+            "--per-client-max",
+            "9",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = ctl(
+        &path,
+        &["policy", "add", "--proto", "udp", "--action", "bypass"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    {
+        let state = daemon.daemon.state.lock().unwrap();
+        let rules = &state.0.rules;
+        let limits = |i: usize| {
+            let s = &rules[i].spec;
+            (s.conn_max, s.embryonic_max, s.per_client_max, s.on_limit)
+        };
+        assert_eq!(
+            limits(0),
+            (Some(3), Some(2), Some(1), Some(LimitAction::Bypass))
+        );
+        assert_eq!(limits(1), (None, None, Some(9), None));
+        assert_eq!(limits(2), (None, None, None, None));
+    }
+
+    // JSON: the fields as rule files and the state file spell them, and the counters.
+    let out = ctl(&path, &["--json", "policy", "list"]);
+    let listed: Value = serde_json::from_str(&out.stdout).unwrap();
+    let first = &listed["rules"][0];
+    assert_eq!(
+        (
+            &first["conn_max"],
+            &first["embryonic_max"],
+            &first["per_client_max"],
+            &first["on_limit"]
+        ),
+        (&json!(3), &json!(2), &json!(1), &json!("bypass")),
+        "{listed}"
+    );
+    assert_eq!(first["limit_counters"]["connections"], 3, "{listed}");
+    assert_eq!(first["limit_counters"]["conn_max_hits"], 2, "{listed}");
+    assert!(
+        listed["rules"][2].get("limit_counters").is_none(),
+        "{listed}"
+    );
+    assert!(listed["rules"][2].get("on_limit").is_none(), "{listed}");
+    // A listing saved as a file replaces the policy as it was, limits and all.
+    let saved = dir.path("listing.json");
+    std::fs::write(&saved, &out.stdout).unwrap();
+    let out = ctl(
+        &path,
+        &["policy", "replace", "--file", saved.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        daemon.daemon.state.lock().unwrap().0.rules[0].spec.on_limit,
+        Some(LimitAction::Bypass)
+    );
+
+    // The table: a LIMITS column in policy add's words, the counters under the rule.
+    let out = ctl(&path, &["policy", "list"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines[0].contains("IDLE  LIMITS"), "{}", out.stdout);
+    let column = lines[0].find("LIMITS").unwrap();
+    assert!(
+        lines[1][column..]
+            .starts_with("conn-max 3 embryonic-max 2 per-client-max 1 on-limit bypass  web"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        lines[2].trim(),
+        "limits: 3 connections open (1 embryonic); new flows past a limit: 2 at conn-max, \
+         0 at embryonic-max, 5 at per-client-max; 7 reset, 0 bypassed",
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines[3][column..].starts_with("per-client-max 9 on-limit reset"),
+        "reset when the rule does not say: {}",
+        out.stdout
+    );
+    assert!(lines[5][column..].starts_with("-"), "{}", out.stdout);
+
+    let out = ctl(
+        &path,
+        &[
+            "explain",
+            "--proto",
+            "tcp",
+            "--src",
+            "198.18.0.9:40000",
+            "--dst",
+            "198.19.0.1:443",
+        ],
+    );
+    assert!(
+        out.stdout.contains(
+            "  rule 4: proto tcp dst-port 443 -> proxy, conn-max 3 embryonic-max 2 per-client-max 1 on-limit bypass\n  conn-max 3: 3 now, reached\n"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    // Refused here before connecting, and by the daemon for clients that skip the check.
+    for (args, message) in [
+        (
+            &["--action", "bypass", "--conn-max", "3"][..],
+            "tollgatectl: invalid rule: conn_max (--conn-max): connection limits count the \
+             connections a rule proxies; this rule's action is bypass: drop conn_max or use action proxy",
+        ),
+        (
+            &["--action", "proxy", "--per-client-max", "0"][..],
+            "tollgatectl: invalid rule: per_client_max (--per-client-max): 0 is outside 1..=65535",
+        ),
+        (
+            &["--action", "proxy", "--conn-max", "2", "--embryonic-max", "5"][..],
+            "tollgatectl: invalid rule: embryonic_max (--embryonic-max): 5 is above conn_max 2, \
+             which it counts among, so it could never be reached: lower it or raise conn_max",
+        ),
+        (
+            &["--action", "proxy", "--on-limit", "reset"][..],
+            "tollgatectl: invalid rule: on_limit (--on-limit): the rule sets no limit to act on: \
+             add conn_max, embryonic_max or per_client_max, or drop on_limit",
+        ),
+    ] {
+        let mut argv = vec!["policy", "add"];
+        argv.extend_from_slice(args);
+        let out = ctl(&path, &argv);
+        assert_eq!(out.code, 1, "{args:?}");
+        assert_eq!(one_error_line(&out), message);
+    }
+    let out = ctl(
+        &path,
+        &[
+            "policy",
+            "add",
+            "--action",
+            "proxy",
+            "--conn-max",
+            "1",
+            "--on-limit",
+            "drop",
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        one_error_line(&out).contains("reset, bypass"),
+        "{}",
+        out.stderr
+    );
+    let e = daemon
+        .client()
+        .call(add(json!({"action": "drop", "embryonic_max": 4})))
+        .unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Daemon { code: ErrorCode::Invalid, message }
+            if message.starts_with("embryonic_max: connection limits count")),
+        "{e:?}"
+    );
+    let file = dir.path("limits.json");
+    std::fs::write(
+        &file,
+        r#"[{"action": "proxy"}, {"action": "bypass", "per_client_max": 2, "name": "junk"}]"#,
+    )
+    .unwrap();
+    let out = ctl(
+        &path,
+        &["policy", "check", "--file", file.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        one_error_line(&out)
+            .contains("limits.json: rule 2 (junk): per_client_max: connection limits count"),
+        "{}",
+        out.stderr
+    );
     daemon.shutdown();
 }

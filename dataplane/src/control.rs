@@ -3,11 +3,12 @@
 //! owns the policy set: changes are serialised, saved before they are
 //! published, and answered once every worker runs them.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tollgate_control::persist;
-use tollgate_control::policy::{PolicyError, PolicySet, Rule, RuleSpec};
+use tollgate_control::policy::{LimitAction, PolicyError, PolicySet, Rule, RuleSpec};
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowView, FlowsClearReply, FlowsListReply, HealthReply,
     Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply, Request, Response,
@@ -74,6 +75,11 @@ impl ControlPlane {
     /// The policy workers start with.
     pub fn compiled(&self) -> CompiledPolicy {
         CompiledPolicy::compile(&self.set, self.defaults, self.generation)
+    }
+
+    /// The policy after a change, the rules that stay keeping their connection counts.
+    fn compiled_after(&self, previous: &CompiledPolicy) -> CompiledPolicy {
+        CompiledPolicy::compile_after(&self.set, self.defaults, self.generation, Some(previous))
     }
 
     pub fn handle(&mut self, request: Request, uid: u32, dp: &Dataplane) -> Response {
@@ -217,7 +223,8 @@ impl ControlPlane {
         self.set = next;
         self.generation += 1;
         let generation = self.generation;
-        dp.board().publish(self.compiled());
+        dp.board()
+            .publish(self.compiled_after(&dp.board().current()));
         let Some(took) = dp.board().wait_in_force(generation, IN_FORCE_TIMEOUT) else {
             tracing::warn!(
                 uid,
@@ -267,6 +274,7 @@ impl ControlPlane {
     pub fn stats(&self, dp: &Dataplane) -> tollgate_control::StatsSnapshot {
         let mut snap = dp.snapshot_now();
         let hits = dp.rule_hits();
+        let limits = dp.limit_counters();
         snap.rules = self
             .set
             .rules
@@ -280,6 +288,7 @@ impl ControlPlane {
                     flows: h.flows,
                     packets: h.packets,
                     bytes: h.bytes,
+                    limits: limits.get(&r.id).copied(),
                 }
             })
             .collect();
@@ -291,6 +300,7 @@ impl ControlPlane {
 
     fn list(&self, dp: &Dataplane) -> Response {
         let hits = dp.rule_hits();
+        let limits = dp.limit_counters();
         let rules = self
             .set
             .rules
@@ -301,6 +311,7 @@ impl ControlPlane {
                     .get(r.id as usize)
                     .copied()
                     .unwrap_or(RuleHits::default()),
+                limit_counters: limits.get(&r.id).copied(),
             })
             .collect();
         Response::ok(
@@ -331,16 +342,37 @@ impl ControlPlane {
             .iter()
             .find(|r| r.id == decision.rule && decision.rule != 0)
             .cloned();
-        let explanation = match &rule {
+        let limits = match policy.limits(decision.rule) {
+            Some(l) if rule.is_some() => l.now_for(q.src.ip()),
+            _ => Vec::new(),
+        };
+        let mut explanation = match &rule {
             Some(r) => format!("{} matches: {action}", rule_label(r)),
             None => format!("no rule matches: the default for {} is {action}", q.proto),
         };
+        let reached: Vec<String> = limits
+            .iter()
+            .filter(|l| l.reached)
+            .map(|l| format!("{} {}", l.limit, l.max))
+            .collect();
+        if let (Some(r), false) = (&rule, reached.is_empty()) {
+            let _ = write!(
+                explanation,
+                "; {} reached: a new flow would be {}",
+                reached.join(" and "),
+                match r.spec.limit_action() {
+                    LimitAction::Reset => "reset",
+                    LimitAction::Bypass => "bypassed (forwarded unproxied)",
+                }
+            );
+        }
         Response::ok(
             None,
             ExplainReply {
                 action,
                 rule,
                 explanation,
+                limits,
             },
         )
     }

@@ -15,7 +15,7 @@ use crate::proxy::{ProxySettings, ProxyTable};
 use crate::tcp::inspect::SignatureInspector;
 use crate::tcp::proxy::ProxyConfig;
 use crate::tcp::reassembly::ReassemblyLimits;
-use tollgate_control::{MempoolStats, PortCounters, StatsSnapshot};
+use tollgate_control::{LimitCounters, MempoolStats, PortCounters, StatsSnapshot};
 
 use crate::config::Config;
 use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
@@ -373,6 +373,26 @@ impl Dataplane {
                 t.flows += h.flows;
                 t.packets += h.packets;
                 t.bytes += h.bytes;
+            }
+        }
+        total
+    }
+
+    /// Per rule id with connection limits: the workers' refusals as last published, summed,
+    /// with the gauges read from the rule's counts now.
+    pub fn limit_counters(&self) -> std::collections::HashMap<u32, LimitCounters> {
+        let mut total: std::collections::HashMap<u32, LimitCounters> = self
+            .board
+            .current()
+            .all_limits()
+            .map(|l| (l.rule(), l.gauges()))
+            .collect();
+        for w in &self.workers {
+            let report = w.report.lock().unwrap_or_else(|e| e.into_inner());
+            for (rule, hits) in &report.limit_hits {
+                if let Some(t) = total.get_mut(rule) {
+                    t.add_hits(hits);
+                }
             }
         }
         total

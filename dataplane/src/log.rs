@@ -104,6 +104,18 @@ pub fn notices(worker: usize, notices: &Notices) {
                 action,
                 "new flow not proxied"
             ),
+            NoticeKind::OverLimit {
+                rule,
+                limit,
+                action,
+            } => tracing::warn!(
+                worker,
+                %flow,
+                rule,
+                limit,
+                action,
+                "new flow past its rule's connection limit"
+            ),
             NoticeKind::Stalled { action } => {
                 tracing::warn!(worker, %flow, action, "proxied flow stalled on a hole its sender never filled")
             }
@@ -257,8 +269,20 @@ mod tests {
                 framing: "ctcp-ike",
             },
         });
+        notices.push(Notice {
+            key: flow(40003),
+            kind: NoticeKind::OverLimit {
+                rule: 3,
+                limit: "conn-max",
+                action: "reset",
+            },
+        });
         let lines = logged(LogLevel::Info, || super::notices(1, &notices));
-        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(
+            lines[3],
+            "tollgate: warning: new flow past its rule's connection limit worker=1 flow=tcp 198.18.0.1:40003 <-> 198.18.0.2:10000 rule=3 limit=\"conn-max\" action=\"reset\""
+        );
         assert_eq!(
             lines[0],
             "tollgate: warning: new flow not proxied worker=1 flow=tcp 198.18.0.1:40000 <-> 198.18.0.2:10000 condition=\"proxy.max_flows\" action=\"bypass\""

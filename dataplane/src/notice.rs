@@ -17,6 +17,13 @@ pub enum NoticeKind {
         condition: &'static str,
         action: &'static str,
     },
+    /// A new flow met one of its rule's connection limits (`limit`, e.g. `conn-max`), and the
+    /// rule's `on-limit` action (`bypass` or `reset`) applied.
+    OverLimit {
+        rule: u32,
+        limit: &'static str,
+        action: &'static str,
+    },
     /// A peer left a hole the proxy could not fill; the rule's `on-stall` action applied.
     Stalled { action: &'static str },
     /// Its first payload showed IPsec over TCP in this framing: handed over to pass-through.

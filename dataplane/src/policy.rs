@@ -20,6 +20,8 @@ use tollgate_control::protocol::PolicyDefaults;
 use crate::flow::FlowMode;
 use crate::parse::IpSummary;
 use crate::pipeline::PortSide;
+use crate::proxy::limits::RuleLimits;
+use crate::proxy::RuleOptions;
 use crate::tcp::proxy::OnStall;
 
 /// What the policy decided for a new flow.
@@ -85,13 +87,26 @@ pub struct CompiledPolicy {
     pub defaults: PolicyDefaults,
     /// One more than the highest rule id: the size of per-rule hit arrays.
     pub rule_slots: usize,
-    /// Each rule's `on_stall` and `detect`, indexed by rule id (`rule_slots` long).
+    /// Each rule's `on_stall`, `detect` and connection limits, indexed by rule id
+    /// (`rule_slots` long).
     on_stall: Vec<Option<StallAction>>,
     detect: Vec<Option<Detect>>,
+    limits: Vec<Option<Arc<RuleLimits>>>,
 }
 
 impl CompiledPolicy {
     pub fn compile(set: &PolicySet, defaults: PolicyDefaults, generation: u64) -> CompiledPolicy {
+        Self::compile_after(set, defaults, generation, None)
+    }
+
+    /// A new generation after `previous`: rules that stay keep their connection limits'
+    /// counts (their live connections still hold places in them).
+    pub fn compile_after(
+        set: &PolicySet,
+        defaults: PolicyDefaults,
+        generation: u64,
+        previous: Option<&CompiledPolicy>,
+    ) -> CompiledPolicy {
         let rule_slots = set
             .rules
             .iter()
@@ -100,9 +115,15 @@ impl CompiledPolicy {
             .unwrap_or(1);
         let mut on_stall = vec![None; rule_slots];
         let mut detect = vec![None; rule_slots];
+        let mut limits = vec![None; rule_slots];
         for r in &set.rules {
             on_stall[r.id as usize] = r.spec.on_stall;
             detect[r.id as usize] = r.spec.detect;
+            limits[r.id as usize] = previous
+                .and_then(|p| p.limits(r.id))
+                .filter(|l| l.same_as(&r.spec))
+                .cloned()
+                .or_else(|| RuleLimits::new(r.id, &r.spec).map(Arc::new));
         }
         CompiledPolicy {
             generation,
@@ -111,6 +132,34 @@ impl CompiledPolicy {
             rule_slots,
             on_stall,
             detect,
+            limits,
+        }
+    }
+
+    /// The connection limits of rule `rule`, None as for [`CompiledPolicy::on_stall`].
+    #[inline]
+    pub fn limits(&self, rule: u32) -> Option<&Arc<RuleLimits>> {
+        self.limits.get(rule as usize).and_then(Option::as_ref)
+    }
+
+    /// Every rule's connection limits, for the counters.
+    pub fn all_limits(&self) -> impl Iterator<Item = &Arc<RuleLimits>> {
+        self.limits.iter().flatten()
+    }
+
+    /// What rule `rule` says about proxying a flow. The connection limits are looked up only
+    /// for a frame that may open a connection (`may_open`): the other frames of a proxied
+    /// flow need not pay for the `Arc`.
+    #[inline]
+    pub fn rule_options(&self, rule: u32, may_open: bool) -> RuleOptions {
+        RuleOptions {
+            on_stall: self.on_stall(rule).map(stall_of),
+            detect: self.detect(rule).map(|d| d == Detect::IpsecOverTcp),
+            limits: if may_open {
+                self.limits(rule).cloned()
+            } else {
+                None
+            },
         }
     }
 
@@ -297,5 +346,52 @@ mod tests {
         let empty = CompiledPolicy::compile(&PolicySet::default(), DEFAULTS, 1);
         assert_eq!(empty.on_stall(0), None);
         assert_eq!(empty.on_stall(1), None);
+    }
+
+    #[test]
+    fn connection_limits_keep_their_counts_across_generations_of_their_rule() {
+        let mut set = PolicySet::default();
+        let limited = add(
+            &mut set,
+            r#"{"match":{"proto":"tcp","dst_port":80},"action":"proxy","conn_max":2}"#,
+        );
+        let plain = add(&mut set, r#"{"match":{"proto":"tcp"},"action":"proxy"}"#);
+        let first = CompiledPolicy::compile(&set, DEFAULTS, 1);
+        assert!(first.limits(plain).is_none());
+        assert!(first.limits(0).is_none());
+        assert!(first.limits(u32::MAX).is_none());
+        let client = "198.18.0.1".parse().unwrap();
+        let held = first.limits(limited).unwrap().admit(client).unwrap();
+        assert_eq!(first.all_limits().count(), 1);
+        // Options carry the limits for a new flow only.
+        assert!(first.rule_options(limited, true).limits.is_some());
+        assert!(first.rule_options(limited, false).limits.is_none());
+        assert!(first.rule_options(plain, true).limits.is_none());
+
+        // Another rule added: the limited rule's count goes on.
+        let other = add(
+            &mut set,
+            r#"{"match":{"proto":"tcp","dst_port":443},"action":"proxy","conn_max":1}"#,
+        );
+        let second = CompiledPolicy::compile_after(&set, DEFAULTS, 2, Some(&first));
+        assert_eq!(second.limits(limited).unwrap().connections(), 1);
+        assert!(Arc::ptr_eq(
+            second.limits(limited).unwrap(),
+            first.limits(limited).unwrap()
+        ));
+        assert_eq!(second.limits(other).unwrap().connections(), 0);
+        // Deleted and replaced: new rules start from zero; the old connection is released
+        // from the count it was taken from.
+        set.replace(vec![serde_json::from_str(
+            r#"{"match":{"proto":"tcp","dst_port":80},"action":"proxy","conn_max":2}"#,
+        )
+        .unwrap()])
+            .unwrap();
+        let third = CompiledPolicy::compile_after(&set, DEFAULTS, 3, Some(&second));
+        let new_id = set.rules[0].id;
+        assert_ne!(new_id, limited);
+        assert_eq!(third.limits(new_id).unwrap().connections(), 0);
+        drop(held);
+        assert_eq!(first.limits(limited).unwrap().connections(), 0);
     }
 }

@@ -12,9 +12,8 @@ use dpdk::{
     prefetch, tsc, tsc_hz, Burst, Mbuf, MbufSlice, Mempool, RingConsumer, RingProducer, RxQueue,
     TxQueue, BURST_SIZE,
 };
-use tollgate_control::policy::Detect;
 use tollgate_control::protocol::{FlowFilter, FlowView, RuleHits};
-use tollgate_control::ProxyCounters;
+use tollgate_control::{LimitCounters, ProxyCounters};
 
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::{FlowKey, FlowTable};
@@ -22,10 +21,8 @@ use crate::flow_view;
 use crate::notice::Notices;
 use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
-use crate::policy::{stall_of, PolicyBoard};
-use crate::proxy::{
-    Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, RuleOptions, Unusable,
-};
+use crate::policy::PolicyBoard;
+use crate::proxy::{Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable};
 
 /// Requests from the control plane, answered between bursts. The queue is
 /// bounded and the control plane waits with a timeout, so neither side can
@@ -75,6 +72,8 @@ pub struct WorkerReport {
     pub proxy: ProxyCounters,
     /// Per proxy signature, in configuration order: connections reset.
     pub signature_hits: Vec<u64>,
+    /// Per rule id, for rules whose connection limits refused new flows here.
+    pub limit_hits: Vec<(u32, LimitCounters)>,
     /// Exception actions on single flows, not yet logged by the main thread.
     pub notices: Notices,
 }
@@ -235,6 +234,8 @@ impl Worker {
                 .policy
                 .update(self.id, self.pipeline.policy().generation)
             {
+                self.proxies
+                    .retain_limit_hits(|rule| policy.limits(rule).is_some());
                 self.pipeline.set_policy(policy);
             }
             while let Ok(command) = self.commands.try_recv() {
@@ -438,13 +439,10 @@ impl Worker {
                 return;
             }
         };
-        let policy = self.pipeline.policy();
-        let options = RuleOptions {
-            on_stall: policy.on_stall(target.rule).map(stall_of),
-            detect: policy
-                .detect(target.rule)
-                .map(|d| d == Detect::IpsecOverTcp),
-        };
+        let options = self
+            .pipeline
+            .policy()
+            .rule_options(target.rule, target.may_open(&seg));
         let mut frame = Some(m);
         let (offset, len) = (seg.payload_offset, seg.payload_len);
         let take_payload = || frame.take().and_then(|m| m.into_slice(offset, len).ok());
@@ -620,6 +618,7 @@ impl Worker {
             hits: self.pipeline.hits().to_vec(),
             proxy: self.proxies.counters(),
             signature_hits: self.proxies.signature_hits().to_vec(),
+            limit_hits: self.proxies.limit_hits().to_vec(),
             notices: {
                 let mut notices = Notices::default();
                 self.proxies.take_notices(&mut notices);
@@ -655,6 +654,10 @@ impl Worker {
             report
                 .signature_hits
                 .extend_from_slice(self.proxies.signature_hits());
+            report.limit_hits.clear();
+            report
+                .limit_hits
+                .extend_from_slice(self.proxies.limit_hits());
             self.proxies.take_notices(&mut report.notices);
             return true;
         }

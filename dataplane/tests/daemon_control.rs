@@ -289,6 +289,74 @@ fn policies_apply_explain_persist_across_a_restart_and_a_corrupt_state_stops_sta
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A rule's connection limits through the real daemon: validated, listed with their
+/// counters, explained, in the stats, and restored after a restart.
+#[test]
+fn connection_limits_are_listed_explained_counted_and_persist_across_a_restart() {
+    let dir = scratch("limits");
+    let d = Daemon::start(&dir, "limits-first");
+    let limited = json!({"match": {"proto": "tcp", "dst_port": 443}, "action": "proxy",
+        "conn_max": 3, "embryonic_max": 2, "per_client_max": 1, "on_limit": "bypass", "name": "web"});
+    let id = d.ok(json!({"version": 1, "op": "policy.add", "rule": limited}))["id"].clone();
+    d.ok(json!({"version": 1, "op": "policy.add", "rule": rule(80, "proxy", "plain")}));
+    let bad = d.call(
+        json!({"version": 1, "op": "policy.add", "rule": {"action": "bypass", "conn_max": 3}}),
+    );
+    assert_eq!(bad["error"]["code"], "invalid", "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("conn_max: connection limits count the connections a rule proxies"),
+        "{bad}"
+    );
+
+    let zero = json!({"connections": 0, "embryonic": 0, "conn_max_hits": 0, "embryonic_max_hits": 0,
+        "per_client_max_hits": 0, "limit_reset": 0, "limit_bypassed": 0});
+    let list = d.ok(json!({"version": 1, "op": "policy.list"}));
+    let rules = list["rules"].as_array().unwrap();
+    assert_eq!(rules[0]["id"], id);
+    for (field, value) in [
+        ("conn_max", json!(3)),
+        ("embryonic_max", json!(2)),
+        ("per_client_max", json!(1)),
+        ("on_limit", json!("bypass")),
+    ] {
+        assert_eq!(rules[0][field], value, "{field}: {list}");
+    }
+    assert_eq!(rules[0]["limit_counters"], zero, "{list}");
+    assert!(rules[1].get("limit_counters").is_none(), "{list}");
+
+    let e = d.ok(json!({"version": 1, "op": "explain", "proto": "tcp", "src": "198.18.0.1:40000", "dst": "198.18.0.2:443"}));
+    assert_eq!(e["action"], "proxy", "{e}");
+    assert_eq!(
+        e["limits"],
+        json!([
+            {"limit": "conn-max", "max": 3, "current": 0, "reached": false},
+            {"limit": "embryonic-max", "max": 2, "current": 0, "reached": false},
+            {"limit": "per-client-max", "max": 1, "current": 0, "reached": false}
+        ]),
+        "{e}"
+    );
+    assert_eq!(e["explanation"], "rule 1 (web) matches: proxy", "{e}");
+    let e = d.ok(json!({"version": 1, "op": "explain", "proto": "tcp", "src": "198.18.0.1:40000", "dst": "198.18.0.2:80"}));
+    assert!(e.get("limits").is_none(), "{e}");
+
+    let stats = d.ok(json!({"version": 1, "op": "stats"}));
+    assert_eq!(stats["rules"][0]["limits"], zero, "{stats}");
+    assert!(stats["rules"][1].get("limits").is_none(), "{stats}");
+    d.stop();
+
+    // Saved with the policy: back after a restart.
+    let state = std::fs::read_to_string(dir.join("policy.json")).unwrap();
+    assert!(state.contains("\"per_client_max\": 1"), "{state}");
+    let d = Daemon::start(&dir, "limits-second");
+    let after = d.ok(json!({"version": 1, "op": "policy.list"}));
+    assert_eq!(after["rules"], list["rules"]);
+    d.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// With `--prometheus-listen`, the counters (ports, workers, rules, the proxy) are served at
 /// /metrics in Prometheus' text format, refreshed every stats interval; DPDK's telemetry socket
 /// answers `/tollgate/...` commands from the same snapshot.

@@ -33,6 +33,10 @@ fn rule(proto: &str, src: &str, dst: &str, dst_port: &str, action: Action) -> Ru
         idle_timeout_secs: None,
         on_stall: None,
         detect: None,
+        conn_max: None,
+        embryonic_max: None,
+        per_client_max: None,
+        on_limit: None,
         name: None,
         comment: None,
     }

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use tollgate_control::client::{Client, ClientError, DEFAULT_SOCKET};
 use tollgate_control::policy::{
-    Action, Detect, Ingress, Match, PolicyError, PolicySet, PortRange, Prefix, Protocol, RuleSpec,
-    StallAction,
+    Action, Detect, Ingress, LimitAction, Match, PolicyError, PolicySet, PortRange, Prefix,
+    Protocol, RuleSpec, StallAction,
 };
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
@@ -38,6 +38,7 @@ Examples:
   tollgatectl policy add --proto tcp --dst-port 5201 --action bypass --apply-existing
   tollgatectl policy add --proto tcp --dst 198.19.0.0/16 --action proxy --on-stall bypass
   tollgatectl policy add --proto tcp --dst-port 4443 --action proxy --detect ipsec-over-tcp
+  tollgatectl policy add --proto tcp --dst-port 443 --action proxy --conn-max 10000 --per-client-max 50
   tollgatectl policy insert 1 --proto udp --dst 198.18.0.0/15 --action drop
   tollgatectl policy list
   tollgatectl policy replace --file /etc/tollgate/policy.json
@@ -92,6 +93,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum PolicyCommand {
     /// Append a rule (or insert it at --position); first match wins
+    #[command(after_help = LIMITS_HELP)]
     Add {
         #[command(flatten)]
         rule: RuleArgs,
@@ -102,6 +104,7 @@ enum PolicyCommand {
         apply: ApplyArgs,
     },
     /// Insert a rule at POSITION (1 = first, evaluated before all others)
+    #[command(after_help = LIMITS_HELP)]
     Insert {
         /// Where the rule goes: 1 = first; one past the last rule appends
         #[arg(value_name = "POSITION", value_parser = clap::value_parser!(u32).range(1..))]
@@ -134,13 +137,30 @@ enum PolicyCommand {
     },
 }
 
+const LIMITS_HELP: &str = "\
+Connection limits (--conn-max, --embryonic-max, --per-client-max; as the
+ASA's set connection conn-max, embryonic-conn-max, per-client-max) count the
+connections the rule proxies, over all workers together: a connection counts
+from its client's SYN until it closes (TIME-WAIT not counted), is reset or is
+handed over to pass-through, and is embryonic until both its handshakes are
+complete. Each new flow of the rule is checked against them before it is
+proxied; past one, --on-limit reset answers its SYN with a RST and keeps no
+entry, --on-limit bypass forwards it unproxied for its whole life (such flows
+are not counted). Per-client counts are kept in 16,384 buckets per rule, by a
+keyed hash of the client address: clients whose addresses share a bucket
+share its count, which can refuse one early but never lets one past its
+bound. `policy list`, `explain` and `stats` show the counts and the flows
+each limit refused.";
+
 const FILE_HELP: &str = "\
 The file holds JSON: {\"rules\": [RULE, ...]} or a bare array of rules, each
 like {\"match\": {\"proto\": \"tcp\", \"dst_port\": 10000}, \"action\": \"bypass\",
 \"name\": \"ctcp\"}. Match fields: proto, src, dst, src_port, dst_port,
 ingress, vlan; rule fields: match, action, idle_timeout_secs, on_stall
 (\"wait\", \"reset\" or \"bypass\", with action proxy only), detect
-(\"ipsec-over-tcp\" or \"off\", with action proxy only), name, comment.
+(\"ipsec-over-tcp\" or \"off\", with action proxy only), conn_max,
+embryonic_max, per_client_max and on_limit (\"reset\" or \"bypass\"; with
+action proxy only), name, comment.
 The output of `policy list --json` is accepted too: its ids and hit counters
 are ignored, as replaced rules get new ids.";
 
@@ -197,6 +217,24 @@ enum DetectArg {
     IpsecOverTcp,
     /// Nothing: the flow stays proxied whatever it carries
     Off,
+}
+
+/// What a new flow past one of the rule's connection limits gets.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LimitArg {
+    /// Refuse it: its SYN is answered with a RST and no entry is kept (the default)
+    Reset,
+    /// Forward it unproxied for its whole life (fail open)
+    Bypass,
+}
+
+impl From<LimitArg> for LimitAction {
+    fn from(a: LimitArg) -> LimitAction {
+        match a {
+            LimitArg::Reset => LimitAction::Reset,
+            LimitArg::Bypass => LimitAction::Bypass,
+        }
+    }
 }
 
 impl From<DetectArg> for Detect {
@@ -268,6 +306,18 @@ struct RuleArgs {
     /// What flows this rule proxies are watched for from their first payload (needs --action proxy); without it the daemon watches for IPsec over TCP on its configured ports (proxy.detect_ipsec_over_tcp_ports, TCP/10000 by default)
     #[arg(long, value_enum, value_name = "WHAT")]
     detect: Option<DetectArg>,
+    /// Most connections the rule proxies at once, over all workers (1-16777216; needs --action proxy); see below
+    #[arg(long, value_name = "N")]
+    conn_max: Option<u32>,
+    /// Most of those in their handshakes at once (1-16777216; embryonic: the server has not answered yet, or the client has not completed its side)
+    #[arg(long, value_name = "N")]
+    embryonic_max: Option<u32>,
+    /// Most of those from one client address at once (1-65535)
+    #[arg(long, value_name = "N")]
+    per_client_max: Option<u32>,
+    /// What a new flow past one of the rule's limits gets [default: reset]
+    #[arg(long, value_enum, value_name = "ACTION")]
+    on_limit: Option<LimitArg>,
     /// A short name, shown in listings and in flows' reasons
     #[arg(long)]
     name: Option<String>,
@@ -292,6 +342,10 @@ impl RuleArgs {
             idle_timeout_secs: self.idle_timeout,
             on_stall: self.on_stall.map(StallAction::from),
             detect: self.detect.map(Detect::from),
+            conn_max: self.conn_max,
+            embryonic_max: self.embryonic_max,
+            per_client_max: self.per_client_max,
+            on_limit: self.on_limit.map(LimitAction::from),
             name: self.name.clone(),
             comment: self.comment.clone(),
         }
@@ -542,6 +596,10 @@ fn with_flag(e: &PolicyError) -> String {
         "idle_timeout_secs" => "--idle-timeout",
         "on_stall" => "--on-stall",
         "detect" => "--detect",
+        "conn_max" => "--conn-max",
+        "embryonic_max" => "--embryonic-max",
+        "per_client_max" => "--per-client-max",
+        "on_limit" => "--on-limit",
         "name" => "--name",
         "comment" => "--comment",
         _ => return e.to_string(),
@@ -632,6 +690,9 @@ struct FileRule {
     #[serde(default)]
     #[allow(dead_code)]
     hits: Option<IgnoredAny>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    limit_counters: Option<IgnoredAny>,
     #[serde(rename = "match", default)]
     matches: Match,
     action: Action,
@@ -641,6 +702,14 @@ struct FileRule {
     on_stall: Option<StallAction>,
     #[serde(default)]
     detect: Option<Detect>,
+    #[serde(default)]
+    conn_max: Option<u32>,
+    #[serde(default)]
+    embryonic_max: Option<u32>,
+    #[serde(default)]
+    per_client_max: Option<u32>,
+    #[serde(default)]
+    on_limit: Option<LimitAction>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -657,6 +726,10 @@ impl From<FileRule> for RuleSpec {
             idle_timeout_secs: r.idle_timeout_secs,
             on_stall: r.on_stall,
             detect: r.detect,
+            conn_max: r.conn_max,
+            embryonic_max: r.embryonic_max,
+            per_client_max: r.per_client_max,
+            on_limit: r.on_limit,
             name: r.name,
             comment: r.comment,
         }
@@ -752,7 +825,20 @@ fn render(command: &Command, result: Value) -> Result<String, String> {
                 if let Some(d) = rule.spec.detect {
                     let _ = write!(out, ", detect {d}");
                 }
+                if let Some(limits) = limits_text(&rule.spec) {
+                    let _ = write!(out, ", {limits}");
+                }
                 out.push('\n');
+            }
+            for l in &r.limits {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {} now{}",
+                    l.limit,
+                    l.max,
+                    l.current,
+                    if l.reached { ", reached" } else { "" }
+                );
             }
         }
         Command::Flows(FlowsCommand::List { .. }) => render_flows(&mut out, &typed(result)?),
@@ -847,6 +933,7 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
         // is the daemon's default (for proxy rules) or not applicable.
         let with_stall = reply.rules.iter().any(|r| r.rule.spec.on_stall.is_some());
         let with_detect = reply.rules.iter().any(|r| r.rule.spec.detect.is_some());
+        let with_limits = reply.rules.iter().any(|r| r.rule.spec.has_limits());
         let mut headers = vec!["ID", "POS", "ACTION", "MATCH", "IDLE"];
         if with_stall {
             headers.push("ON-STALL");
@@ -854,10 +941,21 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
         if with_detect {
             headers.push("DETECT");
         }
+        if with_limits {
+            headers.push("LIMITS");
+        }
         headers.extend(["NAME", "FLOWS", "PACKETS", "BYTES"]);
         let counts = headers.len() - 3;
         let mut table = Table::new(&headers, &[0, 1, counts, counts + 1, counts + 2]);
-        for (i, RuleView { rule, hits }) in reply.rules.iter().enumerate() {
+        for (
+            i,
+            RuleView {
+                rule,
+                hits,
+                limit_counters,
+            },
+        ) in reply.rules.iter().enumerate()
+        {
             let mut row = vec![
                 rule.id.to_string(),
                 (i + 1).to_string(),
@@ -873,6 +971,9 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
             if with_detect {
                 row.push(rule.spec.detect.map_or("-".into(), |d| d.to_string()));
             }
+            if with_limits {
+                row.push(limits_text(&rule.spec).unwrap_or_else(|| "-".into()));
+            }
             row.extend([
                 rule.spec.name.clone().unwrap_or_else(|| "-".into()),
                 hits.flows.to_string(),
@@ -880,6 +981,9 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
                 bytes(hits.bytes),
             ]);
             table.row(row);
+            if let Some(counters) = limit_counters {
+                table.detail(format!("limits: {}", counters.describe()));
+            }
         }
         out.push_str(&table.render());
     }
@@ -889,6 +993,26 @@ fn render_policy(out: &mut String, reply: &PolicyListReply) {
         "policy generation {}; flows matching no rule: tcp {}, udp {}, other {}",
         reply.generation, d.tcp, d.udp, d.other
     );
+}
+
+/// A rule's connection limits in `policy add`'s words, e.g. `conn-max 3 per-client-max 1
+/// on-limit reset`; None when it sets none.
+fn limits_text(spec: &RuleSpec) -> Option<String> {
+    if !spec.has_limits() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for (name, value) in [
+        ("conn-max", spec.conn_max),
+        ("embryonic-max", spec.embryonic_max),
+        ("per-client-max", spec.per_client_max),
+    ] {
+        if let Some(n) = value {
+            parts.push(format!("{name} {n}"));
+        }
+    }
+    parts.push(format!("on-limit {}", spec.limit_action()));
+    Some(parts.join(" "))
 }
 
 fn render_flows(out: &mut String, reply: &FlowsListReply) {

@@ -8,8 +8,8 @@ use tollgate::tcp::proxy::OnStall;
 use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader, TcpFlags};
 use tollgate::tcp::seq::SeqNumber;
 use tollgate_control::protocol::{
-    encode, ErrorCode, FlowView, FlowsListReply, HealthReply, PolicyChangeReply, Response,
-    StatsReply,
+    encode, ErrorCode, ExplainReply, FlowView, FlowsListReply, HealthReply, PolicyChangeReply,
+    Response, StatsReply,
 };
 
 use crate::engine::{Ack, Offer, Script, SegmentOp, Seq, Setup, SIGNATURE_AT};
@@ -611,6 +611,16 @@ fn control() -> Vec<Seed> {
             },
         ),
         Response::ok(Some(4), StatsReply::default()),
+        Response::ok(
+            Some(6),
+            serde_json::from_str::<ExplainReply>(
+                r#"{"action":"proxy","rule":{"id":4,"match":{"proto":"tcp","dst_port":443},
+                    "action":"proxy","conn_max":3,"on_limit":"reset"},
+                    "explanation":"rule 4 matches: proxy; conn-max 3 reached: a new flow would be reset",
+                    "limits":[{"limit":"conn-max","max":3,"current":3,"reached":true}]}"#,
+            )
+            .expect("an explain reply"),
+        ),
         Response::error(Some(5), ErrorCode::NotFound, "no rule with id 9"),
     ];
     let mut reply_lines = Vec::new();
@@ -629,6 +639,8 @@ fn control() -> Vec<Seed> {
                 r#"{"version":1,"seq":5,"op":"explain","proto":"udp","src":"198.18.7.7:500","dst":"203.0.113.9:4500","ingress":"inside"}"#,
                 r#"{"version":1,"seq":6,"op":"policy.delete","id":1}"#,
                 r#"{"version":1,"seq":7,"op":"policy.list"}"#,
+                r#"{"version":1,"seq":8,"op":"policy.add","rule":{"match":{"proto":"tcp","dst_port":443},"action":"proxy","conn_max":3,"embryonic_max":2,"per_client_max":1,"on_limit":"bypass","name":"web"}}"#,
+                r#"{"version":1,"seq":9,"op":"explain","proto":"tcp","src":"198.18.0.1:40000","dst":"198.19.0.2:443"}"#,
             ]),
         ),
         (

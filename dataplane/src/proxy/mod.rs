@@ -2,6 +2,7 @@
 //! the wire and kept per worker.
 
 pub mod frame;
+pub mod limits;
 pub mod table;
 #[cfg(test)]
 mod tests;

@@ -16,9 +16,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tollgate_control::protocol::{LegView, ProxyFlowView};
-use tollgate_control::ProxyCounters;
+use tollgate_control::{LimitCounters, ProxyCounters};
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
+use super::limits::{LimitHit, LimitTicket, RuleLimits};
 use crate::detect::{Detection, IpsecDetector, IpsecFraming};
 use crate::flow::{FlowKey, FlowMode, FlowTable, HandoverCause, ProxyLink};
 use crate::notice::{Notice, NoticeKind, Notices};
@@ -201,13 +202,17 @@ impl Default for ProxySettings {
 }
 
 /// What the flow's policy rule says about proxying it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RuleOptions {
     /// `on-stall`; `None`: the configured default.
     pub on_stall: Option<OnStall>,
     /// `detect ipsec-over-tcp` (true) or `detect off` (false); `None`: by the server port
     /// ([`ProxySettings::detect_ports`]).
     pub detect: Option<bool>,
+    /// The rule's connection limits, checked before a new flow is proxied; `None` for a rule
+    /// without any, and for frames of flows the proxy holds already (see
+    /// [`crate::policy::CompiledPolicy::rule_options`]).
+    pub limits: Option<Arc<RuleLimits>>,
 }
 
 /// A frame of a flow in proxy mode, as the pipeline found its flow.
@@ -223,6 +228,18 @@ pub struct ProxyTarget {
     pub ingress: PortSide,
     /// The frame made the flow's entry: it is the flow's first.
     pub first: bool,
+}
+
+impl ProxyTarget {
+    /// Whether the frame can open a connection: a client's frame of a flow the proxy holds
+    /// nothing for (a SYN, the ACK of a SYN cookie), or a SYN reusing a closed connection's
+    /// ports. Only such frames need the rule's connection limits.
+    #[inline]
+    pub fn may_open(&self, seg: &Inbound) -> bool {
+        self.from_client
+            && (!matches!(self.link, ProxyLink::Slot(_))
+                || seg.header.flags.contains(TcpFlags::SYN))
+    }
 }
 
 /// What the driver does with the frame after [`ProxyTable::on_frame`].
@@ -256,6 +273,9 @@ struct ProxiedFlow<P: Payload> {
     /// Why the flow was handed over, once it was.
     handed_over: Option<HandoverCause>,
     detection: Detecting,
+    /// Its place in its rule's connection limits, if the rule has any: released when its
+    /// handshakes complete (embryonic) and when it stops being an open connection.
+    limit: Option<LimitTicket>,
 }
 
 /// Where a flow's watch for IPsec over TCP is.
@@ -328,6 +348,9 @@ pub struct ProxyTable<P: Payload> {
     signature_hits: Vec<u64>,
     /// Exception actions on single flows since the worker last published them.
     notices: Notices,
+    /// Per rule id, for rules with connection limits: new flows that met one (the gauges are
+    /// the rules' own, in [`RuleLimits`]).
+    limit_hits: Vec<(u32, LimitCounters)>,
 }
 
 fn is_bare_syn(hdr: &SegmentHeader) -> bool {
@@ -423,6 +446,7 @@ impl<P: Payload> ProxyTable<P> {
             notices: Notices::default(),
             retransmissions_gone: [0; 2],
             signature_hits: vec![0; signatures],
+            limit_hits: Vec::new(),
         }
     }
 
@@ -488,7 +512,7 @@ impl<P: Payload> ProxyTable<P> {
                 // The client reuses the port: the old connection's TIME-WAIT gives way, as
                 // RFC 9293's TIME-WAIT does to a new SYN.
                 self.free_slot(flows, slot, false, now, sink);
-                return self.without_proxy(flows, target, seg, take_payload, options, now, sink);
+                return self.without_proxy(flows, target, seg, take_payload, &options, now, sink);
             }
             let Some(payload) = take_payload() else {
                 return Disposition::Unusable;
@@ -516,7 +540,7 @@ impl<P: Payload> ProxyTable<P> {
             self.drive(flows, slot, now, sink);
             return Disposition::Consumed;
         }
-        self.without_proxy(flows, target, seg, take_payload, options, now, sink)
+        self.without_proxy(flows, target, seg, take_payload, &options, now, sink)
     }
 
     fn count_detection(&mut self, detection: Detection) {
@@ -593,7 +617,7 @@ impl<P: Payload> ProxyTable<P> {
         target: ProxyTarget,
         seg: &Inbound,
         take_payload: impl FnOnce() -> Option<P>,
-        options: RuleOptions,
+        options: &RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
@@ -645,7 +669,7 @@ impl<P: Payload> ProxyTable<P> {
         Disposition::Forward
     }
 
-    fn flow_config(&self, options: RuleOptions) -> ProxyConfig {
+    fn flow_config(&self, options: &RuleOptions) -> ProxyConfig {
         let mut config = self.settings.flow;
         if let Some(action) = options.on_stall {
             config.stall.action = action;
@@ -654,7 +678,7 @@ impl<P: Payload> ProxyTable<P> {
     }
 
     /// A new flow's watch for IPsec over TCP, by its rule or else by its server port.
-    fn detecting(&self, options: RuleOptions, seg: &Inbound) -> Detecting {
+    fn detecting(&self, options: &RuleOptions, seg: &Inbound) -> Detecting {
         let on = options
             .detect
             .unwrap_or_else(|| self.settings.detect_ports.contains(&seg.header.dst_port));
@@ -718,15 +742,30 @@ impl<P: Payload> ProxyTable<P> {
             },
         });
         match action {
+            BudgetAction::Bypass => self.counters.budget_bypassed += 1,
+            BudgetAction::Reset => self.counters.budget_reset += 1,
+        }
+        self.exception_action(action, flows, target, seg, sink)
+    }
+
+    /// A new flow the proxy does not take: forwarded unproxied for good (bypass), or refused
+    /// with a RST (reset).
+    fn exception_action(
+        &mut self,
+        action: BudgetAction,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        match action {
             BudgetAction::Bypass => {
-                self.counters.budget_bypassed += 1;
                 if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
                     entry.set_mode(FlowMode::Bypass);
                 }
                 Disposition::Forward
             }
             BudgetAction::Reset => {
-                self.counters.budget_reset += 1;
                 if let (Some(rst), Some(mut addressing)) = (
                     reset_for(&seg.header, seg.payload_len),
                     FlowAddressing::from_client(seg),
@@ -754,13 +793,20 @@ impl<P: Payload> ProxyTable<P> {
         flows: &mut FlowTable,
         target: ProxyTarget,
         seg: &Inbound,
-        options: RuleOptions,
+        options: &RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Disposition {
         if let Some(shortage) = self.shortage() {
             return self.refuse_new(shortage, flows, target, seg, sink);
         }
+        // Taken before the SYN cookie's turn, so that a rule at its limit refuses its SYNs
+        // whatever the global bounds; a SYN answered with a cookie gives its place back and
+        // the cookie's ACK is admitted afresh.
+        let ticket = match self.admit(options, flows, target, seg, sink) {
+            Ok(ticket) => ticket,
+            Err(disposition) => return disposition,
+        };
         let Some(mut addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;
         };
@@ -806,8 +852,68 @@ impl<P: Payload> ProxyTable<P> {
         };
         self.counters.connections_opened += 1;
         let detection = self.detecting(options, seg);
-        self.insert(flows, target, seg, proxy, addressing, detection, now, sink);
+        self.insert(
+            flows, target, seg, proxy, addressing, detection, ticket, now, sink,
+        );
         Disposition::Consumed
+    }
+
+    /// A place in the connection limits of the flow's rule, if it has any; past one, the
+    /// rule's action applied, and what to do with the frame.
+    fn admit(
+        &mut self,
+        options: &RuleOptions,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        sink: &mut impl FrameSink<P>,
+    ) -> Result<Option<LimitTicket>, Disposition> {
+        let Some(limits) = &options.limits else {
+            return Ok(None);
+        };
+        match limits.admit(seg.src) {
+            Ok(ticket) => Ok(Some(ticket)),
+            Err(hit) => {
+                let (rule, action) = (limits.rule(), limits.action());
+                Err(self.refuse_over_limit(rule, hit, action, flows, target, seg, sink))
+            }
+        }
+    }
+
+    /// A new flow met its rule's limit `hit`: counted for the rule, and the rule's action.
+    /// A reset keeps no entry: the client's retransmitted SYN is refused again as new.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_over_limit(
+        &mut self,
+        rule: u32,
+        hit: LimitHit,
+        action: BudgetAction,
+        flows: &mut FlowTable,
+        target: ProxyTarget,
+        seg: &Inbound,
+        sink: &mut impl FrameSink<P>,
+    ) -> Disposition {
+        let counters = match self.limit_hits.iter().position(|(r, _)| *r == rule) {
+            Some(i) => &mut self.limit_hits[i].1,
+            None => {
+                self.limit_hits.push((rule, LimitCounters::default()));
+                &mut self.limit_hits.last_mut().expect("just pushed").1
+            }
+        };
+        hit.count(action, counters);
+        self.notices.push(Notice {
+            key: key_of(seg),
+            kind: NoticeKind::OverLimit {
+                rule,
+                limit: hit.name(),
+                action: action.name(),
+            },
+        });
+        let disposition = self.exception_action(action, flows, target, seg, sink);
+        if action == BudgetAction::Reset {
+            flows.remove(&key_of(seg), target.hash);
+        }
+        disposition
     }
 
     /// Whether a cookie sent earlier could still be valid (it ages out after
@@ -827,7 +933,7 @@ impl<P: Payload> ProxyTable<P> {
         target: ProxyTarget,
         seg: &Inbound,
         take_payload: impl FnOnce() -> Option<P>,
-        options: RuleOptions,
+        options: &RuleOptions,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) -> Option<Disposition> {
@@ -840,6 +946,10 @@ impl<P: Payload> ProxyTable<P> {
         if let Some(shortage) = self.shortage() {
             return Some(self.refuse_new(shortage, flows, target, seg, sink));
         }
+        let ticket = match self.admit(options, flows, target, seg, sink) {
+            Ok(ticket) => ticket,
+            Err(disposition) => return Some(disposition),
+        };
         let Some(addressing) = FlowAddressing::from_client(seg) else {
             return Some(Disposition::Forward);
         };
@@ -866,7 +976,9 @@ impl<P: Payload> ProxyTable<P> {
                 self.counters.syn_cookies_accepted += 1;
                 self.counters.connections_opened += 1;
                 self.count_detection(detected);
-                self.insert(flows, target, seg, proxy, addressing, detection, now, sink);
+                self.insert(
+                    flows, target, seg, proxy, addressing, detection, ticket, now, sink,
+                );
             }
             Err(_) => self.counters.syn_cookies_rejected += 1,
         }
@@ -882,6 +994,7 @@ impl<P: Payload> ProxyTable<P> {
         proxy: TcpProxy<P, Arc<SignatureInspector>>,
         addressing: FlowAddressing,
         detection: Detecting,
+        limit: Option<LimitTicket>,
         now: u64,
         sink: &mut impl FrameSink<P>,
     ) {
@@ -898,6 +1011,7 @@ impl<P: Payload> ProxyTable<P> {
             source,
             handed_over: None,
             detection,
+            limit,
         };
         let slot = self.store(Held::Proxied(Box::new(flow)));
         self.proxied += 1;
@@ -969,6 +1083,9 @@ impl<P: Payload> ProxyTable<P> {
                         self.embryonic -= 1;
                         self.sources.closed(flow.source);
                     }
+                    if let Some(ticket) = flow.limit.as_mut() {
+                        ticket.established();
+                    }
                 }
                 ProxyEvent::Refused => self.counters.connections_refused += 1,
                 ProxyEvent::ConnectTimedOut => self.counters.connect_timeouts += 1,
@@ -1010,7 +1127,14 @@ impl<P: Payload> ProxyTable<P> {
         let Some(Held::Proxied(flow)) = self.slots[slot as usize].held.as_mut() else {
             return;
         };
-        match flow.proxy.state() {
+        let state = flow.proxy.state();
+        if !matches!(state, ProxyState::Connecting | ProxyState::Relaying) {
+            // In TIME-WAIT, handed over or closed: no longer one of its rule's connections.
+            if let Some(ticket) = flow.limit.as_mut() {
+                ticket.close();
+            }
+        }
+        match state {
             ProxyState::Closed => self.free_slot(flows, slot, false, now, sink),
             ProxyState::PassThrough if !flow.proxy.owes() => {
                 self.finish_handover(flows, slot, now, sink)
@@ -1399,6 +1523,17 @@ impl<P: Payload> ProxyTable<P> {
 
     pub fn signature_hits(&self) -> &[u64] {
         &self.signature_hits
+    }
+
+    /// Per rule id, for rules whose connection limits refused new flows on this worker: how
+    /// many, by limit and by action.
+    pub fn limit_hits(&self) -> &[(u32, LimitCounters)] {
+        &self.limit_hits
+    }
+
+    /// Forgets the refusals counted for rules that are gone (`keep` says which stay).
+    pub fn retain_limit_hits(&mut self, keep: impl Fn(u32) -> bool) {
+        self.limit_hits.retain(|(rule, _)| keep(*rule));
     }
 
     pub fn inspector(&self) -> &SignatureInspector {

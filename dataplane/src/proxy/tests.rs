@@ -203,12 +203,19 @@ impl Lab {
                 let payload = TestBytes::from(
                     &frame[seg.payload_offset..seg.payload_offset + seg.payload_len],
                 );
+                // As the worker has them from the policy; a test's own options win.
+                let mut options = self
+                    .pipeline
+                    .policy()
+                    .rule_options(target.rule, target.may_open(&seg));
+                options.on_stall = self.rule_options.on_stall.or(options.on_stall);
+                options.detect = self.rule_options.detect.or(options.detect);
                 match self.proxies.on_frame(
                     self.pipeline.flows_mut(),
                     target,
                     &seg,
                     || Some(payload),
-                    self.rule_options,
+                    options,
                     self.now,
                     &mut out,
                 ) {
@@ -1102,4 +1109,245 @@ fn draining_lets_proxied_flows_finish_and_passes_new_ones_through() {
     assert!(fresh.forwarded > 0);
     let entry = fresh.pipeline.flows().iter().next().unwrap();
     assert_eq!(entry.mode(), FlowMode::Bypass);
+}
+
+/// A lab whose policy holds one rule, `rule`; returns it with the rule's id.
+fn lab_with_rule(rule: &str) -> (Lab, u32) {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    let mut set = PolicySet::default();
+    let id = set.add(serde_json::from_str(rule).unwrap()).unwrap();
+    let defaults = PolicyDefaults {
+        tcp: Action::Proxy,
+        udp: Action::Bypass,
+        other: Action::Bypass,
+    };
+    lab.pipeline
+        .set_policy(Arc::new(CompiledPolicy::compile(&set, defaults, 2)));
+    (lab, id)
+}
+
+/// Rule `rule`'s connection limits at work: its gauges and this worker's refusals.
+fn limit_counters(lab: &Lab, rule: u32) -> tollgate_control::LimitCounters {
+    let mut c = lab.pipeline.policy().limits(rule).unwrap().gauges();
+    for (r, hits) in lab.proxies.limit_hits() {
+        if *r == rule {
+            c.add_hits(hits);
+        }
+    }
+    c
+}
+
+/// A SYN from `src` to the server; returns the flags of what tollgate sent the client and
+/// how many frames went to the server. The server never answers.
+fn syn_answer(lab: &mut Lab, src: &str) -> (Vec<TcpFlags>, usize) {
+    let syn = synth::tcp(
+        &Addressing::new(src.parse().unwrap(), SERVER.parse().unwrap()),
+        TcpHeader {
+            flags: TCP_SYN,
+            seq: 77,
+            ..Default::default()
+        },
+        b"",
+    );
+    lab.through_tollgate(syn, PortSide::Inside);
+    let to_client = lab
+        .to_client
+        .drain(..)
+        .map(|f| Inbound::read(&f).unwrap().header.flags)
+        .collect();
+    let to_server = lab.to_server.len();
+    lab.to_server.clear();
+    (to_client, to_server)
+}
+
+/// The server refuses the handshake tollgate opened for `src` (whose SYN had sequence 77).
+fn server_refuses(lab: &mut Lab, src: &str) {
+    let rst = synth::tcp(
+        &Addressing::new(SERVER.parse().unwrap(), src.parse().unwrap()),
+        TcpHeader {
+            flags: crate::synth::TCP_RST | crate::synth::TCP_ACK,
+            seq: 0,
+            ack: 78,
+            ..Default::default()
+        },
+        b"",
+    );
+    lab.through_tollgate(rst, PortSide::Outside);
+    lab.to_client.clear();
+    lab.to_server.clear();
+}
+
+const HELD: (&[TcpFlags], usize) = (&[], 1);
+
+fn refused() -> (Vec<TcpFlags>, usize) {
+    (vec![TcpFlags::RST | TcpFlags::ACK], 0)
+}
+
+#[test]
+fn past_conn_max_a_new_flow_is_reset_with_no_entry_and_counted_until_one_closes() {
+    let (mut lab, rule) =
+        lab_with_rule(r#"{"match":{"proto":"tcp","dst_port":8080},"action":"proxy","conn_max":2}"#);
+    for src in ["198.19.0.1:1000", "198.19.0.2:1000"] {
+        let (to_client, to_server) = syn_answer(&mut lab, src);
+        assert_eq!((to_client.as_slice(), to_server), HELD, "{src}");
+    }
+    let c = limit_counters(&lab, rule);
+    assert_eq!((c.connections, c.embryonic), (2, 2));
+    // The lab's client: refused as by a closed port, and nothing reaches the server.
+    assert!(lab.run_until(2_000, |lab| lab.client.state() == State::Closed));
+    assert!(lab.client_saw.iter().all(|f| f.contains(TcpFlags::RST)));
+    assert!(lab.server_saw.is_empty());
+    assert_eq!(
+        lab.pipeline.flows().len(),
+        2,
+        "no entry for the refused flow"
+    );
+    assert_eq!(syn_answer(&mut lab, "198.19.0.3:1000"), refused());
+    let c = limit_counters(&lab, rule);
+    assert_eq!(
+        (c.conn_max_hits, c.limit_reset, c.limit_bypassed),
+        (2, 2, 0)
+    );
+    assert_eq!((c.embryonic_max_hits, c.per_client_max_hits), (0, 0));
+    assert_eq!(lab.proxies.counters().connections_opened, 2);
+    let mut notices = crate::notice::Notices::default();
+    lab.proxies.take_notices(&mut notices);
+    assert!(notices.iter().any(|n| n.kind
+        == crate::notice::NoticeKind::OverLimit {
+            rule,
+            limit: "conn-max",
+            action: "reset"
+        }));
+
+    // One of the two ends (the server refuses it): its place goes to the next flow.
+    server_refuses(&mut lab, "198.19.0.1:1000");
+    assert_eq!(limit_counters(&lab, rule).connections, 1);
+    let (to_client, to_server) = syn_answer(&mut lab, "198.19.0.3:1000");
+    assert_eq!((to_client.as_slice(), to_server), HELD);
+    // The closed connection's ports, reused: a new flow, and the rule is at its limit again.
+    assert_eq!(syn_answer(&mut lab, "198.19.0.1:1000"), refused());
+    assert_eq!(limit_counters(&lab, rule).conn_max_hits, 3);
+}
+
+#[test]
+fn past_conn_max_with_on_limit_bypass_a_new_flow_passes_unproxied_byte_exact() {
+    let (mut lab, rule) = lab_with_rule(
+        r#"{"match":{"proto":"tcp","dst_port":8080},"action":"proxy","conn_max":1,"on_limit":"bypass"}"#,
+    );
+    let (to_client, to_server) = syn_answer(&mut lab, "198.19.0.1:1000");
+    assert_eq!((to_client.as_slice(), to_server), HELD);
+    let (up, down) = (data(60_000, 41), data(80_000, 42));
+    assert!(transfer(&mut lab, &up, &down, 20_000));
+    assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
+    assert!(lab.forwarded > 0);
+    let c = limit_counters(&lab, rule);
+    assert_eq!(
+        (c.conn_max_hits, c.limit_bypassed, c.limit_reset),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        c.connections, 1,
+        "a bypassed flow is not one of the rule's connections"
+    );
+    assert_eq!(lab.proxies.counters().connections_opened, 1);
+    let modes: Vec<FlowMode> = lab.pipeline.flows().iter().map(|e| e.mode()).collect();
+    assert_eq!(
+        modes.iter().filter(|&&m| m == FlowMode::Bypass).count(),
+        1,
+        "{modes:?}"
+    );
+}
+
+#[test]
+fn embryonic_max_counts_handshakes_in_progress_only() {
+    let (mut lab, rule) = lab_with_rule(
+        r#"{"match":{"proto":"tcp","dst_port":8080},"action":"proxy","embryonic_max":1}"#,
+    );
+    // The lab's connection completes both handshakes: it stays open but is no longer
+    // embryonic.
+    let (up, down) = (data(10_000, 43), data(10_000, 44));
+    assert!(transfer(&mut lab, &up, &down, 20_000));
+    let c = limit_counters(&lab, rule);
+    assert_eq!((c.connections, c.embryonic), (1, 0));
+    let (to_client, to_server) = syn_answer(&mut lab, "198.19.0.1:1000");
+    assert_eq!((to_client.as_slice(), to_server), HELD);
+    assert_eq!(syn_answer(&mut lab, "198.19.0.2:1000"), refused());
+    let c = limit_counters(&lab, rule);
+    assert_eq!((c.connections, c.embryonic), (2, 1));
+    assert_eq!(
+        (c.embryonic_max_hits, c.conn_max_hits, c.limit_reset),
+        (1, 0, 1)
+    );
+    // The handshake that held the place fails: the next one is taken on.
+    server_refuses(&mut lab, "198.19.0.1:1000");
+    let (to_client, to_server) = syn_answer(&mut lab, "198.19.0.2:1000");
+    assert_eq!((to_client.as_slice(), to_server), HELD);
+}
+
+#[test]
+fn per_client_max_bounds_each_client_address_on_its_own() {
+    let (mut lab, rule) = lab_with_rule(
+        r#"{"match":{"proto":"tcp","dst_port":8080},"action":"proxy","per_client_max":2}"#,
+    );
+    for port in [1000, 1001] {
+        let (to_client, to_server) = syn_answer(&mut lab, &format!("198.19.0.1:{port}"));
+        assert_eq!((to_client.as_slice(), to_server), HELD);
+    }
+    assert_eq!(syn_answer(&mut lab, "198.19.0.1:1002"), refused());
+    // Another client, in a bucket of its own (addresses that share one share its count).
+    let limits = Arc::clone(lab.pipeline.policy().limits(rule).unwrap());
+    let other = (2..=255u8)
+        .map(|i| format!("198.19.0.{i}"))
+        .find(|a| limits.client_connections(a.parse().unwrap()) == Some(0))
+        .unwrap();
+    for port in [1000, 1001] {
+        let (to_client, to_server) = syn_answer(&mut lab, &format!("{other}:{port}"));
+        assert_eq!((to_client.as_slice(), to_server), HELD);
+    }
+    let c = limit_counters(&lab, rule);
+    assert_eq!(
+        (c.connections, c.per_client_max_hits, c.limit_reset),
+        (4, 1, 1)
+    );
+    assert_eq!(lab.pipeline.flows().len(), 4);
+}
+
+#[test]
+fn a_connection_leaves_its_rules_count_when_it_closes() {
+    let (mut lab, rule) =
+        lab_with_rule(r#"{"match":{"proto":"tcp","dst_port":8080},"action":"proxy","conn_max":1}"#);
+    let (up, down) = (data(20_000, 45), data(20_000, 46));
+    assert!(transfer(&mut lab, &up, &down, 20_000));
+    assert_eq!(limit_counters(&lab, rule).connections, 1);
+    assert_eq!(syn_answer(&mut lab, "198.19.0.1:1000"), refused());
+    lab.client.shutdown_write();
+    lab.server.as_mut().unwrap().shutdown_write();
+    assert!(lab.run_until(5_000, |lab| limit_counters(lab, rule).connections == 0));
+    // Closed (its TIME-WAIT not counted): a new flow takes the place.
+    let (to_client, to_server) = syn_answer(&mut lab, "198.19.0.1:1000");
+    assert_eq!((to_client.as_slice(), to_server), HELD);
+}
+
+#[test]
+fn a_syn_cookie_holds_no_place_and_its_ack_is_admitted_against_the_limits() {
+    let (mut lab, rule) =
+        lab_with_rule(r#"{"match":{"proto":"tcp","dst_port":8080},"action":"proxy","conn_max":1}"#);
+    let settings = ProxySettings {
+        max_embryonic: 0,
+        ..ProxySettings::default()
+    };
+    lab.proxies = ProxyTable::new(
+        settings,
+        Arc::new(SignatureInspector::new(&[]).unwrap()),
+        [7; 16],
+    );
+    let (up, down) = (data(20_000, 47), data(20_000, 48));
+    assert!(transfer(&mut lab, &up, &down, 20_000));
+    let c = lab.proxies.counters();
+    assert_eq!((c.syn_cookies_sent, c.syn_cookies_accepted), (1, 1));
+    assert_eq!(limit_counters(&lab, rule).connections, 1);
+    // At its limit, the rule refuses a SYN before any cookie is sent for it.
+    assert_eq!(syn_answer(&mut lab, "198.19.0.1:1000"), refused());
+    assert_eq!(lab.proxies.counters().syn_cookies_sent, 1);
+    assert_eq!(limit_counters(&lab, rule).conn_max_hits, 1);
 }

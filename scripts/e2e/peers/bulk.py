@@ -3,20 +3,25 @@
 regenerate from a seed, the other receives it and checks it byte for byte.
 
   bulk.py serve   --bind ADDR --port P --role send|recv --bytes N --seed S [--rate BPS] [--ready FILE]
+                  [--connections N] [--hold FILE]
   bulk.py connect --host ADDR --port P --role send|recv --bytes N --seed S [--rate BPS]
 
-Each side prints one JSON line: its role, the bytes moved, whether the stream was intact (the
-receiver compares every byte with the stream it regenerates), and the first offset that differed.
-Exit status 0 only when the whole stream moved intact. `--rate` paces the sender (bytes per second,
-in 16 KiB writes) or the reader (reads at most that much per second), so a transfer is slow at its
-source rather than through socket buffers. Every operation is bounded by --timeout seconds.
+Each side prints one JSON line per connection: its role, the bytes moved, whether the stream was
+intact (the receiver compares every byte with the stream it regenerates), and the first offset that
+differed. Exit status 0 only when every stream moved intact. `--rate` paces the sender (bytes per
+second, in 16 KiB writes) or the reader (reads at most that much per second), so a transfer is slow
+at its source rather than through socket buffers. The server takes `--connections` connections
+(default 1), each with the same stream, served at once; with `--hold`, each holds its connection
+open without moving a byte until FILE exists. Every operation is bounded by --timeout seconds.
 """
 
 import argparse
 import hashlib
 import json
+import os
 import socket
 import sys
+import threading
 import time
 
 CHUNK = 16 * 1024
@@ -97,6 +102,28 @@ def recv(sock, total, seed, rate, deadline):
             "first_difference": first_difference}
 
 
+def hold(path, deadline):
+    """Waits until `path` exists."""
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s did not appear" % path)
+        time.sleep(0.05)
+
+
+def serve_one(sock, a, deadline, results, lock):
+    sock.settimeout(a.timeout)
+    try:
+        if a.hold:
+            hold(a.hold, deadline)
+        result = (send if a.role == "send" else recv)(sock, a.bytes, a.seed, a.rate, deadline)
+    except (OSError, TimeoutError) as e:
+        result = {"bytes": None, "intact": False, "error": str(e)}
+    result["role"] = a.role
+    with lock:
+        results.append(result)
+        print(json.dumps(result), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=["serve", "connect"])
@@ -109,6 +136,8 @@ def main():
     p.add_argument("--rate", type=int, default=0)
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--ready", help="file to create once listening (serve)")
+    p.add_argument("--connections", type=int, default=1, help="connections to take (serve)")
+    p.add_argument("--hold", help="move no byte until this file exists (serve)")
     a = p.parse_args()
     deadline = time.monotonic() + a.timeout
     if a.mode == "serve":
@@ -116,14 +145,34 @@ def main():
         listener = socket.socket(family, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((a.bind, a.port))
-        listener.listen(1)
+        listener.listen(max(1, a.connections))
         listener.settimeout(a.timeout)
         if a.ready:
             open(a.ready, "w").close()
-        sock, _ = listener.accept()
+        results, lock, threads = [], threading.Lock(), []
+        for _ in range(a.connections):
+            try:
+                sock, _ = listener.accept()
+            except (OSError, TimeoutError) as e:
+                with lock:
+                    results.append({"bytes": None, "intact": False, "role": a.role,
+                                    "error": "accept: %s" % e})
+                    print(json.dumps(results[-1]), flush=True)
+                break
+            t = threading.Thread(target=serve_one, args=(sock, a, deadline, results, lock))
+            t.start()
+            threads.append(t)
         listener.close()
-    else:
+        for t in threads:
+            t.join()
+        return 0 if len(results) == a.connections and all(r["intact"] for r in results) else 1
+    try:
         sock = socket.create_connection((a.host, a.port), timeout=a.timeout)
+    except (OSError, TimeoutError) as e:
+        # A refused connection is a result too: the tests tell a RST from a timeout by it.
+        print(json.dumps({"bytes": None, "intact": False, "role": a.role,
+                          "error": "connect: %s" % e}), flush=True)
+        return 1
     sock.settimeout(a.timeout)
     try:
         result = (send if a.role == "send" else recv)(sock, a.bytes, a.seed, a.rate, deadline)

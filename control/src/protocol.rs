@@ -70,10 +70,16 @@ pub enum Op {
         #[serde(default = "default_page_size")]
         page_size: u32,
     },
+    /// Clears the flows the filter selects: proxied connections are reset at both ends (or
+    /// handed over to pass-through with `hand_over`), other flows' entries are forgotten.
     #[serde(rename = "flows.clear")]
     FlowsClear {
         #[serde(default)]
         filter: FlowFilter,
+        /// Hand proxied connections over to pass-through, where their endpoints carry on
+        /// unproxied, instead of resetting them.
+        #[serde(default, skip_serializing_if = "is_false")]
+        hand_over: bool,
     },
     #[serde(rename = "stats")]
     Stats {},
@@ -81,6 +87,10 @@ pub enum Op {
     Health {},
     #[serde(rename = "version")]
     Version {},
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_page_size() -> u32 {
@@ -120,7 +130,7 @@ fn default_ingress() -> Ingress {
     Ingress::Inside
 }
 
-/// Selects flows; absent fields match everything.
+/// Selects flows; absent fields match everything, and a flow must match every field given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
@@ -137,6 +147,97 @@ pub struct FlowFilter {
     /// Flows classified by this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,
+    /// With `dst`: one connection, by its two endpoints (address and port; port 0 for
+    /// protocols without ports), in either direction: `src` may be the initiator or the
+    /// responder. Both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<SocketAddr>,
+}
+
+/// A filter that selects nothing sensible, and why; `field` is the filter's JSON field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("filter.{field}: {message}")]
+pub struct FilterError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FlowFilter {
+    /// Refuses what could only ever match nothing by mistake: one end of a connection without
+    /// the other, ends of different address families, ports where the protocol has none or
+    /// none where it has them.
+    pub fn check(&self) -> Result<(), FilterError> {
+        let invalid = |field, message: String| Err(FilterError { field, message });
+        let (src, dst) = match (self.src, self.dst) {
+            (None, None) => return Ok(()),
+            (Some(src), Some(dst)) => (src, dst),
+            (Some(_), None) => {
+                return invalid(
+                    "dst",
+                    "src names one end of a connection; give dst, the other end, too".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return invalid(
+                    "src",
+                    "dst names one end of a connection; give src, the other end, too".into(),
+                )
+            }
+        };
+        if src.is_ipv4() != dst.is_ipv4() {
+            return invalid(
+                "dst",
+                format!("{src} and {dst} are of different address families: no flow joins them"),
+            );
+        }
+        if let Some(proto) = self.proto {
+            for (field, end) in [("src", src), ("dst", dst)] {
+                if proto.has_ports() && end.port() == 0 {
+                    return invalid(
+                        field,
+                        format!("{end} has no port, and {proto} flows have ports (IP:PORT)"),
+                    );
+                }
+                if !proto.has_ports() && end.port() != 0 {
+                    return invalid(
+                        field,
+                        format!(
+                            "{end} has a port, and {proto} flows have none: give the bare address"
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the flow of `proto` between `a` and `b` (in either order), in `mode` and
+    /// classified by `rule` (None: a protocol default), is selected.
+    pub fn matches(
+        &self,
+        proto: Protocol,
+        a: SocketAddr,
+        b: SocketAddr,
+        mode: Action,
+        rule: Option<u32>,
+    ) -> bool {
+        let same = |x: SocketAddr, y: SocketAddr| x.ip() == y.ip() && x.port() == y.port();
+        self.proto.is_none_or(|p| p == proto)
+            && self.port.is_none_or(|p| a.port() == p || b.port() == p)
+            && self
+                .prefix
+                .is_none_or(|p| p.contains(a.ip()) || p.contains(b.ip()))
+            && self.mode.is_none_or(|m| m == mode)
+            && self.rule.is_none_or(|r| rule == Some(r))
+            && match (self.src, self.dst) {
+                (Some(src), Some(dst)) => {
+                    (same(src, a) && same(dst, b)) || (same(src, b) && same(dst, a))
+                }
+                _ => true,
+            }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -358,7 +459,8 @@ pub struct FlowView {
     /// The proxy's view of a proxied flow (both legs), while the proxy holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyFlowView>,
-    /// Why a flow the proxy held passes through now: "stall", "policy" or "detection".
+    /// Why a flow the proxy held passes through now: "stall", "policy", "detection" or
+    /// "operator" (`flows.clear` with `hand_over`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handed_over: Option<String>,
     /// What detection recognised in the flow's first payload ("ctcp-ike", "ctcp-esp",
@@ -383,7 +485,8 @@ pub struct ProxyFlowView {
     pub buffered_server_to_client: u64,
     /// Holes a peer left unfilled (see the rule's `on-stall`).
     pub stalls: u64,
-    /// Why the flow left the proxy for pass-through, when it did: "stall", "policy".
+    /// Why the flow left the proxy for pass-through, when it did: "stall", "policy",
+    /// "detection" or "operator".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handed_over: Option<String>,
 }
@@ -413,9 +516,123 @@ pub struct FlowsListReply {
     pub flows: Vec<FlowView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What `flows.clear` did, by the mode each flow it selected was in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowsClearReply {
+    /// Flows reset, handed over or forgotten (the ones kept are not counted).
     pub cleared: u64,
+    /// Flows in proxy mode: connections reset at both ends (their entries stay, closed, for
+    /// the closed timeout, so that segments still in flight are recognised and ignored), or
+    /// handed over to pass-through (`hand_over`), or kept when they cannot be; entries holding
+    /// no connection (picked up mid-stream, or finished) forgotten.
+    #[serde(default)]
+    pub proxy: ClearCounts,
+    /// Flows in bypass mode: forgotten (the next frame makes a new entry, classified by the
+    /// policy), or kept when handed over from the proxy earlier and still held by it.
+    #[serde(default)]
+    pub bypass: ClearCounts,
+    /// Flows in drop mode: forgotten.
+    #[serde(default)]
+    pub drop: ClearCounts,
+    /// The flows kept, with why: at most [`MAX_KEPT_LISTED`] (the counts are complete).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<KeptFlow>,
+}
+
+/// Most kept flows one `flows.clear` reply lists.
+pub const MAX_KEPT_LISTED: usize = 1000;
+
+impl FlowsClearReply {
+    /// Adds another worker's reply to this one, listing at most [`MAX_KEPT_LISTED`] kept flows.
+    pub fn absorb(&mut self, other: FlowsClearReply) {
+        self.cleared += other.cleared;
+        self.proxy.absorb(other.proxy);
+        self.bypass.absorb(other.bypass);
+        self.drop.absorb(other.drop);
+        let room = MAX_KEPT_LISTED.saturating_sub(self.kept.len());
+        self.kept.extend(other.kept.into_iter().take(room));
+    }
+}
+
+/// What became of the flows of one mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearCounts {
+    /// Proxied connections reset at both ends.
+    #[serde(default)]
+    pub reset: u64,
+    /// Proxied connections handed over to pass-through.
+    #[serde(default)]
+    pub handed_over: u64,
+    /// Entries removed: the flow's next frame makes a new one.
+    #[serde(default)]
+    pub forgotten: u64,
+    /// Left as they were (see `FlowsClearReply::kept`).
+    #[serde(default)]
+    pub kept: u64,
+}
+
+impl ClearCounts {
+    pub fn absorb(&mut self, other: ClearCounts) {
+        self.reset += other.reset;
+        self.handed_over += other.handed_over;
+        self.forgotten += other.forgotten;
+        self.kept += other.kept;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.reset + self.handed_over + self.forgotten + self.kept
+    }
+}
+
+/// A flow `flows.clear` selected and left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptFlow {
+    pub worker: u16,
+    pub proto: Protocol,
+    /// The initiator.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub mode: Action,
+    pub reason: KeptReason,
+}
+
+/// Why `flows.clear` left a flow as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeptReason {
+    /// A proxied connection still in its handshake (`hand_over`): the two legs' sequence
+    /// numbers cannot be related yet. It stays proxied; clear it again once established.
+    HandshakeInProgress,
+    /// A proxied connection one end has closed for good (`hand_over`): that end would reset
+    /// the other's segments. It stays proxied until it ends, moments later.
+    Closing,
+    /// Handed over to pass-through earlier, and the proxy still delivers bytes it owes an
+    /// endpoint or translates sequence numbers and timestamps between the two legs' spaces:
+    /// forgetting it would break the connection.
+    PassThrough,
+}
+
+impl KeptReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeptReason::HandshakeInProgress => "handshake-in-progress",
+            KeptReason::Closing => "closing",
+            KeptReason::PassThrough => "pass-through",
+        }
+    }
+
+    /// In words, for people.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            KeptReason::HandshakeInProgress => {
+                "handshake in progress, cannot be handed over yet: still proxied"
+            }
+            KeptReason::Closing => "one end has closed, cannot be handed over: proxied until it ends",
+            KeptReason::PassThrough => {
+                "handed over earlier; tollgate still delivers bytes it owes or translates sequence numbers, so forgetting it would break the connection"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,6 +694,16 @@ mod tests {
             },
             Op::FlowsClear {
                 filter: FlowFilter::default(),
+                hand_over: false,
+            },
+            Op::FlowsClear {
+                filter: FlowFilter {
+                    proto: Some(Protocol::TCP),
+                    src: Some("198.18.0.2:8081".parse().unwrap()),
+                    dst: Some("198.18.0.1:46586".parse().unwrap()),
+                    ..Default::default()
+                },
+                hand_over: true,
             },
             Op::Stats {},
             Op::Health {},
@@ -550,7 +777,13 @@ mod tests {
 
     #[test]
     fn responses_carry_typed_results() {
-        let r = Response::ok(Some(1), FlowsClearReply { cleared: 3 });
+        let r = Response::ok(
+            Some(1),
+            FlowsClearReply {
+                cleared: 3,
+                ..Default::default()
+            },
+        );
         let line = encode(&r);
         let back: Response = serde_json::from_slice(&line).unwrap();
         assert_eq!(back.into_result::<FlowsClearReply>().unwrap().cleared, 3);
@@ -559,5 +792,117 @@ mod tests {
             e.into_result::<FlowsClearReply>().unwrap_err().code,
             ErrorCode::NotFound
         );
+    }
+
+    fn endpoints(src: &str, dst: &str) -> FlowFilter {
+        FlowFilter {
+            src: Some(src.parse().unwrap()),
+            dst: Some(dst.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_connection_is_selected_by_its_endpoints_in_either_direction() {
+        let (client, server) = (
+            "198.18.0.1:46586".parse().unwrap(),
+            "198.18.0.2:8081".parse().unwrap(),
+        );
+        let other_port = "198.18.0.1:46587".parse().unwrap();
+        let tcp = Protocol::TCP;
+        let is = |f: &FlowFilter, a, b| f.matches(tcp, a, b, Action::Proxy, None);
+        for f in [
+            endpoints("198.18.0.1:46586", "198.18.0.2:8081"),
+            endpoints("198.18.0.2:8081", "198.18.0.1:46586"),
+        ] {
+            assert!(is(&f, client, server) && is(&f, server, client));
+            assert!(
+                !is(&f, other_port, server),
+                "another connection of the client's"
+            );
+        }
+        let mut f = endpoints("198.18.0.1:46586", "198.18.0.2:8081");
+        f.proto = Some(Protocol::UDP);
+        assert!(
+            !is(&f, client, server),
+            "the same ports over another protocol"
+        );
+        f.proto = Some(tcp);
+        f.mode = Some(Action::Bypass);
+        assert!(!is(&f, client, server), "every field given must match");
+        let v6 = endpoints("[2001:2::1]:40000", "[2001:2::2]:443");
+        assert!(v6.check().is_ok());
+        assert!(is(
+            &v6,
+            "[2001:2::2]:443".parse().unwrap(),
+            "[2001:2::1]:40000".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn a_filter_that_cannot_name_a_connection_is_refused_with_the_field_at_fault() {
+        let field = |f: FlowFilter| f.check().unwrap_err().field;
+        let one_end = FlowFilter {
+            src: Some("198.18.0.1:40000".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(field(one_end), "dst");
+        let other_end = FlowFilter {
+            dst: Some("198.18.0.1:40000".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(field(other_end), "src");
+        assert_eq!(field(endpoints("198.18.0.1:1", "[2001:2::1]:2")), "dst");
+        let mut no_port = endpoints("198.18.0.1:0", "198.18.0.2:443");
+        no_port.proto = Some(Protocol::TCP);
+        let e = no_port.check().unwrap_err();
+        assert_eq!(e.field, "src");
+        assert!(e.to_string().contains("tcp flows have ports"), "{e}");
+        let mut icmp = endpoints("198.18.0.1:0", "198.18.0.2:7");
+        icmp.proto = Some(Protocol::ICMP);
+        assert_eq!(field(icmp.clone()), "dst");
+        icmp.dst = Some("198.18.0.2:0".parse().unwrap());
+        assert!(icmp.check().is_ok());
+        assert!(FlowFilter::default().check().is_ok());
+        // And on the wire, a filter field the daemon does not know is refused.
+        let e =
+            decode_request(br#"{"version":1,"op":"flows.clear","filter":{"srcc":"198.18.0.1:1"}}"#)
+                .unwrap_err();
+        assert_eq!(e.error.unwrap().code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn clear_replies_add_up_and_an_older_daemons_reply_still_reads() {
+        let older: FlowsClearReply = serde_json::from_str(r#"{"cleared":2}"#).unwrap();
+        assert_eq!(older.cleared, 2);
+        assert_eq!(older.proxy, ClearCounts::default());
+        let kept = |worker| KeptFlow {
+            worker,
+            proto: Protocol::TCP,
+            src: "198.18.0.1:40000".parse().unwrap(),
+            dst: "198.18.0.2:443".parse().unwrap(),
+            mode: Action::Proxy,
+            reason: KeptReason::HandshakeInProgress,
+        };
+        let worker = |n: u16| FlowsClearReply {
+            cleared: 1,
+            proxy: ClearCounts {
+                reset: 1,
+                kept: 700,
+                ..Default::default()
+            },
+            kept: (0..700).map(|_| kept(n)).collect(),
+            ..Default::default()
+        };
+        let mut all = worker(0);
+        all.absorb(worker(1));
+        assert_eq!((all.cleared, all.proxy.reset, all.proxy.kept), (2, 2, 1400));
+        assert_eq!(
+            all.kept.len(),
+            MAX_KEPT_LISTED,
+            "the list is bounded, the counts are not"
+        );
+        let json = serde_json::to_value(&all).unwrap();
+        assert_eq!(json["kept"][0]["reason"], "handshake-in-progress");
     }
 }

@@ -20,9 +20,9 @@ use tollgate_control::policy::{
 };
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
-    HealthReply, LegView, LimitNow, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults,
-    PolicyListReply, ProxyFlowView, Request, Response, RuleHits, RuleView, StatsReply,
-    VersionReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    HealthReply, KeptFlow, KeptReason, LegView, LimitNow, Op, PolicyChangeReply, PolicyCheckReply,
+    PolicyDefaults, PolicyListReply, ProxyFlowView, Request, Response, RuleHits, RuleView,
+    StatsReply, VersionReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use tollgate_control::server::{
     ControlServer, Handler, Peer, ServerError, ServerHandle, ServerLimits, SocketAccess,
@@ -102,15 +102,7 @@ fn policy_error(seq: Option<u64>, e: PolicyError) -> Response {
 }
 
 fn matches(filter: &FlowFilter, f: &FlowView) -> bool {
-    filter
-        .port
-        .is_none_or(|p| f.src.port() == p || f.dst.port() == p)
-        && filter
-            .prefix
-            .is_none_or(|p| p.contains(f.src.ip()) || p.contains(f.dst.ip()))
-        && filter.proto.is_none_or(|p| p == f.proto)
-        && filter.mode.is_none_or(|m| m == f.mode)
-        && filter.rule.is_none_or(|r| f.rule == Some(r))
+    filter.matches(f.proto, f.src, f.dst, f.mode, f.rule)
 }
 
 impl Handler for MemoryDaemon {
@@ -241,16 +233,59 @@ impl Handler for MemoryDaemon {
                     },
                 )
             }
-            Op::FlowsClear { filter } => {
+            // The daemon's outcomes, by mode, without its data plane: a proxied flow is reset
+            // (here simply dropped from the list), or handed over unless it is still in its
+            // handshake; the others are forgotten.
+            Op::FlowsClear { filter, hand_over } => {
+                if let Err(e) = filter.check() {
+                    return Response::error(seq, ErrorCode::Invalid, e.to_string());
+                }
                 let mut flows = self.flows.lock().unwrap();
-                let before = flows.len();
-                flows.retain(|f| !matches(&filter, f));
-                Response::ok(
-                    seq,
-                    FlowsClearReply {
-                        cleared: (before - flows.len()) as u64,
-                    },
-                )
+                let mut reply = FlowsClearReply::default();
+                flows.retain_mut(|f| {
+                    if !matches(&filter, f) {
+                        return true;
+                    }
+                    match f.mode {
+                        Action::Proxy
+                            if hand_over && f.tcp_state.as_deref() == Some("syn-sent") =>
+                        {
+                            reply.proxy.kept += 1;
+                            reply.kept.push(KeptFlow {
+                                worker: f.worker,
+                                proto: f.proto,
+                                src: f.src,
+                                dst: f.dst,
+                                mode: f.mode,
+                                reason: KeptReason::HandshakeInProgress,
+                            });
+                            true
+                        }
+                        Action::Proxy if hand_over => {
+                            reply.proxy.handed_over += 1;
+                            f.mode = Action::Bypass;
+                            f.handed_over = Some("operator".into());
+                            true
+                        }
+                        Action::Proxy => {
+                            reply.proxy.reset += 1;
+                            false
+                        }
+                        Action::Bypass => {
+                            reply.bypass.forgotten += 1;
+                            false
+                        }
+                        Action::Drop => {
+                            reply.drop.forgotten += 1;
+                            false
+                        }
+                    }
+                });
+                reply.cleared = reply.proxy.reset
+                    + reply.proxy.handed_over
+                    + reply.bypass.forgotten
+                    + reply.drop.forgotten;
+                Response::ok(seq, reply)
             }
             Op::Stats {} => Response::ok(
                 seq,
@@ -559,6 +594,7 @@ fn every_operation_round_trips() {
                 mode: Some(Action::Proxy),
                 ..Default::default()
             },
+            hand_over: false,
         })
         .unwrap();
     assert_eq!(cleared.cleared, 2);
@@ -1906,7 +1942,10 @@ fn tollgatectl_shows_flows_stats_health_and_version() {
     let page: FlowsListReply = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(page.total, 1);
     let out = ctl(&path, &["flows", "clear", "--port", "443"]);
-    assert_eq!(out.stdout, "cleared 1 flow\n");
+    assert_eq!(
+        out.stdout,
+        "cleared 1 flow\n  proxy   1 reset at both ends (entries kept closed a few seconds, for segments in flight)\n"
+    );
     let out = ctl(&path, &["flows", "list", "--port", "443"]);
     assert_eq!(out.stdout, "no flows match\n");
 
@@ -2653,4 +2692,149 @@ fn tollgatectl_sets_connection_limits_on_proxied_flows() {
         out.stderr
     );
     daemon.shutdown();
+}
+
+#[test]
+fn tollgatectl_clears_one_connection_by_its_endpoints_and_hands_over_on_request() {
+    let dir = TestDir::new("ctl-clear");
+    let path = dir.path("control.sock");
+    let daemon = start(&path);
+    daemon.daemon.flows.lock().unwrap()[2].tcp_state = Some("syn-sent".into());
+
+    // Named from the responder's side: the same connection.
+    let out = ctl(
+        &path,
+        &[
+            "--json",
+            "flows",
+            "clear",
+            "--proto",
+            "tcp",
+            "--src",
+            "198.19.0.1:443",
+            "--dst",
+            "198.18.0.2:40001",
+            "--hand-over",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let reply: FlowsClearReply = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (reply.cleared, reply.proxy.handed_over),
+        (1, 1),
+        "{reply:?}"
+    );
+    let listed = daemon.daemon.flows.lock().unwrap().clone();
+    assert_eq!(listed.len(), 3, "nothing else was touched");
+    assert_eq!(listed[1].handed_over.as_deref(), Some("operator"));
+
+    let out = ctl(&path, &["flows", "clear", "--port", "5201", "--hand-over"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "cleared 0 flows\n  proxy   1 kept unchanged\n  kept: tcp 198.18.0.3:40002 -> 198.19.0.2:5201 (proxy, worker 1): handshake in progress, cannot be handed over yet: still proxied\n"
+    );
+    let out = ctl(&path, &["flows", "clear", "--mode", "bypass"]);
+    assert_eq!(
+        out.stdout, "cleared 2 flows\n  bypass  2 forgotten\n",
+        "the one handed over is bypass now"
+    );
+
+    // Mistakes are caught before anything is sent.
+    let out = ctl(&path, &["flows", "clear", "--src", "198.18.0.2:40001"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(one_error_line(&out).contains("--dst"), "{}", out.stderr);
+    for (args, says) in [
+        (
+            [
+                "--src",
+                "198.18.0.2:40001",
+                "--dst",
+                "[2001:2::1]:443",
+                "--proto",
+                "tcp",
+            ],
+            "different address families",
+        ),
+        (
+            [
+                "--src",
+                "198.18.0.2",
+                "--dst",
+                "198.19.0.1:443",
+                "--proto",
+                "tcp",
+            ],
+            "--src 198.18.0.2:0 has no port, and tcp flows have ports",
+        ),
+        (
+            [
+                "--src",
+                "198.18.0.2:1",
+                "--dst",
+                "198.19.0.1",
+                "--proto",
+                "icmp",
+            ],
+            "--src 198.18.0.2:1 has a port, and icmp flows have none",
+        ),
+    ] {
+        let mut argv = vec!["flows", "clear"];
+        argv.extend(args);
+        let out = ctl(&path, &argv);
+        assert_eq!(out.code, 1, "{argv:?}: {}", out.stderr);
+        assert!(
+            one_error_line(&out).contains(says),
+            "{argv:?}: {}",
+            out.stderr
+        );
+    }
+    let out = ctl(
+        &path,
+        &[
+            "flows",
+            "clear",
+            "--src",
+            "nowhere:1",
+            "--dst",
+            "198.19.0.1:443",
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        one_error_line(&out).contains("is not an address and port"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        daemon.daemon.flows.lock().unwrap().len(),
+        1,
+        "no refused command cleared anything"
+    );
+
+    // The help says what clearing does to each mode.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgatectl"));
+    cmd.args(["flows", "clear", "--help"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = run_limited(cmd);
+    assert_eq!(out.code, 0);
+    for what in [
+        "--hand-over",
+        "--src",
+        "--dst",
+        "either direction",
+        "both ends are reset",
+        "stays, closed",
+        "handed over to pass-through",
+        "cannot be handed over",
+        "bypass  The entry is forgotten",
+        "drop    The entry is forgotten",
+    ] {
+        assert!(
+            out.stdout.contains(what),
+            "flows clear --help does not say {what:?}: {}",
+            out.stdout
+        );
+    }
 }

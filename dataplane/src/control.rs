@@ -18,6 +18,7 @@ use tollgate_control::protocol::{
 use crate::daemon::Dataplane;
 use crate::pipeline::PortSide;
 use crate::policy::{action_of, CompiledPolicy};
+use crate::proxy::ClearAction;
 use crate::worker::WorkerCommand;
 
 /// How long a policy change may take to reach every worker before the
@@ -125,7 +126,9 @@ impl ControlPlane {
                 page,
                 page_size,
             } => {
-                if page_size == 0 || page_size > MAX_PAGE_SIZE {
+                if let Err(e) = filter.check() {
+                    Response::error(None, ErrorCode::Invalid, e.to_string())
+                } else if page_size == 0 || page_size > MAX_PAGE_SIZE {
                     Response::error(
                         None,
                         ErrorCode::Invalid,
@@ -135,28 +138,10 @@ impl ControlPlane {
                     self.flows_list(dp, filter, page, page_size)
                 }
             }
-            Op::FlowsClear { filter } => {
-                let replies = dp.ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::ClearFlows {
-                    filter: filter.clone(),
-                    reply,
-                });
-                let answered = replies.iter().filter(|r| r.is_some()).count();
-                let cleared: u64 = replies.into_iter().flatten().sum();
-                if answered < dp.workers() {
-                    Response::error(
-                        None,
-                        ErrorCode::Unavailable,
-                        format!(
-                            "{} of {} workers did not answer; {cleared} flows cleared",
-                            dp.workers() - answered,
-                            dp.workers()
-                        ),
-                    )
-                } else {
-                    tracing::info!(uid, cleared, "control: flows cleared");
-                    Response::ok(None, FlowsClearReply { cleared })
-                }
-            }
+            Op::FlowsClear { filter, hand_over } => match filter.check() {
+                Ok(()) => self.flows_clear(dp, uid, filter, hand_over),
+                Err(e) => Response::error(None, ErrorCode::Invalid, e.to_string()),
+            },
             Op::Stats {} => {
                 publish_first(dp);
                 Response::ok(None, self.stats(dp))
@@ -375,6 +360,58 @@ impl ControlPlane {
                 limits,
             },
         )
+    }
+
+    fn flows_clear(
+        &self,
+        dp: &Dataplane,
+        uid: u32,
+        filter: tollgate_control::protocol::FlowFilter,
+        hand_over: bool,
+    ) -> Response {
+        let action = if hand_over {
+            ClearAction::HandOver
+        } else {
+            ClearAction::Reset
+        };
+        let replies = dp.ask_workers(WORKER_TIMEOUT, |reply| WorkerCommand::ClearFlows {
+            filter: filter.clone(),
+            action,
+            reply,
+        });
+        let answered = replies.iter().filter(|r| r.is_some()).count();
+        let mut all = FlowsClearReply::default();
+        for reply in replies.into_iter().flatten() {
+            all.absorb(reply);
+        }
+        let (p, b, d) = (all.proxy, all.bypass, all.drop);
+        if answered < dp.workers() {
+            return Response::error(
+                None,
+                ErrorCode::Unavailable,
+                format!(
+                    "{} of {} workers did not answer; on the others {} flows cleared ({} proxied connections reset, {} handed over)",
+                    dp.workers() - answered,
+                    dp.workers(),
+                    all.cleared,
+                    p.reset,
+                    p.handed_over
+                ),
+            );
+        }
+        tracing::info!(
+            uid,
+            cleared = all.cleared,
+            proxy_reset = p.reset,
+            proxy_handed_over = p.handed_over,
+            proxy_forgotten = p.forgotten,
+            proxy_kept = p.kept,
+            bypass_forgotten = b.forgotten,
+            bypass_kept = b.kept,
+            drop_forgotten = d.forgotten,
+            "control: flows cleared"
+        );
+        Response::ok(None, all)
     }
 
     fn flows_list(

@@ -2,24 +2,25 @@
 //! flow entries for `flows list` and `flows clear`.
 
 use tollgate_control::policy::{Ingress, Protocol};
-use tollgate_control::protocol::{FlowFilter, FlowView};
+use tollgate_control::protocol::{
+    FlowFilter, FlowView, FlowsClearReply, KeptFlow, KeptReason, MAX_KEPT_LISTED,
+};
 
-use crate::flow::{Direction, FlowEntry, HandoverCause, TcpPhase};
+use crate::flow::{Direction, FlowEntry, FlowMode, FlowTable, HandoverCause, TcpPhase};
 use crate::pipeline::PortSide;
 use crate::policy::action_of;
+use crate::proxy::{ClearAction, Cleared, FrameSink, ProxyTable};
+use crate::tcp::payload::Payload;
 
 pub fn matches(filter: &FlowFilter, e: &FlowEntry) -> bool {
     let key = e.key();
-    let (low, high) = (key.low(), key.high());
-    filter.proto.is_none_or(|p| p.0 == key.protocol())
-        && filter
-            .port
-            .is_none_or(|p| low.port() == p || high.port() == p)
-        && filter
-            .prefix
-            .is_none_or(|p| p.contains(low.ip()) || p.contains(high.ip()))
-        && filter.mode.is_none_or(|m| m == action_of(e.mode()))
-        && filter.rule.is_none_or(|r| r == e.rule())
+    filter.matches(
+        Protocol(key.protocol()),
+        key.low(),
+        key.high(),
+        action_of(e.mode()),
+        (e.rule() != 0).then_some(e.rule()),
+    )
 }
 
 /// A flow picked up mid-stream never showed a handshake: until the other side answers it is
@@ -69,4 +70,77 @@ pub fn view(worker: u16, e: &FlowEntry, now_ms: u64) -> FlowView {
             _ => None,
         },
     }
+}
+
+/// `flows clear` on one worker's flows. Entries that hold nothing but counters are forgotten;
+/// connections the proxy holds are the proxy table's to reset or hand over (`action`); flows
+/// it handed over earlier and still serves are kept, as forgetting them would break them.
+pub fn clear<P: Payload>(
+    flows: &mut FlowTable,
+    proxies: &mut ProxyTable<P>,
+    filter: &FlowFilter,
+    action: ClearAction,
+    worker: u16,
+    now_ms: u64,
+    sink: &mut impl FrameSink<P>,
+) -> FlowsClearReply {
+    let mut report = FlowsClearReply::default();
+    let mut connections = Vec::new();
+    let kept = |e: &FlowEntry, reason| {
+        let (src, dst) = e.key().endpoints(e.initiator());
+        KeptFlow {
+            worker,
+            proto: Protocol(e.key().protocol()),
+            src,
+            dst,
+            mode: action_of(e.mode()),
+            reason,
+        }
+    };
+    flows.remove_where(|e| {
+        if !matches(filter, e) {
+            return false;
+        }
+        let counts = match e.mode() {
+            FlowMode::Proxy => &mut report.proxy,
+            FlowMode::Bypass => &mut report.bypass,
+            FlowMode::Drop => &mut report.drop,
+        };
+        match (e.mode(), e.proxy_slot()) {
+            (FlowMode::Proxy, Some(slot)) => {
+                connections.push((slot, *e.key(), e.hash()));
+                false
+            }
+            (_, Some(_)) => {
+                counts.kept += 1;
+                if report.kept.len() < MAX_KEPT_LISTED {
+                    report.kept.push(kept(e, KeptReason::PassThrough));
+                }
+                false
+            }
+            (_, None) => {
+                counts.forgotten += 1;
+                true
+            }
+        }
+    });
+    for (slot, key, hash) in connections {
+        match proxies.clear(flows, slot, action, now_ms, sink) {
+            Cleared::Reset => report.proxy.reset += 1,
+            Cleared::HandedOver => report.proxy.handed_over += 1,
+            Cleared::Kept(reason) => {
+                report.proxy.kept += 1;
+                if report.kept.len() < MAX_KEPT_LISTED {
+                    if let Some(e) = flows.get(&key, hash) {
+                        report.kept.push(kept(e, reason));
+                    }
+                }
+            }
+        }
+    }
+    report.cleared = [report.proxy, report.bypass, report.drop]
+        .iter()
+        .map(|c| c.total() - c.kept)
+        .sum();
+    report
 }

@@ -12,7 +12,7 @@ use dpdk::{
     prefetch, tsc, tsc_hz, Burst, Mbuf, MbufSlice, Mempool, RingConsumer, RingProducer, RxQueue,
     TxQueue, BURST_SIZE,
 };
-use tollgate_control::protocol::{FlowFilter, FlowView, RuleHits};
+use tollgate_control::protocol::{FlowFilter, FlowView, FlowsClearReply, RuleHits};
 use tollgate_control::{LimitCounters, ProxyCounters};
 
 use crate::counters::{DropReason, WorkerCounters};
@@ -22,7 +22,9 @@ use crate::notice::Notices;
 use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
 use crate::policy::PolicyBoard;
-use crate::proxy::{Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable};
+use crate::proxy::{
+    ClearAction, Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable,
+};
 
 /// Requests from the control plane, answered between bursts. The queue is
 /// bounded and the control plane waits with a timeout, so neither side can
@@ -34,10 +36,12 @@ pub enum WorkerCommand {
         limit: usize,
         reply: Sender<(u64, Vec<FlowView>)>,
     },
-    /// Removes the flows matching the filter; replies with how many.
+    /// Clears the flows matching the filter: proxied connections reset or handed over (by
+    /// `action`), other entries forgotten; replies with what became of them.
     ClearFlows {
         filter: FlowFilter,
-        reply: Sender<u64>,
+        action: ClearAction,
+        reply: Sender<FlowsClearReply>,
     },
     /// Applies the current policy to live flows; replies with how many changed.
     Reclassify { reply: Sender<u64> },
@@ -110,7 +114,7 @@ pub struct Worker {
     pub pool: Arc<Mempool>,
     /// Both ports take multi-segment frames, so relayed payload is chained, not copied.
     pub tx_multi_seg: bool,
-    /// Flows whose entries expired or were cleared, whose proxy slots are to be released.
+    /// Flows whose entries expired, whose proxy slots are to be released.
     pub released: Vec<u32>,
 }
 
@@ -580,19 +584,16 @@ impl Worker {
                 }
                 let _ = reply.send((total, flows));
             }
-            WorkerCommand::ClearFlows { filter, reply } => {
-                let released = &mut self.released;
-                let removed = self.pipeline.flows_mut().remove_where(|e| {
-                    let doomed = flow_view::matches(&filter, e);
-                    if doomed {
-                        if let Some(slot) = e.proxy_slot() {
-                            released.push(slot);
-                        }
-                    }
-                    doomed
+            WorkerCommand::ClearFlows {
+                filter,
+                action,
+                reply,
+            } => {
+                let worker = self.id as u16;
+                let report = self.with_proxies(out, |proxies, flows, sink| {
+                    flow_view::clear(flows, proxies, &filter, action, worker, now_ms, sink)
                 });
-                self.release_proxies(now_ms, out);
-                let _ = reply.send(removed as u64);
+                let _ = reply.send(report);
             }
             WorkerCommand::Reclassify { reply } => {
                 let changed = self.pipeline.reclassify();

@@ -44,6 +44,7 @@ Examples:
   tollgatectl policy replace --file /etc/tollgate/policy.json
   tollgatectl explain --proto tcp --src 198.18.0.1:40000 --dst 198.19.0.1:10000
   tollgatectl flows list --mode bypass --port 10000
+  tollgatectl flows clear --port 5201 --hand-over
   tollgatectl stats --json
   tollgatectl stats --prometheus > /var/lib/node_exporter/textfile/tollgate.prom
 
@@ -396,12 +397,41 @@ enum FlowsCommand {
         #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE_SIZE as i64))]
         page_size: u32,
     },
-    /// Forget live flows (all of them unless filtered); their next frames are classified afresh
+    /// Clear live flows (all of them unless filtered): proxied connections are reset at both ends (or handed over with --hand-over), other flows' entries forgotten
+    #[command(after_help = CLEAR_HELP)]
     Clear {
         #[command(flatten)]
         filter: FilterArgs,
+        /// Hand proxied connections over to pass-through instead of resetting them: their endpoints carry on unproxied, byte for byte
+        #[arg(long)]
+        hand_over: bool,
     },
 }
+
+const CLEAR_HELP: &str = "\
+What clearing does, by the flow's mode (as `flows list` shows it):
+  proxy   Tollgate holds the connection: both ends are reset (each gets a RST
+          in the other's name), and the entry stays, closed, for the TCP closed
+          timeout (flows.tcp_closed_timeout_secs, 10 s), so that segments still
+          in flight from either end are ignored rather than taken for a new flow.
+          With --hand-over the connection is handed over to pass-through
+          instead: the endpoints carry on unproxied, and tollgate first delivers
+          what it had acknowledged on their behalf. A connection still in its
+          handshake, or one end of which has closed, cannot be handed over: it
+          is kept proxied and listed. A proxy-mode entry holding no connection
+          (picked up mid-stream, or finished) is forgotten.
+  bypass  The entry is forgotten: the flow's next frame makes a new one,
+          classified by the policy in force (its initiator is then whichever end
+          sends first). A flow the proxy handed over earlier and still serves
+          (delivering bytes it owes, or translating sequence numbers) is kept:
+          forgetting it would break the connection.
+  drop    The entry is forgotten; the next frame is classified afresh.
+The reply counts the flows by mode and outcome and lists the ones kept
+(--json: see the README).
+
+Examples:
+  tollgatectl flows clear --port 8081 --hand-over
+  tollgatectl flows clear --proto tcp --src 198.18.0.1:46586 --dst 198.18.0.2:8081";
 
 #[derive(Debug, Args)]
 struct FilterArgs {
@@ -420,17 +450,31 @@ struct FilterArgs {
     /// Flows classified by the rule with this id
     #[arg(long, value_name = "ID")]
     rule: Option<u32>,
+    /// With --dst: the connection between these two endpoints, in either direction (IP:PORT, [IPv6]:PORT, or a bare IP for protocols without ports); add --proto for the whole 5-tuple
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_endpoint, requires = "dst")]
+    src: Option<SocketAddr>,
+    /// The connection's other endpoint (see --src)
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_endpoint, requires = "src")]
+    dst: Option<SocketAddr>,
 }
 
 impl FilterArgs {
-    fn filter(&self) -> FlowFilter {
-        FlowFilter {
+    /// The filter, checked here so that a mistake is reported as such even when the daemon
+    /// is down.
+    fn filter(&self) -> Result<FlowFilter, String> {
+        let filter = FlowFilter {
             prefix: self.prefix,
             port: self.port,
             proto: self.proto,
             mode: self.mode.map(Action::from),
             rule: self.rule,
-        }
+            src: self.src,
+            dst: self.dst,
+        };
+        filter
+            .check()
+            .map_err(|e| format!("--{} {}", e.field, e.message))?;
+        Ok(filter)
     }
 }
 
@@ -555,12 +599,13 @@ fn operation(command: &Command) -> Result<Op, String> {
             page,
             page_size,
         }) => Op::FlowsList {
-            filter: filter.filter(),
+            filter: filter.filter()?,
             page: page - 1,
             page_size: *page_size,
         },
-        Command::Flows(FlowsCommand::Clear { filter }) => Op::FlowsClear {
-            filter: filter.filter(),
+        Command::Flows(FlowsCommand::Clear { filter, hand_over }) => Op::FlowsClear {
+            filter: filter.filter()?,
+            hand_over: *hand_over,
         },
         Command::Stats { .. } => Op::Stats {},
         Command::Health => Op::Health {},
@@ -842,10 +887,7 @@ fn render(command: &Command, result: Value) -> Result<String, String> {
             }
         }
         Command::Flows(FlowsCommand::List { .. }) => render_flows(&mut out, &typed(result)?),
-        Command::Flows(FlowsCommand::Clear { .. }) => {
-            let r: FlowsClearReply = typed(result)?;
-            let _ = writeln!(out, "cleared {} flow{}", r.cleared, plural(r.cleared));
-        }
+        Command::Flows(FlowsCommand::Clear { .. }) => render_clear(&mut out, &typed(result)?),
         Command::Stats { prometheus: false } => out = typed::<StatsReply>(result)?.render_table(),
         Command::Stats { prometheus: true } => {
             out = Prometheus(&typed::<StatsReply>(result)?).to_string()
@@ -1088,6 +1130,55 @@ fn render_flows(out: &mut String, reply: &FlowsListReply) {
         let _ = write!(out, "; next page: --page {}", reply.page + 2);
     }
     out.push('\n');
+}
+
+/// `cleared 3 flows`, then a line per mode that had any: what became of them, e.g.
+/// `  proxy   2 reset at both ends (entries kept closed for late segments), 1 kept`,
+/// then the kept flows, each with why.
+fn render_clear(out: &mut String, r: &FlowsClearReply) {
+    let _ = writeln!(out, "cleared {} flow{}", r.cleared, plural(r.cleared));
+    let lines = [("proxy", r.proxy), ("bypass", r.bypass), ("drop", r.drop)];
+    for (mode, c) in lines {
+        let mut parts = Vec::new();
+        if c.reset > 0 {
+            parts.push(format!(
+                "{} reset at both ends (entries kept closed a few seconds, for segments in flight)",
+                c.reset
+            ));
+        }
+        if c.handed_over > 0 {
+            parts.push(format!("{} handed over to pass-through", c.handed_over));
+        }
+        if c.forgotten > 0 {
+            parts.push(format!("{} forgotten", c.forgotten));
+        }
+        if c.kept > 0 {
+            parts.push(format!("{} kept unchanged", c.kept));
+        }
+        if !parts.is_empty() {
+            let _ = writeln!(out, "  {mode:<7} {}", parts.join(", "));
+        }
+    }
+    for k in &r.kept {
+        let _ = writeln!(
+            out,
+            "  kept: {} {} -> {} ({}, worker {}): {}",
+            k.proto,
+            k.src,
+            k.dst,
+            k.mode,
+            k.worker,
+            k.reason.explanation()
+        );
+    }
+    let kept = r.proxy.kept + r.bypass.kept + r.drop.kept;
+    if kept > r.kept.len() as u64 {
+        let _ = writeln!(
+            out,
+            "  ({} more kept, not listed)",
+            kept - r.kept.len() as u64
+        );
+    }
 }
 
 /// A proxied flow's two legs on one line under its row, e.g.

@@ -81,10 +81,13 @@ pub enum HandoverCause {
     Policy,
     /// Its first payload showed IPsec over TCP.
     Detection(IpsecFraming),
+    /// An operator's `flows clear --hand-over`.
+    Operator,
 }
 
 const HANDOVER_STALL: u8 = 1;
 const HANDOVER_POLICY: u8 = 2;
+const HANDOVER_OPERATOR: u8 = 3;
 /// Or'ed with the framing's code.
 const HANDOVER_DETECTION: u8 = 0x10;
 
@@ -94,6 +97,7 @@ impl HandoverCause {
             HandoverCause::Stall => "stall",
             HandoverCause::Policy => "policy",
             HandoverCause::Detection(_) => "detection",
+            HandoverCause::Operator => "operator",
         }
     }
 
@@ -102,6 +106,7 @@ impl HandoverCause {
             HandoverCause::Stall => HANDOVER_STALL,
             HandoverCause::Policy => HANDOVER_POLICY,
             HandoverCause::Detection(framing) => HANDOVER_DETECTION | framing as u8,
+            HandoverCause::Operator => HANDOVER_OPERATOR,
         }
     }
 
@@ -109,6 +114,7 @@ impl HandoverCause {
         match code {
             HANDOVER_STALL => Some(HandoverCause::Stall),
             HANDOVER_POLICY => Some(HandoverCause::Policy),
+            HANDOVER_OPERATOR => Some(HandoverCause::Operator),
             c if c & HANDOVER_DETECTION != 0 => {
                 IpsecFraming::from_code(c & !HANDOVER_DETECTION).map(HandoverCause::Detection)
             }
@@ -438,6 +444,15 @@ impl FlowEntry {
         self.tcp
     }
 
+    /// Tollgate reset the flow's connection itself (an operator cleared it): the entry takes
+    /// the closed timeout, as one a peer reset would, so that the segments still in flight
+    /// from either end meet it, in its orientation, rather than starting a new flow.
+    pub fn close_by_reset(&mut self) {
+        if self.key.protocol() == TCP {
+            self.tcp.record(RST, Direction::Original);
+        }
+    }
+
     /// `None` unless the flow is TCP.
     pub fn tcp_phase(&self) -> Option<TcpPhase> {
         (self.key.protocol() == TCP).then(|| self.tcp.phase())
@@ -497,7 +512,11 @@ mod tests {
 
     #[test]
     fn handover_causes_round_trip_through_their_byte() {
-        let mut causes = vec![HandoverCause::Stall, HandoverCause::Policy];
+        let mut causes = vec![
+            HandoverCause::Stall,
+            HandoverCause::Policy,
+            HandoverCause::Operator,
+        ];
         causes.extend(IpsecFraming::ALL.map(HandoverCause::Detection));
         for cause in causes {
             assert_eq!(HandoverCause::from_code(cause.code()), Some(cause));

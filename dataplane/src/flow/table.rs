@@ -389,6 +389,24 @@ impl FlowTable {
         changed
     }
 
+    /// Lets `update` change one flow, whose idle timer is then set anew; false if there is no
+    /// such flow.
+    pub fn update(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        update: impl FnOnce(&mut FlowEntry),
+    ) -> bool {
+        let Some(slot) = self.find(key, hash) else {
+            return false;
+        };
+        let entry = self.entries.get_mut(slot.position);
+        update(entry);
+        self.wheel
+            .schedule(entry.timer, entry.deadline_ms(&self.timeouts));
+        true
+    }
+
     /// Removes every flow `doomed` picks; returns how many.
     pub fn remove_where(&mut self, mut doomed: impl FnMut(&FlowEntry) -> bool) -> usize {
         let victims: Vec<(FlowKey, u64)> = self
@@ -869,6 +887,29 @@ mod tests {
             assert_eq!(table.expire(now), 0, "removed early at {now} ms");
         }
         assert_eq!(table.expire(15_000), 1);
+    }
+
+    /// A connection tollgate reset itself keeps its entry, closed, for the closed timeout:
+    /// a late segment from the responder meets it instead of making a flow the wrong way round.
+    #[test]
+    fn a_flow_closed_by_tollgate_keeps_its_orientation_until_the_closed_timeout() {
+        let mut table = table(16);
+        let (c, s) = ("198.18.0.1", "198.18.0.2");
+        let first = tcp(c, 40000, s, 443, SYN);
+        table.observe(&first, 0);
+        table.observe(&tcp(s, 443, c, 40000, SYN | ACK), 0);
+        table.observe(&tcp(c, 40000, s, 443, ACK), 5_000);
+        assert!(table.update(&first.key, first.hash, FlowEntry::close_by_reset));
+        let late = tcp(s, 443, c, 40000, ACK);
+        let entry = existing(table.observe(&late, 6_000));
+        assert_eq!(entry.tcp_phase(), Some(TcpPhase::Closed));
+        assert_eq!(entry.initiator(), first.orientation);
+        assert_eq!(entry.packets(Direction::Reply), 2);
+        for now in (0..16_000).step_by(100) {
+            assert_eq!(table.expire(now), 0, "removed early at {now} ms");
+        }
+        assert_eq!(table.expire(16_000), 1);
+        assert!(!table.update(&first.key, first.hash, FlowEntry::close_by_reset));
     }
 
     #[test]

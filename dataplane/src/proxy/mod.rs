@@ -9,6 +9,6 @@ mod tests;
 
 pub use frame::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
 pub use table::{
-    BudgetAction, Disposition, FrameSink, MidstreamAction, ProxySettings, ProxyTable, ProxyTarget,
-    RuleOptions,
+    BudgetAction, ClearAction, Cleared, Disposition, FrameSink, MidstreamAction, ProxySettings,
+    ProxyTable, ProxyTarget, RuleOptions,
 };

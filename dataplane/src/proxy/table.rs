@@ -8,20 +8,21 @@
 //! Each proxied flow's flow-table entry holds its slot here ([`FlowEntry::proxy_slot`]); the
 //! slot holds the flow's key to find the entry again. Both directions of the link are kept by
 //! whoever ends the flow: the proxy closing frees the slot and clears the entry's reference, an
-//! entry expiring or cleared releases the slot ([`ProxyTable::release`]).
+//! entry expiring releases the slot ([`ProxyTable::release`]), an operator's `flows clear` resets
+//! or hands over the connection and leaves the entry ([`ProxyTable::clear`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tollgate_control::protocol::{LegView, ProxyFlowView};
+use tollgate_control::protocol::{KeptReason, LegView, ProxyFlowView};
 use tollgate_control::{LimitCounters, ProxyCounters};
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
 use super::limits::{LimitHit, LimitTicket, RuleLimits};
 use crate::detect::{Detection, IpsecDetector, IpsecFraming};
-use crate::flow::{FlowKey, FlowMode, FlowTable, HandoverCause, ProxyLink};
+use crate::flow::{FlowEntry, FlowKey, FlowMode, FlowTable, HandoverCause, ProxyLink};
 use crate::notice::{Notice, NoticeKind, Notices};
 use crate::parse::TcpSegment;
 use crate::pipeline::PortSide;
@@ -254,6 +255,24 @@ pub enum Disposition {
     /// The first packet of a flow was not a SYN and `on_midstream` is drop: drop it, counted
     /// as `tcp_not_syn`. The proxy has removed the entry it made.
     NotSyn,
+}
+
+/// What `flows clear` does to the connections the proxy holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClearAction {
+    /// Reset both ends.
+    Reset,
+    /// Hand the connection over to pass-through: its endpoints carry on unproxied.
+    HandOver,
+}
+
+/// What [`ProxyTable::clear`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleared {
+    Reset,
+    HandedOver,
+    /// Left as it was, for this reason.
+    Kept(KeptReason),
 }
 
 /// A proxied flow.
@@ -574,38 +593,64 @@ impl<P: Payload> ProxyTable<P> {
         let Detecting::Found(framing) = flow.detection else {
             return false;
         };
+        let key = flow.key;
         // Nothing the segment made the legs queue is sent: the proxy delivers its data to the
         // far side as owed, and the far side's own ACK, passed through, answers the sender.
-        let cause = HandoverCause::Detection(framing);
-        match flow.proxy.convert_to_passthrough(now) {
-            Ok(_) => {
-                flow.handed_over = Some(cause);
-                // The last events: the handshake the segment completed, if it did, and the
-                // PassThrough the conversion queued, which is this handover.
-                let mut established = 0;
-                while let Some(event) = flow.proxy.poll_event() {
-                    if event == ProxyEvent::Established {
-                        established += 1;
-                    }
-                }
-                let key = flow.key;
-                self.counters.connections_established += established;
+        match self.convert(flows, slot, HandoverCause::Detection(framing), now, sink) {
+            Ok(()) => {
                 self.notices.push(Notice {
                     key,
                     kind: NoticeKind::Detected {
                         framing: framing.name(),
                     },
                 });
-                self.hand_over(flows, slot, cause);
-                self.drive(flows, slot, now, sink);
                 true
             }
             Err(ConvertError::HandshakeInProgress) => false,
             Err(ConvertError::Finished | ConvertError::Closing) => {
-                flow.detection = Detecting::Off;
+                if let Some(flow) = self.proxied_mut(slot) {
+                    flow.detection = Detecting::Off;
+                }
                 false
             }
         }
+    }
+
+    /// Hands a proxied flow over to pass-through, for any cause (a stall excepted, which the
+    /// engine decides on its own): the entry goes to bypass mode, and the proxy stays on the
+    /// flow, delivering what it owes each endpoint, until it owes nothing. Nothing changes when
+    /// the flow cannot be handed over.
+    fn convert(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        cause: HandoverCause,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> Result<(), ConvertError> {
+        let Some(flow) = self.proxied_mut(slot) else {
+            return Err(ConvertError::Finished);
+        };
+        flow.proxy.convert_to_passthrough(now)?;
+        flow.handed_over = Some(cause);
+        // The last events: the handshake a segment just taken completed, if it did, and the
+        // PassThrough the conversion queued, which is this hand-over.
+        let mut established = false;
+        while let Some(event) = flow.proxy.poll_event() {
+            established |= event == ProxyEvent::Established;
+        }
+        let was_embryonic = established && std::mem::take(&mut flow.embryonic);
+        let source = flow.source;
+        if established {
+            self.counters.connections_established += 1;
+        }
+        if was_embryonic {
+            self.embryonic -= 1;
+            self.sources.closed(source);
+        }
+        self.hand_over(flows, slot, cause);
+        self.drive(flows, slot, now, sink);
+        Ok(())
     }
 
     /// A frame of a proxy-mode flow the proxy holds nothing for: a new connection, the end of
@@ -1383,8 +1428,8 @@ impl<P: Payload> ProxyTable<P> {
         translation.is_identity() || translation.apply(tcp_bytes).is_ok()
     }
 
-    /// The flow's entry is going away (expired, or cleared by an operator): resets a live
-    /// connection's legs and frees the slot.
+    /// The flow's entry is going away (it expired): resets a live connection's legs and frees
+    /// the slot.
     pub fn release(
         &mut self,
         flows: &mut FlowTable,
@@ -1393,6 +1438,44 @@ impl<P: Payload> ProxyTable<P> {
         sink: &mut impl FrameSink<P>,
     ) {
         self.free_slot(flows, slot, true, now, sink);
+    }
+
+    /// An operator's `flows clear` of a flow in proxy mode whose connection the proxy holds in
+    /// `slot`. Reset: both legs are reset and the slot freed, and the entry stays, closed, for
+    /// the closed timeout, so that the segments still in flight from either end meet it (and
+    /// are ignored, as those of any connection the proxy has finished) instead of making a new
+    /// flow, oriented by whichever end spoke first. Hand over: the flow is handed over to
+    /// pass-through as a policy change would hand it, or kept proxied when it cannot be.
+    pub fn clear(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        action: ClearAction,
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> Cleared {
+        if action == ClearAction::HandOver && self.proxied_mut(slot).is_some() {
+            return match self.convert(flows, slot, HandoverCause::Operator, now, sink) {
+                Ok(()) => Cleared::HandedOver,
+                Err(ConvertError::HandshakeInProgress) => {
+                    Cleared::Kept(KeptReason::HandshakeInProgress)
+                }
+                // In TIME-WAIT, or one leg closed for good: it ends proxied, moments from now.
+                Err(ConvertError::Closing | ConvertError::Finished) => {
+                    Cleared::Kept(KeptReason::Closing)
+                }
+            };
+        }
+        let held = match self.slots.get(slot as usize).and_then(|s| s.held.as_ref()) {
+            Some(Held::Proxied(flow)) => Some((flow.key, flow.hash)),
+            Some(Held::Translated(t)) => Some((t.key, t.hash)),
+            None => None,
+        };
+        self.free_slot(flows, slot, true, now, sink);
+        if let Some((key, hash)) = held {
+            flows.update(&key, hash, FlowEntry::close_by_reset);
+        }
+        Cleared::Reset
     }
 
     /// After a policy change applied to live flows: proxied flows whose entry is no longer in
@@ -1418,14 +1501,8 @@ impl<P: Payload> ProxyTable<P> {
                 Some(FlowMode::Proxy) => {}
                 Some(FlowMode::Bypass) => {
                     changed += 1;
-                    match flow.proxy.convert_to_passthrough(now) {
-                        Ok(_) => {
-                            flow.handed_over = Some(HandoverCause::Policy);
-                            // The PassThrough event the conversion queued is this handover.
-                            while flow.proxy.poll_event().is_some() {}
-                            self.hand_over(flows, slot, HandoverCause::Policy);
-                            self.drive(flows, slot, now, sink);
-                        }
+                    match self.convert(flows, slot, HandoverCause::Policy, now, sink) {
+                        Ok(()) => {}
                         // A handshake half done cannot be handed over; the client's next SYN
                         // starts a bypassed flow.
                         Err(ConvertError::HandshakeInProgress) => {

@@ -7,19 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tollgate_control::policy::{Action, PolicySet};
-use tollgate_control::protocol::PolicyDefaults;
+use tollgate_control::protocol::{FlowFilter, FlowsClearReply, KeptReason, PolicyDefaults};
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
 use super::table::{
-    Disposition, FrameSink, MidstreamAction, ProxySettings, ProxyTable, RuleOptions,
+    ClearAction, Disposition, FrameSink, MidstreamAction, ProxySettings, ProxyTable, RuleOptions,
 };
 use crate::config::FrameAction;
 use crate::counters::DropReason;
 use crate::detect::{samples, IpsecFraming};
-use crate::flow::{FlowMode, FlowTableConfig, HandoverCause};
+use crate::flow::{Direction, FlowEntry, FlowMode, FlowTableConfig, HandoverCause, TcpPhase};
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Verdict};
 use crate::policy::CompiledPolicy;
-use crate::synth::{self, Addressing, TcpHeader, TCP_SYN};
+use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 use crate::tcp::endpoint::{reset_for, Endpoint, EndpointConfig, State, SynOptions, Transmit};
 use crate::tcp::inspect::SignatureInspector;
 use crate::tcp::payload::{Payload, TestBytes};
@@ -1350,4 +1350,191 @@ fn a_syn_cookie_holds_no_place_and_its_ack_is_admitted_against_the_limits() {
     assert_eq!(syn_answer(&mut lab, "198.19.0.1:1000"), refused());
     assert_eq!(lab.proxies.counters().syn_cookies_sent, 1);
     assert_eq!(limit_counters(&lab, rule).conn_max_hits, 1);
+}
+
+impl Lab {
+    /// `flows clear` as the worker runs it, with what tollgate sends on its way to the hosts.
+    fn clear(&mut self, filter: FlowFilter, action: ClearAction) -> FlowsClearReply {
+        let mut out = Frames::default();
+        let reply = crate::flow_view::clear(
+            self.pipeline.flows_mut(),
+            &mut self.proxies,
+            &filter,
+            action,
+            0,
+            self.now,
+            &mut out,
+        );
+        self.route(out);
+        reply
+    }
+
+    /// The flow's entry, and its initiator and responder.
+    fn the_entry(&self) -> (&FlowEntry, SocketAddr, SocketAddr) {
+        let mut entries = self.pipeline.flows().iter();
+        let e = entries.next().expect("an entry");
+        assert!(entries.next().is_none(), "one entry");
+        let (src, dst) = e.key().endpoints(e.initiator());
+        (e, src, dst)
+    }
+}
+
+fn the_server_port() -> FlowFilter {
+    FlowFilter {
+        port: Some(SERVER.parse::<SocketAddr>().unwrap().port()),
+        ..FlowFilter::default()
+    }
+}
+
+/// A download under way, until the client has `bytes` of it.
+fn download_until(lab: &mut Lab, down: &[u8], sent: &mut usize, bytes: usize) -> bool {
+    lab.run_until(20_000, |lab| {
+        if let Some(server) = lab.server.as_mut() {
+            if server.state().is_synchronized() {
+                feed(server, down, sent);
+            }
+        }
+        lab.client_got.len() >= bytes
+    })
+}
+
+/// `flows clear` resets a proxied connection at both ends. The segments still in flight from
+/// either end then meet its entry, closed and in its orientation, and are ignored: none makes
+/// a new flow with the server as its initiator, which `flows list` showed as
+/// `198.18.0.2:8080 -> 198.18.0.1:40000 proxy ... closed`.
+#[test]
+fn a_cleared_proxied_connection_is_reset_and_its_late_segments_make_no_flow_backwards() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    let (client, server): (SocketAddr, SocketAddr) =
+        (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let down = data(2_000_000, 42);
+    let mut sent = 0;
+    assert!(download_until(&mut lab, &down, &mut sent, 100_000));
+
+    let reply = lab.clear(the_server_port(), ClearAction::Reset);
+    assert_eq!((reply.cleared, reply.proxy.reset), (1, 1), "{reply:?}");
+    let rst = |frames: &VecDeque<Vec<u8>>| {
+        frames
+            .iter()
+            .filter(|f| {
+                Inbound::read(f)
+                    .unwrap()
+                    .header
+                    .flags
+                    .contains(TcpFlags::RST)
+            })
+            .count()
+    };
+    assert_eq!((rst(&lab.to_client), rst(&lab.to_server)), (1, 1));
+
+    // Sent before the RSTs arrived: data from the server, an ACK from the client.
+    let late = |from: SocketAddr, to: SocketAddr, payload: &[u8]| {
+        synth::tcp(
+            &Addressing::new(from, to),
+            TcpHeader {
+                flags: TCP_ACK,
+                seq: 7_000_000,
+                ack: 9_000_000,
+                ..Default::default()
+            },
+            payload,
+        )
+    };
+    lab.forwarded = 0;
+    lab.through_tollgate(late(server, client, &[0x5a; 1000]), PortSide::Outside);
+    lab.through_tollgate(late(client, server, b""), PortSide::Inside);
+    let (entry, src, dst) = lab.the_entry();
+    assert_eq!(
+        (src, dst),
+        (client, server),
+        "the client stays the initiator"
+    );
+    assert_eq!(entry.mode(), FlowMode::Proxy);
+    assert_eq!(entry.tcp_phase(), Some(TcpPhase::Closed));
+    assert!(entry.packets(Direction::Reply) > 0);
+    assert_eq!(
+        lab.forwarded, 0,
+        "late segments of a reset connection go nowhere"
+    );
+
+    assert!(lab.run_until(100, |lab| {
+        lab.client.state() == State::Closed
+            && lab
+                .server
+                .as_ref()
+                .is_some_and(|s| s.state() == State::Closed)
+    }));
+    assert!(lab.client_got.len() < down.len());
+    // The entry goes after the closed timeout, like that of any connection reset.
+    let config = FlowTableConfig::default();
+    let (closed_ms, tick_ms) = (config.timeouts.tcp_closed_ms, config.tick_ms);
+    lab.pipeline.expire(lab.now + closed_ms - 2_000);
+    assert_eq!(lab.pipeline.flows().len(), 1);
+    lab.pipeline.expire(lab.now + closed_ms + 2 * tick_ms);
+    assert_eq!(lab.pipeline.flows().len(), 0);
+    assert_eq!(lab.proxies.counters().connections_active, 0);
+}
+
+/// `flows clear --hand-over`: a connection still in its handshake is kept proxied and
+/// reported; one relaying is handed over and finishes byte-exact, unproxied; a plain clear of
+/// it while the proxy still serves it (owed bytes, translated numbers) keeps it, since
+/// forgetting it would break it.
+#[test]
+fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
+    let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    assert!(lab.run_until(1_000, |lab| {
+        lab.pipeline
+            .flows()
+            .iter()
+            .next()
+            .and_then(|e| e.proxy_slot())
+            .and_then(|slot| lab.proxies.view(slot))
+            .and_then(|v| v.client_leg)
+            .is_some_and(|leg| leg.state == "SYN-RECEIVED")
+    }));
+    let reply = lab.clear(the_server_port(), ClearAction::HandOver);
+    assert_eq!((reply.cleared, reply.proxy.kept), (0, 1), "{reply:?}");
+    assert_eq!(reply.kept[0].reason, KeptReason::HandshakeInProgress);
+    assert_eq!(reply.kept[0].src, CLIENT.parse().unwrap());
+
+    let (up, down) = (data(300_000, 43), data(900_000, 44));
+    let (mut sent_up, mut sent_down) = (0, 0);
+    let mut handed_over = false;
+    let done = lab.run_until(30_000, |lab| {
+        if lab.client.state() == State::Established {
+            feed(&mut lab.client, &up, &mut sent_up);
+        }
+        if let Some(server) = lab.server.as_mut() {
+            if server.state().is_synchronized() {
+                feed(server, &down, &mut sent_down);
+            }
+        }
+        if !handed_over && lab.client_got.len() > 200_000 {
+            handed_over = true;
+            let reply = lab.clear(the_server_port(), ClearAction::HandOver);
+            assert_eq!(
+                (reply.cleared, reply.proxy.handed_over),
+                (1, 1),
+                "{reply:?}"
+            );
+            let (entry, _, _) = lab.the_entry();
+            assert_eq!(entry.mode(), FlowMode::Bypass);
+            assert_eq!(entry.handover(), Some(HandoverCause::Operator));
+            let still_served = entry.proxy_slot().is_some();
+            let reply = lab.clear(the_server_port(), ClearAction::Reset);
+            if still_served {
+                assert_eq!((reply.cleared, reply.bypass.kept), (0, 1), "{reply:?}");
+                assert_eq!(reply.kept[0].reason, KeptReason::PassThrough);
+            } else {
+                assert_eq!(reply.bypass.forgotten, 1, "{reply:?}");
+            }
+        }
+        lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
+    });
+    assert!(done, "the transfer did not finish");
+    assert_eq!(lab.server_got, up);
+    assert_eq!(lab.client_got, down);
+    let c = lab.proxies.counters();
+    assert_eq!((c.handovers, c.handover_abandoned), (1, 0));
+    assert!(lab.forwarded > 0, "the rest went through unproxied");
 }

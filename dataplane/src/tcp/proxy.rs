@@ -1307,7 +1307,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
         owed[from.other().index()].on_sender_segment(&seen);
     }
 
-    /// The connection is gone (expired or cleared): nothing owed is sent any more.
+    /// The connection is gone (its entry expired): nothing owed is sent any more.
     pub fn abandon_owed(&mut self) {
         if let Some(owed) = self.owed.as_mut() {
             owed.iter_mut().for_each(OwedStream::abandon);

@@ -327,14 +327,6 @@ impl<P: Payload> OwedStream<P> {
         }
     }
 
-    /// The connection is gone (an operator's clear, an expiry): nothing more is sent.
-    pub fn abandon(&mut self) {
-        if self.state == OwedState::Sending {
-            self.state = OwedState::Abandoned;
-            self.rtx_at = None;
-        }
-    }
-
     pub fn poll_at(&self) -> Option<u64> {
         if self.state == OwedState::Sending {
             self.rtx_at

@@ -1306,13 +1306,6 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
         }
         owed[from.other().index()].on_sender_segment(&seen);
     }
-
-    /// The connection is gone (its entry expired): nothing owed is sent any more.
-    pub fn abandon_owed(&mut self) {
-        if let Some(owed) = self.owed.as_mut() {
-            owed.iter_mut().for_each(OwedStream::abandon);
-        }
-    }
 }
 
 /// The per-direction rewrites that let each real endpoint keep the view it had of the proxy's

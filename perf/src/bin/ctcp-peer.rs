@@ -492,8 +492,10 @@ struct Report {
     segments_sent: u64,
     pure_acks_sent: u64,
     /// Segments the kernel refused to send (local netfilter drop: EPERM; full queue),
-    /// included in segments_sent.
+    /// included in segments_sent...
     local_send_drops: u64,
+    /// ...and of those, the ones carrying a datagram: sent, never on the wire.
+    datagram_send_drops: u64,
     /// Unique datagrams received (by the sender's index).
     datagrams_received: u64,
     ike_received: u64,
@@ -718,6 +720,7 @@ struct Endpoint {
     segments_sent: u64,
     pure_acks_sent: u64,
     local_send_drops: u64,
+    datagram_send_drops: u64,
     ike_sent: u32,
     esp_sent: u32,
     fin_sent: bool,
@@ -752,6 +755,9 @@ impl Endpoint {
         let segment = wire::build_segment(*self.local.ip(), *remote.ip(), &header, payload);
         if let Sent::DroppedLocally = self.socket.send(*remote.ip(), &segment)? {
             self.local_send_drops += 1;
+            if !payload.is_empty() {
+                self.datagram_send_drops += 1;
+            }
         }
         self.segments_sent += 1;
         if flags & ACK != 0 {
@@ -1035,6 +1041,7 @@ impl Endpoint {
             segments_sent: self.segments_sent,
             pure_acks_sent: self.pure_acks_sent,
             local_send_drops: self.local_send_drops,
+            datagram_send_drops: self.datagram_send_drops,
             datagrams_received: r.datagrams,
             ike_received: r.ike,
             esp_received: r.esp,
@@ -1215,6 +1222,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         segments_sent: 0,
         pure_acks_sent: 0,
         local_send_drops: 0,
+        datagram_send_drops: 0,
         ike_sent: 0,
         esp_sent: 0,
         fin_sent: false,

@@ -378,7 +378,8 @@ pub struct ProxySection {
     /// Server ports whose proxied flows are watched for IPsec over TCP (handed over to
     /// pass-through when their first payload shows it) unless their rule says `detect`.
     pub detect_ipsec_over_tcp_ports: Vec<u16>,
-    /// The largest MSS either leg offers.
+    /// The largest MSS either leg offers over IPv4 (the link MTU less 40); over IPv6, 20
+    /// less. A SYN cookie's SYN-ACK, sent before the server is asked, offers it.
     pub mss: u16,
     /// Byte patterns that reset a proxied connection when its stream carries them.
     #[serde(rename = "signature")]

@@ -638,8 +638,13 @@ impl<P: Payload> ProxyTable<P> {
         Disposition::Forward
     }
 
-    fn flow_config(&self, options: RuleOptions) -> ProxyConfig {
-        let mut config = self.settings.flow;
+    /// The flow's TCP settings: the configuration's, for the flow's IP version and rule.
+    fn flow_config(&self, options: RuleOptions, seg: &Inbound) -> ProxyConfig {
+        let mut config = if seg.src.is_ipv6() {
+            self.settings.flow.for_ipv6()
+        } else {
+            self.settings.flow
+        };
         if let Some(action) = options.on_stall {
             config.stall.action = action;
         }
@@ -757,7 +762,7 @@ impl<P: Payload> ProxyTable<P> {
         let Some(mut addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;
         };
-        let config = self.flow_config(options);
+        let config = self.flow_config(options, seg);
         let source = self.sources.bucket_of(seg.src);
         // The global bound first: a SYN it answers with a cookie does not start the source's
         // hold.
@@ -840,7 +845,7 @@ impl<P: Payload> ProxyTable<P> {
             return Some(Disposition::Unusable);
         };
         let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
-        let config = self.flow_config(options);
+        let config = self.flow_config(options, seg);
         // The ACK that completes a cookie handshake may carry the first payload (when the
         // client's bare ACK was lost): it is watched like any other. The hand-over waits for
         // the server leg's handshake, and comes with the next segment of the flow.

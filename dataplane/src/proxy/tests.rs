@@ -86,6 +86,8 @@ struct Lab {
     server_reads_every_ms: u64,
     /// What the flow's policy rule says.
     rule_options: RuleOptions,
+    /// What the server host offers in its SYN-ACK.
+    server_offer: SynOptions,
 }
 
 fn policy(default_tcp: Action) -> Arc<CompiledPolicy> {
@@ -114,8 +116,24 @@ impl Lab {
         default_tcp: Action,
         inspector: SignatureInspector,
     ) -> Lab {
-        let client: SocketAddr = CLIENT.parse().unwrap();
-        let server: SocketAddr = SERVER.parse().unwrap();
+        let hosts = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+        Lab::between(
+            settings,
+            default_tcp,
+            inspector,
+            hosts,
+            SynOptions::default(),
+        )
+    }
+
+    /// A lab whose client and server have these addresses and offer these options.
+    fn between(
+        settings: ProxySettings,
+        default_tcp: Action,
+        inspector: SignatureInspector,
+        (client, server): (SocketAddr, SocketAddr),
+        offer: SynOptions,
+    ) -> Lab {
         let template = synth::tcp(
             &Addressing::new(client, server),
             TcpHeader {
@@ -148,7 +166,7 @@ impl Lab {
                 client.port(),
                 server.port(),
                 SeqNumber(0xfffff000),
-                SynOptions::default(),
+                offer,
                 0,
             ),
             server: None,
@@ -171,6 +189,7 @@ impl Lab {
             not_syn: 0,
             server_reads_every_ms: 1,
             rule_options: RuleOptions::default(),
+            server_offer: offer,
         }
     }
 
@@ -325,7 +344,7 @@ impl Lab {
                             seg.header.dst_port,
                             seg.header.src_port,
                             SeqNumber(0x1234_5678),
-                            SynOptions::default(),
+                            self.server_offer,
                             self.now,
                         )
                         .unwrap(),
@@ -510,6 +529,42 @@ fn past_the_embryonic_limit_a_syn_cookie_opens_the_flow() {
     let counters = lab.proxies.counters();
     assert_eq!(counters.syn_cookies_sent, 1);
     assert_eq!(counters.syn_cookies_accepted, 1);
+}
+
+/// Hosts on a 1500-byte link offer an MSS of 1460 over IPv4 and 1440 over IPv6; the client
+/// leg's SYN-ACK offers the same, whether it mirrors the server's or stands in for it with a
+/// SYN cookie before the server has been asked.
+#[test]
+fn the_client_leg_offers_the_mss_of_the_ip_version_with_or_without_a_cookie() {
+    let versions = [
+        ("198.18.0.1:40000", "198.18.0.2:8080", 1460),
+        ("[2001:2::1]:40000", "[2001:2::2]:8080", 1440),
+    ];
+    for (client, server, mss) in versions {
+        for max_embryonic in [1024, 0] {
+            let settings = ProxySettings {
+                max_embryonic,
+                ..ProxySettings::default()
+            };
+            let offer = SynOptions {
+                mss,
+                ..SynOptions::default()
+            };
+            let hosts = (client.parse().unwrap(), server.parse().unwrap());
+            let inspector = SignatureInspector::new(&[]).unwrap();
+            let mut lab = Lab::between(settings, Action::Proxy, inspector, hosts, offer);
+            let (up, down) = (data(20_000, 3), data(20_000, 4));
+            assert!(transfer(&mut lab, &up, &down, 20_000), "{client} {mss}");
+            assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
+            let cookies = lab.proxies.counters().syn_cookies_accepted;
+            assert_eq!(cookies, u64::from(max_embryonic == 0), "{client}");
+            assert_eq!(
+                lab.client.negotiated().peer_mss,
+                mss,
+                "{client}, cookies: {cookies}"
+            );
+        }
+    }
 }
 
 /// A SYN flood from spoofed sources past the embryonic limit is answered with cookies and

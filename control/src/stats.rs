@@ -172,7 +172,8 @@ pub struct ProxyCounters {
     /// Gauge: payload bytes the proxy holds (send queues, out-of-order queues).
     pub buffered_bytes: u64,
     /// TCP flows in proxy mode seen without their handshake (picked up mid-stream, e.g. after
-    /// a restart): forwarded as pass-through, since there is nothing to proxy.
+    /// a restart), each counted once: forwarded as pass-through, since there is nothing to
+    /// proxy.
     pub midstream_passthrough: u64,
     /// Segments a leg did not accept, as any TCP would not: old duplicates (a peer
     /// retransmitting what was received, its ACK lost), beyond the window, RFC 5961 checks.

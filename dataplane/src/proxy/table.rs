@@ -610,6 +610,8 @@ impl<P: Payload> ProxyTable<P> {
                 }
             }
             ProxyLink::None => self.midstream(flows, target, seg),
+            // Counted on its first segment here; the rest pass as it did.
+            ProxyLink::PickedUp => Disposition::Forward,
             // A segment of a connection the proxy has finished (a late retransmission), or
             // anything but the ACK a cookie waits for: a closed TCP port would ignore or reset
             // it; the proxy ignores it.
@@ -622,8 +624,9 @@ impl<P: Payload> ProxyTable<P> {
 
     /// A segment of a flow seen without its handshake (picked up mid-stream after a restart,
     /// a flow the policy moved to proxy while it ran, or a flood): there is no connection to
-    /// terminate. It passes as it is, or, as the first packet of its flow under
-    /// `on_midstream = drop`, is dropped with its entry, which it has not earned.
+    /// terminate. It passes as it is, and the flow is counted and marked so that its other
+    /// segments pass without being counted again; or, as the first packet of its flow under
+    /// `on_midstream = drop`, it is dropped with its entry, which it has not earned.
     fn midstream(
         &mut self,
         flows: &mut FlowTable,
@@ -635,6 +638,9 @@ impl<P: Payload> ProxyTable<P> {
             return Disposition::NotSyn;
         }
         self.counters.midstream_passthrough += 1;
+        if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
+            entry.set_proxy_link(ProxyLink::PickedUp);
+        }
         Disposition::Forward
     }
 

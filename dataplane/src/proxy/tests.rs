@@ -656,6 +656,48 @@ fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
     assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
 }
 
+/// A flow picked up mid-stream is counted once, however many segments it carries either way
+/// (with cookies outstanding, too, when its client's segments are each checked for one).
+#[test]
+fn a_flow_picked_up_mid_stream_is_counted_once() {
+    for max_embryonic in [1024, 0] {
+        let settings = ProxySettings {
+            max_embryonic,
+            ..ProxySettings::default()
+        };
+        let mut lab = Lab::new(settings, Action::Proxy);
+        if max_embryonic == 0 {
+            syn_from(&mut lab, "198.19.0.9:4000");
+        }
+        let a = Addressing::new(CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+        for i in 0..10u32 {
+            for (addressing, ingress) in
+                [(&a, PortSide::Inside), (&a.reversed(), PortSide::Outside)]
+            {
+                let segment = synth::tcp(
+                    addressing,
+                    TcpHeader {
+                        flags: crate::synth::TCP_ACK,
+                        seq: 1000 + 100 * i,
+                        ack: 5000 + 100 * i,
+                        ..Default::default()
+                    },
+                    &[0x55; 100],
+                );
+                lab.through_tollgate(segment, ingress);
+            }
+        }
+        assert_eq!(
+            lab.forwarded,
+            20,
+            "cookies outstanding: {}",
+            max_embryonic == 0
+        );
+        let c = lab.proxies.counters();
+        assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
+    }
+}
+
 /// ACKs from random sources, as an ACK flood sends them.
 fn ack_flood(lab: &mut Lab, n: u32) {
     let server: SocketAddr = SERVER.parse().unwrap();

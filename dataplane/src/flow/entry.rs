@@ -321,6 +321,14 @@ impl FlowEntry {
         }
     }
 
+    /// Records a RST that did not pass through the table: one the data plane sent itself (the
+    /// proxy resetting a connection it terminates), which the endpoints act on all the same.
+    pub(crate) fn record_own_reset(&mut self) {
+        if self.key.protocol() == TCP {
+            self.tcp.record(RST, Direction::Original);
+        }
+    }
+
     pub fn key(&self) -> &FlowKey {
         &self.key
     }

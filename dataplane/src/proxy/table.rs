@@ -974,25 +974,36 @@ impl<P: Payload> ProxyTable<P> {
                         self.sources.closed(flow.source);
                     }
                 }
-                ProxyEvent::Refused => self.counters.connections_refused += 1,
+                // The proxy's RSTs end the connection but never pass the flow table, whose
+                // tracker would otherwise show the flow open for the established timeout.
+                ProxyEvent::Refused => {
+                    self.counters.connections_refused += 1;
+                    flows.record_own_reset(&flow.key, flow.hash);
+                }
                 ProxyEvent::ConnectTimedOut => self.counters.connect_timeouts += 1,
                 ProxyEvent::Reset { .. } | ProxyEvent::TimedOut { .. } => {
-                    self.counters.connections_reset += 1
+                    self.counters.connections_reset += 1;
+                    flows.record_own_reset(&flow.key, flow.hash);
                 }
                 ProxyEvent::IdleTimeout { .. } => {
                     self.counters.connections_reset += 1;
                     flow.proxy.abort(now);
+                    flows.record_own_reset(&flow.key, flow.hash);
                 }
                 ProxyEvent::InspectorReset { signature, .. } => {
                     self.counters.inspector_resets += 1;
                     if let Some(hits) = self.signature_hits.get_mut(signature as usize) {
                         *hits += 1;
                     }
+                    flows.record_own_reset(&flow.key, flow.hash);
                 }
                 ProxyEvent::Stalled { action, .. } => {
                     match action {
                         OnStall::Wait => self.counters.stalls_wait += 1,
-                        OnStall::Reset => self.counters.stalls_reset += 1,
+                        OnStall::Reset => {
+                            self.counters.stalls_reset += 1;
+                            flows.record_own_reset(&flow.key, flow.hash);
+                        }
                         OnStall::Bypass => self.counters.stalls_bypass += 1,
                     }
                     self.notices.push(Notice {
@@ -1101,10 +1112,16 @@ impl<P: Payload> ProxyTable<P> {
             return;
         };
         self.free.push(slot);
+        let mut reset = false;
         let (key, hash) = match held {
             Held::Translated(t) => (t.key, t.hash),
             Held::Proxied(mut flow) => {
                 if abort && !matches!(flow.proxy.state(), ProxyState::TimeWait) {
+                    // `abort` resets the legs of a connection not over yet.
+                    reset = !matches!(
+                        flow.proxy.state(),
+                        ProxyState::Closed | ProxyState::PassThrough
+                    );
                     flow.proxy.abort(now);
                     while let Some((leg, transmit)) = flow.proxy.poll_transmit(now) {
                         let side = flow.client_side;
@@ -1152,6 +1169,9 @@ impl<P: Payload> ProxyTable<P> {
             if entry.proxy_slot() == Some(slot) {
                 entry.set_proxy_link(ProxyLink::Finished);
             }
+        }
+        if reset {
+            flows.record_own_reset(&key, hash);
         }
     }
 

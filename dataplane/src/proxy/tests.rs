@@ -1001,6 +1001,79 @@ fn a_configured_signature_resets_the_flow_and_is_counted_by_name() {
     let counters = lab.proxies.counters();
     assert_eq!(counters.inspector_resets, 1);
     assert_eq!(lab.proxies.signature_hits(), [1]);
+    let entry = lab.pipeline.flows().iter().next().expect("the flow's entry");
+    assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
+}
+
+/// A stall reset by `on-stall reset` ends the flow: its entry shows it closed (the proxy's
+/// RSTs never pass the flow table) and goes after the closed timeout, not the established one.
+#[test]
+fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
+    let mut settings = ProxySettings::default();
+    settings.flow.stall.action = crate::tcp::proxy::OnStall::Reset;
+    let hosts = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    // Without timestamps, so that the segments written below need none.
+    let offer = SynOptions {
+        timestamps: None,
+        ..SynOptions::default()
+    };
+    let inspector = SignatureInspector::new(&[]).unwrap();
+    let mut lab = Lab::between(settings, Action::Proxy, inspector, hosts, offer);
+    assert!(
+        lab.run_until(5_000, |lab| lab.client.state() == State::Established
+            && lab
+                .server
+                .as_ref()
+                .is_some_and(|s| s.state() == State::Established))
+    );
+    // What a cTCP client does: data after a segment it lost and never sends again.
+    let (client, server) = (hosts.0, hosts.1);
+    for i in 1..=6usize {
+        let header = crate::tcp::segment::SegmentHeader {
+            src_port: client.port(),
+            dst_port: server.port(),
+            seq: lab.client.snd_nxt() + 100 * i,
+            ack: lab.client.rcv_nxt(),
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            window: 65_535,
+            urgent: 0,
+            options: Default::default(),
+        };
+        let transmit = Transmit {
+            header,
+            payload: Some(TestBytes::from(&[0x42; 100][..])),
+        };
+        let frame = lab.frame(Leg::Server, &transmit);
+        lab.through_tollgate(frame, PortSide::Inside);
+    }
+    assert!(
+        lab.run_until(10_000, |lab| lab.proxies.counters().stalls_reset == 1),
+        "no stall"
+    );
+    assert!(lab.run_until(1_000, |lab| lab.client.state() == State::Closed));
+    let entry = lab
+        .pipeline
+        .flows()
+        .iter()
+        .next()
+        .expect("the flow's entry");
+    assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
+    let view = crate::flow_view::view(0, entry, lab.now);
+    assert_eq!(view.tcp_state.as_deref(), Some("closed"));
+    let closed_ms = lab.pipeline.flows().timeouts().tcp_closed_ms;
+    let last_seen = entry.last_seen_ms();
+    lab.pipeline.expire(last_seen + closed_ms - 1_000);
+    assert_eq!(
+        lab.pipeline.flows().len(),
+        1,
+        "gone before the closed timeout"
+    );
+    lab.pipeline.expire(last_seen + closed_ms + 1_000);
+    assert_eq!(
+        lab.pipeline.flows().len(),
+        0,
+        "still there after the closed timeout"
+    );
 }
 
 /// Datagrams as cTCP carries them, one a write: IKE first, then ESP.

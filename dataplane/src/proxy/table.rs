@@ -324,6 +324,8 @@ pub struct ProxyTable<P: Payload> {
     counters: ProxyCounters,
     /// Retransmissions per leg of flows already gone: live flows' are added on reading.
     retransmissions_gone: [u64; 2],
+    /// Out-of-order segments and bytes dropped at the timeout by flows already gone, likewise.
+    out_of_order_gone: (u64, u64),
     /// Per signature (by index in the inspector): flows reset.
     signature_hits: Vec<u64>,
     /// Exception actions on single flows since the worker last published them.
@@ -422,6 +424,7 @@ impl<P: Payload> ProxyTable<P> {
             counters: ProxyCounters::default(),
             notices: Notices::default(),
             retransmissions_gone: [0; 2],
+            out_of_order_gone: (0, 0),
             signature_hits: vec![0; signatures],
         }
     }
@@ -1160,6 +1163,8 @@ impl<P: Payload> ProxyTable<P> {
                 for (i, leg) in [stats.client, stats.server].iter().enumerate() {
                     if let Some(leg) = leg {
                         self.retransmissions_gone[i] += leg.tcp.retransmissions;
+                        self.out_of_order_gone.0 += leg.tcp.out_of_order_discarded;
+                        self.out_of_order_gone.1 += leg.tcp.out_of_order_discarded_bytes;
                     }
                 }
                 (flow.key, flow.hash)
@@ -1385,13 +1390,15 @@ impl<P: Payload> ProxyTable<P> {
         }
     }
 
-    /// The counters, with the gauges and the live flows' retransmissions read now (the
-    /// buffered bytes are also what the memory budget is checked against until the next
-    /// call). Walks every proxied flow: call it at the reporting interval, not per packet.
+    /// The counters, with the gauges and the live flows' retransmissions and out-of-order
+    /// discards read now (the buffered bytes are also what the memory budget is checked
+    /// against until the next call). Walks every proxied flow: call it at the reporting
+    /// interval, not per packet.
     pub fn counters(&mut self) -> ProxyCounters {
         let mut counters = self.counters;
         counters.connections_active = self.proxied as u64;
         let mut retransmissions = self.retransmissions_gone;
+        let mut out_of_order = self.out_of_order_gone;
         let mut buffered = 0u64;
         let mut open = 0u64;
         for slot in &self.slots {
@@ -1400,15 +1407,24 @@ impl<P: Payload> ProxyTable<P> {
                 open += u64::from(proxy.state() != ProxyState::TimeWait);
                 buffered += (proxy.buffered(Direction::ClientToServer)
                     + proxy.buffered(Direction::ServerToClient)) as u64;
-                for (i, leg) in [Leg::Client, Leg::Server].into_iter().enumerate() {
-                    if let Some(endpoint) = proxy.leg(leg) {
-                        retransmissions[i] += endpoint.stats().retransmissions;
+                // The legs' last counters too once a hand-over has ended them, so that no
+                // counter goes back while the flow delivers what it owes.
+                let stats = proxy.stats();
+                for (i, leg) in [stats.client, stats.server].iter().enumerate() {
+                    if let Some(leg) = leg {
+                        retransmissions[i] += leg.tcp.retransmissions;
+                        out_of_order.0 += leg.tcp.out_of_order_discarded;
+                        out_of_order.1 += leg.tcp.out_of_order_discarded_bytes;
                     }
                 }
             }
         }
         counters.retransmissions_client_leg = retransmissions[direction_of(Leg::Client)];
         counters.retransmissions_server_leg = retransmissions[direction_of(Leg::Server)];
+        (
+            counters.out_of_order_discarded,
+            counters.out_of_order_discarded_bytes,
+        ) = out_of_order;
         counters.buffered_bytes = buffered;
         counters.connections_open = open;
         self.buffered = buffered as usize;

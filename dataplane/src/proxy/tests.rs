@@ -1001,34 +1001,31 @@ fn a_configured_signature_resets_the_flow_and_is_counted_by_name() {
     let counters = lab.proxies.counters();
     assert_eq!(counters.inspector_resets, 1);
     assert_eq!(lab.proxies.signature_hits(), [1]);
-    let entry = lab.pipeline.flows().iter().next().expect("the flow's entry");
+    let entry = lab
+        .pipeline
+        .flows()
+        .iter()
+        .next()
+        .expect("the flow's entry");
     assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
 }
 
-/// A stall reset by `on-stall reset` ends the flow: its entry shows it closed (the proxy's
-/// RSTs never pass the flow table) and goes after the closed timeout, not the established one.
-#[test]
-fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
-    let mut settings = ProxySettings::default();
-    settings.flow.stall.action = crate::tcp::proxy::OnStall::Reset;
-    let hosts = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
-    // Without timestamps, so that the segments written below need none.
-    let offer = SynOptions {
-        timestamps: None,
-        ..SynOptions::default()
-    };
-    let inspector = SignatureInspector::new(&[]).unwrap();
-    let mut lab = Lab::between(settings, Action::Proxy, inspector, hosts, offer);
-    assert!(
-        lab.run_until(5_000, |lab| lab.client.state() == State::Established
+/// Connects, then sends `count` 100-byte segments from the client after 100 bytes it never
+/// sends, as a cTCP client does after a loss (it never retransmits). The client offers no
+/// timestamps, so that the segments need none.
+fn send_after_a_hole(lab: &mut Lab, count: usize) {
+    let connected = lab.run_until(5_000, |lab| {
+        lab.client.state() == State::Established
             && lab
                 .server
                 .as_ref()
-                .is_some_and(|s| s.state() == State::Established))
-    );
-    // What a cTCP client does: data after a segment it lost and never sends again.
-    let (client, server) = (hosts.0, hosts.1);
-    for i in 1..=6usize {
+                .is_some_and(|s| s.state() == State::Established)
+    });
+    assert!(connected, "no connection");
+    assert_eq!(lab.client.negotiated().timestamps, None);
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    for i in 1..=count {
         let header = crate::tcp::segment::SegmentHeader {
             src_port: client.port(),
             dst_port: server.port(),
@@ -1046,6 +1043,69 @@ fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
         let frame = lab.frame(Leg::Server, &transmit);
         lab.through_tollgate(frame, PortSide::Inside);
     }
+}
+
+/// A lab whose hosts offer no timestamps (for [`send_after_a_hole`]).
+fn lab_without_timestamps(settings: ProxySettings) -> Lab {
+    let hosts = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let offer = SynOptions {
+        timestamps: None,
+        ..SynOptions::default()
+    };
+    let inspector = SignatureInspector::new(&[]).unwrap();
+    Lab::between(settings, Action::Proxy, inspector, hosts, offer)
+}
+
+/// Data held above a hole and dropped at `proxy.out_of_order_timeout_ms` is counted, read
+/// from the live flow and kept once the flow is gone.
+#[test]
+fn out_of_order_data_dropped_at_the_timeout_is_counted() {
+    let mut settings = ProxySettings::default();
+    settings.flow.endpoint.reassembly.timeout_ms = Some(2_000);
+    let mut lab = lab_without_timestamps(settings);
+    send_after_a_hole(&mut lab, 5);
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
+        (0, 0)
+    );
+    let dropped = lab.run_until(5_000, |lab| {
+        lab.proxies.counters().out_of_order_discarded > 0
+    });
+    assert!(dropped, "nothing dropped at the timeout");
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
+        (5, 500)
+    );
+    let slot = lab
+        .pipeline
+        .flows()
+        .iter()
+        .next()
+        .unwrap()
+        .proxy_slot()
+        .unwrap();
+    let mut out = Frames::default();
+    let now = lab.now;
+    lab.proxies
+        .release(lab.pipeline.flows_mut(), slot, now, &mut out);
+    let c = lab.proxies.counters();
+    assert_eq!(c.connections_active, 0);
+    assert_eq!(
+        (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
+        (5, 500)
+    );
+}
+
+/// A stall reset by `on-stall reset` ends the flow: its entry shows it closed (the proxy's
+/// RSTs never pass the flow table) and goes after the closed timeout, not the established one.
+#[test]
+fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
+    let mut settings = ProxySettings::default();
+    settings.flow.stall.action = crate::tcp::proxy::OnStall::Reset;
+    let mut lab = lab_without_timestamps(settings);
+    send_after_a_hole(&mut lab, 6);
     assert!(
         lab.run_until(10_000, |lab| lab.proxies.counters().stalls_reset == 1),
         "no stall"

@@ -709,6 +709,53 @@ impl Config {
         Ok(())
     }
 
+    /// Checks what the configuration names on this host, which [`Config::validate`] cannot
+    /// know: that each port's PCI device or network interface exists, and the control group.
+    /// DPDK would otherwise fail on them only after taking the other port, with a message that
+    /// does not say which interface is missing. `sys` is sysfs' root (`/sys`).
+    pub fn check_host(&self, sys: &Path) -> Result<(), ConfigError> {
+        for (key, dev) in [
+            ("ports.inside", &self.ports.inside),
+            ("ports.outside", &self.ports.outside),
+        ] {
+            let name = device_name(dev);
+            if is_pci_address(name) {
+                let address = full_pci_address(name);
+                let path = sys.join("bus/pci/devices").join(&address);
+                if !path.exists() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "no PCI device {address} on this host ({} does not exist): \
+                             `scripts/host status` or `lspci -D` lists the NICs and their addresses",
+                            path.display()
+                        ),
+                    ));
+                }
+                continue;
+            }
+            for (arg, iface) in interfaces_of(dev) {
+                let path = sys.join("class/net").join(iface);
+                if iface.is_empty() || iface.contains('/') || !path.exists() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{name}: no network interface {iface:?} ({arg}={iface}; {} does not \
+                             exist): create it, or name one `ip link show` lists",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        if !self.control.socket.as_os_str().is_empty() && !self.control.group.is_empty() {
+            if let Err(e) = tollgate_control::server::lookup_group(&self.control.group) {
+                return Err(invalid("control.group", e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// What flows matching no rule get, per protocol.
     pub fn policy_defaults(&self) -> tollgate_control::protocol::PolicyDefaults {
         tollgate_control::protocol::PolicyDefaults {
@@ -775,6 +822,40 @@ impl Config {
 /// The device name in a DPDK device string (the part before the first comma).
 pub fn device_name(dev: &str) -> &str {
     dev.split(',').next().unwrap_or("").trim()
+}
+
+/// A PCI address as sysfs names it: with its domain, in lower case.
+fn full_pci_address(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    if name.matches(':').count() == 1 {
+        format!("0000:{name}")
+    } else {
+        name
+    }
+}
+
+/// The existing network interfaces a virtual device string attaches to, with the argument
+/// that names each: `iface` of af_packet and af_xdp, the interface arguments of pcap. (A tap
+/// device's `iface` is one it creates, so it is not among them.)
+fn interfaces_of(dev: &str) -> Vec<(&str, &str)> {
+    let name = device_name(dev);
+    let driver = name
+        .strip_prefix("net_")
+        .or_else(|| name.strip_prefix("eth_"))
+        .unwrap_or("");
+    let keys: &[&str] = if driver.starts_with("af_packet") || driver.starts_with("af_xdp") {
+        &["iface"]
+    } else if driver.starts_with("pcap") {
+        &["iface", "rx_iface", "rx_iface_in", "tx_iface"]
+    } else {
+        &[]
+    };
+    dev.split(',')
+        .skip(1)
+        .filter_map(|arg| arg.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| keys.contains(k))
+        .collect()
 }
 
 /// `0000:01:00.0` or `01:00.0`.

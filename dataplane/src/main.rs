@@ -150,7 +150,8 @@ struct Cli {
     state_file: Option<std::ffi::OsString>,
 
     /// Check the configuration (and the saved policy) and exit, 0 if valid,
-    /// without touching DPDK.
+    /// without touching DPDK: the ports' PCI devices and interfaces and the
+    /// control group must exist.
     #[arg(long)]
     check: bool,
 }
@@ -261,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|c| c.id)
         .collect();
     config.validate(&available)?;
+    config.check_host(std::path::Path::new("/sys"))?;
     log::init(&config.log);
     let mut control =
         ControlPlane::restore(config.policy_defaults(), config.policy.state_file.clone())?;

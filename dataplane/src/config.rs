@@ -227,8 +227,15 @@ pub struct PolicyConfig {
     pub default_udp: tollgate_control::policy::Action,
     pub default_other: tollgate_control::policy::Action,
     /// The policy is saved here on every change and restored at start-up.
-    /// Unset: policies live only as long as the process.
+    /// `""` (like `--state-file ""`): policies live only as long as the process.
+    #[serde(deserialize_with = "empty_path_is_none")]
     pub state_file: Option<PathBuf>,
+}
+
+/// A path where `""` means none, as for `control.socket`.
+fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    Ok((!path.as_os_str().is_empty()).then_some(path))
 }
 
 impl Default for PolicyConfig {
@@ -921,6 +928,30 @@ pub fn parse_core_list(s: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_state_file_keeps_the_policy_in_memory_only() {
+        let parse = |toml: &str| Config::from_toml(toml).unwrap().policy.state_file;
+        assert_eq!(parse("[policy]\nstate_file = \"\"\n"), None);
+        assert_eq!(
+            parse(""),
+            Some(PathBuf::from("/var/lib/tollgate/policy.json"))
+        );
+        assert_eq!(
+            parse("[policy]\nstate_file = \"/tmp/p.json\"\n"),
+            Some(PathBuf::from("/tmp/p.json"))
+        );
+        let mut c = lab();
+        c.policy = Config::from_toml("[policy]\nstate_file = \"\"\n")
+            .unwrap()
+            .policy;
+        c.validate(&[]).unwrap();
+        let mut c = lab();
+        c.policy = Config::from_toml("[policy]\nstate_file = \"/\"\n")
+            .unwrap()
+            .policy;
+        assert!(c.validate(&[]).is_err(), "a directory is no state file");
+    }
 
     fn lab() -> Config {
         let mut c = Config::default();

@@ -1622,6 +1622,15 @@ fn tollgatectl_help_is_complete() {
             out.stdout
         );
     }
+    // Every protocol whose flows have ports, in whatever lines the help wraps it.
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert!(
+        words
+            .join(" ")
+            .contains("needs --proto tcp, udp, sctp, dccp or udplite"),
+        "policy add --help does not name every protocol with ports: {}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -130,9 +130,10 @@ pub struct WorkersConfig {
     /// One worker per listed CPU core, pinned there.
     pub cores: Vec<usize>,
     /// 0 polls without pause (the DPDK way, for dedicated cores). Otherwise
-    /// an idle worker sleeps this many microseconds between polls, which
-    /// leaves CPU to other processes on shared or small machines at the cost
-    /// of latency.
+    /// a worker whose last 1024 polls in a row found nothing sleeps this many
+    /// microseconds after each further empty poll, until traffic comes back,
+    /// which leaves CPU to other processes on shared or small machines at the
+    /// cost of latency.
     pub idle_sleep_us: u64,
 }
 

@@ -60,7 +60,8 @@ struct Cli {
     #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_core_list(s).map(CoreList))]
     cores: Option<CoreList>,
 
-    /// Microseconds an idle worker sleeps between polls; 0 polls without
+    /// Microseconds a worker sleeps after each empty poll once 1024 polls in
+    /// a row have found nothing (until traffic comes back); 0 polls without
     /// pause. [workers.idle_sleep_us]
     #[arg(long, value_name = "US")]
     idle_sleep_us: Option<u64>,

@@ -46,6 +46,12 @@ fn help_lists_every_flag() {
     ] {
         assert!(out.contains(flag), "--help does not mention {flag}");
     }
+    // When an idle worker sleeps: after IDLE_POLLS_BEFORE_SLEEP empty polls, not between any two.
+    let words = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("once 1024 polls in a row have found nothing"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -227,7 +227,9 @@ impl Protocol {
     pub const UDP: Protocol = Protocol(17);
     pub const ESP: Protocol = Protocol(50);
     pub const ICMPV6: Protocol = Protocol(58);
+    pub const DCCP: Protocol = Protocol(33);
     pub const SCTP: Protocol = Protocol(132);
+    pub const UDPLITE: Protocol = Protocol(136);
 
     /// Protocols whose flows have ports, so port matches make sense.
     pub fn has_ports(self) -> bool {
@@ -245,7 +247,9 @@ impl FromStr for Protocol {
             "esp" => Protocol::ESP,
             "icmpv6" | "ipv6-icmp" => Protocol::ICMPV6,
             "sctp" => Protocol::SCTP,
-            other => Protocol(other.parse::<u8>().map_err(|_| format!("{s:?} is not a protocol: use tcp, udp, icmp, icmpv6, esp, sctp or a number 0-255"))?),
+            "dccp" => Protocol::DCCP,
+            "udplite" | "udp-lite" => Protocol::UDPLITE,
+            other => Protocol(other.parse::<u8>().map_err(|_| format!("{s:?} is not a protocol: use tcp, udp, icmp, icmpv6, esp, sctp, dccp, udplite or a number 0-255"))?),
         })
     }
 }
@@ -259,6 +263,8 @@ impl fmt::Display for Protocol {
             50 => f.write_str("esp"),
             58 => f.write_str("icmpv6"),
             132 => f.write_str("sctp"),
+            33 => f.write_str("dccp"),
+            136 => f.write_str("udplite"),
             n => write!(f, "{n}"),
         }
     }
@@ -578,13 +584,13 @@ impl RuleSpec {
                 Some(p) => {
                     return Err(invalid(
                         "match.proto",
-                        format!("{p} has no ports: drop the port match or use tcp, udp or sctp"),
+                        format!("{p} has no ports: drop the port match or use tcp, udp, sctp, dccp or udplite"),
                     ))
                 }
                 None => {
                     return Err(invalid(
                         "match.proto",
-                        "a port match needs a protocol with ports (tcp, udp, sctp)",
+                        "a port match needs a protocol with ports (tcp, udp, sctp, dccp, udplite)",
                     ))
                 }
             }
@@ -877,6 +883,16 @@ mod tests {
         assert_eq!("TCP".parse::<Protocol>().unwrap(), Protocol::TCP);
         assert_eq!("47".parse::<Protocol>().unwrap(), Protocol(47));
         assert!("tcpp".parse::<Protocol>().is_err());
+        // Every protocol with ports goes by its name, both ways.
+        for (name, number) in [("dccp", 33), ("udplite", 136), ("sctp", 132)] {
+            let p = name.parse::<Protocol>().unwrap();
+            assert_eq!(p, Protocol(number));
+            assert!(p.has_ports());
+            assert_eq!(p.to_string(), name);
+            let rule =
+                format!(r#"{{"match":{{"proto":"{name}","dst_port":5004}},"action":"bypass"}}"#);
+            spec(&rule).validate().unwrap();
+        }
     }
 
     #[test]

@@ -254,7 +254,9 @@ impl ControlServer {
     }
 }
 
-fn lookup_group(name: &str) -> Result<Gid, ServerError> {
+/// The control group's id, by name or number: what [`ControlServer::bind`] looks up, for a
+/// configuration check to ask before binding.
+pub fn lookup_group(name: &str) -> Result<Gid, ServerError> {
     match Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid),
         // A numeric group works too, for hosts where the group has no name.

@@ -265,6 +265,10 @@ pub struct ProxyCounters {
     /// Segments the client leg sent again (RTO, fast retransmit, SACK recovery).
     pub retransmissions_client_leg: u64,
     pub retransmissions_server_leg: u64,
+    /// Segments held above a hole and dropped when `proxy.out_of_order_timeout_ms` ran out
+    /// (either leg), and their payload bytes: their sender sends them again.
+    pub out_of_order_discarded: u64,
+    pub out_of_order_discarded_bytes: u64,
     /// Stalls, by the `on-stall` action taken.
     pub stalls_wait: u64,
     pub stalls_reset: u64,
@@ -294,7 +298,8 @@ pub struct ProxyCounters {
     /// Gauge: payload bytes the proxy holds (send queues, out-of-order queues).
     pub buffered_bytes: u64,
     /// TCP flows in proxy mode seen without their handshake (picked up mid-stream, e.g. after
-    /// a restart): forwarded as pass-through, since there is nothing to proxy.
+    /// a restart), each counted once: forwarded as pass-through, since there is nothing to
+    /// proxy.
     pub midstream_passthrough: u64,
     /// Segments a leg did not accept, as any TCP would not: old duplicates (a peer
     /// retransmitting what was received, its ACK lost), beyond the window, RFC 5961 checks.
@@ -338,6 +343,8 @@ impl ProxyCounters {
             syn_cookies_rejected,
             retransmissions_client_leg,
             retransmissions_server_leg,
+            out_of_order_discarded,
+            out_of_order_discarded_bytes,
             stalls_wait,
             stalls_reset,
             stalls_bypass,
@@ -379,6 +386,8 @@ impl ProxyCounters {
         self.syn_cookies_rejected += syn_cookies_rejected;
         self.retransmissions_client_leg += retransmissions_client_leg;
         self.retransmissions_server_leg += retransmissions_server_leg;
+        self.out_of_order_discarded += out_of_order_discarded;
+        self.out_of_order_discarded_bytes += out_of_order_discarded_bytes;
         self.stalls_wait += stalls_wait;
         self.stalls_reset += stalls_reset;
         self.stalls_bypass += stalls_bypass;
@@ -438,6 +447,8 @@ impl ProxyCounters {
             syn_cookies_rejected,
             retransmissions_client_leg,
             retransmissions_server_leg,
+            out_of_order_discarded,
+            out_of_order_discarded_bytes,
             stalls_wait,
             stalls_reset,
             stalls_bypass,
@@ -503,7 +514,9 @@ impl ProxyCounters {
             out,
             "proxy segments: {midstream_passthrough} flows picked up mid-stream (passed through), \
              {segments_rejected} segments rejected ({data_rejected_client_leg} with data on client \
-             legs, {data_rejected_server_leg} on server legs), {emit_failures} emit failures (no mbuf)"
+             legs, {data_rejected_server_leg} on server legs), {emit_failures} emit failures (no mbuf), \
+             {out_of_order_discarded} held out of order dropped at the timeout \
+             ({out_of_order_discarded_bytes} bytes)"
         );
         let detected = detected_ctcp_ike
             + detected_ctcp_esp
@@ -1166,11 +1179,13 @@ mod tests {
                 handover_retransmissions: 136,
                 handover_delivered: 137,
                 handover_abandoned: 138,
+                out_of_order_discarded: 141,
+                out_of_order_discarded_bytes: 142,
             },
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=140 {
+        for n in 101..=142 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
@@ -1181,7 +1196,8 @@ mod tests {
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
             "proxy handovers: 135 bytes owed, 136 segments sent again; 137 delivered, 138 abandoned\n",
             "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset; 133 bypassed while draining\n",
-            "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected (139 with data on client legs, 140 on server legs), 122 emit failures (no mbuf)\n",
+            "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected (139 with data on client legs, 140 on server legs), 122 emit failures (no mbuf), 141 held out of order dropped at the timeout (142 bytes)
+",
             "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",
         ] {
             assert!(t.contains(line), "{line:?} missing from:\n{t}");

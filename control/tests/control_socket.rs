@@ -1496,6 +1496,37 @@ fn a_member_of_the_control_group_is_allowed() {
     daemon.shutdown();
 }
 
+/// The systemd unit's runtime directory (`/run/tollgate`, made by systemd as root:root with
+/// `RuntimeDirectoryMode`) must let a member of the control group reach the socket inside, as
+/// the README promises.
+#[test]
+fn the_units_runtime_directory_lets_a_control_group_member_in() {
+    if !is_root() {
+        eprintln!("skipped: running a client as uid 65534 needs root");
+        return;
+    }
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataplane/tollgate.service");
+    let unit = std::fs::read_to_string(unit).unwrap();
+    let mode = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("RuntimeDirectoryMode="))
+        .expect("the unit sets RuntimeDirectoryMode");
+    let mode = u32::from_str_radix(mode.trim(), 8).unwrap();
+    let dir = TestDir::new("runtime-directory");
+    let runtime = dir.path("tollgate");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(mode)).unwrap();
+    let path = runtime.join("control.sock");
+    let access = SocketAccess {
+        mode: 0o660,
+        group: Some("nogroup".into()),
+    };
+    let daemon = start_with(&path, &access, ServerLimits::default());
+    let out = ctl_as(Some((65534, 65534)), &path, &["version"]);
+    assert_eq!(out.code, 0, "RuntimeDirectoryMode={mode:o}: {}", out.stderr);
+    daemon.shutdown();
+}
+
 #[test]
 fn a_socket_the_user_cannot_open_is_permission_denied() {
     if !is_root() {
@@ -2071,6 +2102,15 @@ fn tollgatectl_help_is_complete() {
             out.stdout
         );
     }
+    // Every protocol whose flows have ports, in whatever lines the help wraps it.
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert!(
+        words
+            .join(" ")
+            .contains("needs --proto tcp, udp, sctp, dccp or udplite"),
+        "policy add --help does not name every protocol with ports: {}",
+        out.stdout
+    );
 }
 
 #[test]

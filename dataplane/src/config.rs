@@ -130,9 +130,10 @@ pub struct WorkersConfig {
     /// One worker per listed CPU core, pinned there.
     pub cores: Vec<usize>,
     /// 0 polls without pause (the DPDK way, for dedicated cores). Otherwise
-    /// an idle worker sleeps this many microseconds between polls, which
-    /// leaves CPU to other processes on shared or small machines at the cost
-    /// of latency.
+    /// a worker whose last 1024 polls in a row found nothing sleeps this many
+    /// microseconds after each further empty poll, until traffic comes back,
+    /// which leaves CPU to other processes on shared or small machines at the
+    /// cost of latency.
     pub idle_sleep_us: u64,
 }
 
@@ -227,8 +228,15 @@ pub struct PolicyConfig {
     pub default_udp: tollgate_control::policy::Action,
     pub default_other: tollgate_control::policy::Action,
     /// The policy is saved here on every change and restored at start-up.
-    /// Unset: policies live only as long as the process.
+    /// `""` (like `--state-file ""`): policies live only as long as the process.
+    #[serde(deserialize_with = "empty_path_is_none")]
     pub state_file: Option<PathBuf>,
+}
+
+/// A path where `""` means none, as for `control.socket`.
+fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let path = PathBuf::deserialize(d)?;
+    Ok((!path.as_os_str().is_empty()).then_some(path))
 }
 
 impl Default for PolicyConfig {
@@ -412,7 +420,8 @@ pub struct ProxySection {
     /// Server ports whose proxied flows are watched for IPsec over TCP (handed over to
     /// pass-through when their first payload shows it) unless their rule says `detect`.
     pub detect_ipsec_over_tcp_ports: Vec<u16>,
-    /// The largest MSS either leg offers.
+    /// The largest MSS either leg offers over IPv4 (the link MTU less 40); over IPv6, 20
+    /// less. A SYN cookie's SYN-ACK, sent before the server is asked, offers it.
     pub mss: u16,
     /// Byte patterns that reset a proxied connection when its stream carries them.
     #[serde(rename = "signature")]
@@ -782,6 +791,53 @@ impl Config {
         Ok(())
     }
 
+    /// Checks what the configuration names on this host, which [`Config::validate`] cannot
+    /// know: that each port's PCI device or network interface exists, and the control group.
+    /// DPDK would otherwise fail on them only after taking the other port, with a message that
+    /// does not say which interface is missing. `sys` is sysfs' root (`/sys`).
+    pub fn check_host(&self, sys: &Path) -> Result<(), ConfigError> {
+        for (key, dev) in [
+            ("ports.inside", &self.ports.inside),
+            ("ports.outside", &self.ports.outside),
+        ] {
+            let name = device_name(dev);
+            if is_pci_address(name) {
+                let address = full_pci_address(name);
+                let path = sys.join("bus/pci/devices").join(&address);
+                if !path.exists() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "no PCI device {address} on this host ({} does not exist): \
+                             `scripts/host status` or `lspci -D` lists the NICs and their addresses",
+                            path.display()
+                        ),
+                    ));
+                }
+                continue;
+            }
+            for (arg, iface) in interfaces_of(dev) {
+                let path = sys.join("class/net").join(iface);
+                if iface.is_empty() || iface.contains('/') || !path.exists() {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{name}: no network interface {iface:?} ({arg}={iface}; {} does not \
+                             exist): create it, or name one `ip link show` lists",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        if !self.control.socket.as_os_str().is_empty() && !self.control.group.is_empty() {
+            if let Err(e) = tollgate_control::server::lookup_group(&self.control.group) {
+                return Err(invalid("control.group", e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// What flows matching no rule get, per protocol.
     pub fn policy_defaults(&self) -> tollgate_control::protocol::PolicyDefaults {
         tollgate_control::protocol::PolicyDefaults {
@@ -850,6 +906,40 @@ pub fn device_name(dev: &str) -> &str {
     dev.split(',').next().unwrap_or("").trim()
 }
 
+/// A PCI address as sysfs names it: with its domain, in lower case.
+fn full_pci_address(name: &str) -> String {
+    let name = name.to_ascii_lowercase();
+    if name.matches(':').count() == 1 {
+        format!("0000:{name}")
+    } else {
+        name
+    }
+}
+
+/// The existing network interfaces a virtual device string attaches to, with the argument
+/// that names each: `iface` of af_packet and af_xdp, the interface arguments of pcap. (A tap
+/// device's `iface` is one it creates, so it is not among them.)
+fn interfaces_of(dev: &str) -> Vec<(&str, &str)> {
+    let name = device_name(dev);
+    let driver = name
+        .strip_prefix("net_")
+        .or_else(|| name.strip_prefix("eth_"))
+        .unwrap_or("");
+    let keys: &[&str] = if driver.starts_with("af_packet") || driver.starts_with("af_xdp") {
+        &["iface"]
+    } else if driver.starts_with("pcap") {
+        &["iface", "rx_iface", "rx_iface_in", "tx_iface"]
+    } else {
+        &[]
+    };
+    dev.split(',')
+        .skip(1)
+        .filter_map(|arg| arg.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, _)| keys.contains(k))
+        .collect()
+}
+
 /// `0000:01:00.0` or `01:00.0`.
 pub fn is_pci_address(name: &str) -> bool {
     let parts: Vec<&str> = name.split(':').collect();
@@ -913,6 +1003,30 @@ pub fn parse_core_list(s: &str) -> Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_state_file_keeps_the_policy_in_memory_only() {
+        let parse = |toml: &str| Config::from_toml(toml).unwrap().policy.state_file;
+        assert_eq!(parse("[policy]\nstate_file = \"\"\n"), None);
+        assert_eq!(
+            parse(""),
+            Some(PathBuf::from("/var/lib/tollgate/policy.json"))
+        );
+        assert_eq!(
+            parse("[policy]\nstate_file = \"/tmp/p.json\"\n"),
+            Some(PathBuf::from("/tmp/p.json"))
+        );
+        let mut c = lab();
+        c.policy = Config::from_toml("[policy]\nstate_file = \"\"\n")
+            .unwrap()
+            .policy;
+        c.validate(&[]).unwrap();
+        let mut c = lab();
+        c.policy = Config::from_toml("[policy]\nstate_file = \"/\"\n")
+            .unwrap()
+            .policy;
+        assert!(c.validate(&[]).is_err(), "a directory is no state file");
+    }
 
     fn lab() -> Config {
         let mut c = Config::default();

@@ -24,7 +24,7 @@ use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
 use crate::policy::{CompiledPolicy, PolicyBoard};
 use crate::stats::{latch_port_counters, port_counters, snapshot, SnapshotInputs};
 use crate::steering::SplitAudit;
-use crate::worker::{Worker, WorkerCommand, WorkerReport};
+use crate::worker::{HandoffsDone, Worker, WorkerCommand, WorkerReport};
 use tollgate_control::protocol::RuleHits;
 
 /// Commands waiting per worker; a full queue means the worker is stuck, and
@@ -196,6 +196,7 @@ impl Dataplane {
         }
 
         let running = Arc::new(AtomicBool::new(true));
+        let handoffs_done = Arc::new(HandoffsDone::new(workers));
         let draining = Arc::new(AtomicBool::new(false));
         let board = Arc::new(PolicyBoard::new(policy, workers));
         let inspector = Arc::new(
@@ -243,6 +244,7 @@ impl Dataplane {
                 use_nic_hash: steering == Steering::SymmetricRss,
                 handoff_out: producers.next().unwrap_or_default(),
                 handoff_in: consumers.next().unwrap_or_default(),
+                handoffs_done: handoffs_done.clone(),
                 tx_retries: config.ports.tx_retries,
                 idle_sleep,
                 running: running.clone(),

@@ -60,7 +60,8 @@ struct Cli {
     #[arg(long, value_name = "LIST", value_parser = |s: &str| parse_core_list(s).map(CoreList))]
     cores: Option<CoreList>,
 
-    /// Microseconds an idle worker sleeps between polls; 0 polls without
+    /// Microseconds a worker sleeps after each empty poll once 1024 polls in
+    /// a row have found nothing (until traffic comes back); 0 polls without
     /// pause. [workers.idle_sleep_us]
     #[arg(long, value_name = "US")]
     idle_sleep_us: Option<u64>,
@@ -151,7 +152,8 @@ struct Cli {
     state_file: Option<std::ffi::OsString>,
 
     /// Check the configuration (and the saved policy) and exit, 0 if valid,
-    /// without touching DPDK.
+    /// without touching DPDK: the ports' PCI devices and interfaces and the
+    /// control group must exist.
     #[arg(long)]
     check: bool,
 }
@@ -262,6 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|c| c.id)
         .collect();
     config.validate(&available)?;
+    config.check_host(std::path::Path::new("/sys"))?;
     log::init(&config.log);
     let mut control =
         ControlPlane::restore(config.policy_defaults(), config.policy.state_file.clone())?;

@@ -3,7 +3,7 @@
 //! receives, decides, and transmits in bursts, and between bursts it ages
 //! flows, publishes counters and reports new flows to the split audit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,46 @@ pub struct WorkerReport {
     pub notices: Notices,
 }
 
+/// The workers that have stopped handing frames to one another. At shutdown each worker hands
+/// over its last frames, says so here, and then takes what the others hand it until all have:
+/// a frame left in a ring would be freed with the ring, neither forwarded nor counted.
+#[derive(Debug)]
+pub struct HandoffsDone {
+    workers: usize,
+    done: AtomicUsize,
+}
+
+impl HandoffsDone {
+    pub fn new(workers: usize) -> HandoffsDone {
+        HandoffsDone {
+            workers,
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    fn all(&self) -> bool {
+        self.done.load(Ordering::Acquire) >= self.workers
+    }
+}
+
+/// Says a worker is done handing frames over when dropped, so that one that panics does not
+/// keep the others waiting.
+struct HandoffsDoneOnDrop(Option<Arc<HandoffsDone>>);
+
+impl HandoffsDoneOnDrop {
+    fn done(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for HandoffsDoneOnDrop {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
 /// Everything one worker needs; moved onto its thread.
 pub struct Worker {
     pub id: usize,
@@ -99,6 +139,8 @@ pub struct Worker {
     /// Rings to the other workers, indexed by worker (None for this one).
     pub handoff_out: Vec<Option<RingProducer>>,
     pub handoff_in: Vec<RingConsumer>,
+    /// Shared by all the workers, for the last frames handed over at shutdown.
+    pub handoffs_done: Arc<HandoffsDone>,
     pub tx_retries: u32,
     pub idle_sleep: Option<Duration>,
     pub running: Arc<AtomicBool>,
@@ -207,10 +249,11 @@ impl Worker {
         let mut last_ms = 0u64;
         let mut last_publish = 0u64;
         let mut idle_polls = 0u32;
+        let mut handing_over = HandoffsDoneOnDrop(Some(self.handoffs_done.clone()));
+        let clock = move || ((tsc() - start) as u128 * 1000 / hz as u128) as u64;
 
         while self.running.load(Ordering::Relaxed) {
-            let now_ms = (tsc() - start) as u128 * 1000 / hz as u128;
-            let now_ms = now_ms as u64;
+            let now_ms = clock();
             let mut work = 0usize;
 
             for side in PortSide::BOTH {
@@ -221,14 +264,7 @@ impl Worker {
                     self.process(&mut rx, Some(side), self.steer, now_ms, &mut out);
                 }
             }
-            for i in 0..self.handoff_in.len() {
-                let n = self.handoff_in[i].dequeue_burst(&mut rx);
-                if n > 0 {
-                    work += n;
-                    self.pipeline.counters.handoff_in += n as u64;
-                    self.process(&mut rx, None, None, now_ms, &mut out);
-                }
-            }
+            work += self.take_handoffs(&mut rx, now_ms, &mut out);
             if now_ms != last_ms {
                 self.proxy_timers(now_ms, &mut out);
             }
@@ -267,8 +303,34 @@ impl Worker {
             }
         }
         self.flush(&mut out);
+        handing_over.done();
+        // Frames handed over are never handed on (they are processed without steering), so
+        // once every worker is done handing over, one last pass empties the rings for good.
+        loop {
+            let all_done = self.handoffs_done.all();
+            while self.take_handoffs(&mut rx, clock(), &mut out) > 0 {}
+            self.flush(&mut out);
+            if all_done || self.handoff_in.is_empty() {
+                break;
+            }
+            std::thread::yield_now();
+        }
         self.publish();
         self.snapshot()
+    }
+
+    /// Processes a burst from each ring of frames other workers handed over; returns how many.
+    fn take_handoffs(&mut self, rx: &mut Burst, now_ms: u64, out: &mut Outbox) -> usize {
+        let mut taken = 0;
+        for i in 0..self.handoff_in.len() {
+            let n = self.handoff_in[i].dequeue_burst(rx);
+            if n > 0 {
+                taken += n;
+                self.pipeline.counters.handoff_in += n as u64;
+                self.process(rx, None, None, now_ms, out);
+            }
+        }
+        taken
     }
 
     /// Decides every frame of a burst. `side` is the RX port for frames from

@@ -277,7 +277,7 @@ struct RuleArgs {
     /// What to do with the flows the rule matches
     #[arg(long, value_enum)]
     action: ActionArg,
-    /// IP protocol: tcp, udp, icmp, icmpv6, esp, sctp or a number 0-255
+    /// IP protocol: tcp, udp, icmp, icmpv6, esp, sctp, dccp, udplite or a number 0-255
     #[arg(long, value_name = "PROTO")]
     proto: Option<Protocol>,
     /// Source prefix of the flow's first frame, e.g. 198.18.0.0/15 or 2001:2::/48 (a bare address is one host)
@@ -286,7 +286,7 @@ struct RuleArgs {
     /// Destination prefix of the flow's first frame
     #[arg(long, value_name = "PREFIX")]
     dst: Option<Prefix>,
-    /// Source port or inclusive range, e.g. 10000 or 1024-65535 (needs --proto tcp, udp or sctp)
+    /// Source port or inclusive range, e.g. 10000 or 1024-65535 (needs --proto tcp, udp, sctp, dccp or udplite)
     #[arg(long, value_name = "RANGE")]
     src_port: Option<PortRange>,
     /// Destination port or inclusive range

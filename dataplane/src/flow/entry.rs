@@ -58,6 +58,7 @@ impl FlowMode {
 }
 
 const PROXY_FINISHED: u32 = u32::MAX;
+const PROXY_PICKED_UP: u32 = u32::MAX - 1;
 
 /// A flow's link to the worker's proxy table (stored in a `u32` of the entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub enum ProxyLink {
     /// The proxy held the connection and has finished it: late segments are ignored, as a
     /// closed port would.
     Finished,
+    /// The proxy found the flow under way (no handshake seen) and passes it as it is; it was
+    /// counted once, on the first of its segments to reach the proxy.
+    PickedUp,
 }
 
 /// Why a flow the proxy held was handed over to pass-through.
@@ -323,6 +327,14 @@ impl FlowEntry {
         }
     }
 
+    /// Records a RST that did not pass through the table: one the data plane sent itself (the
+    /// proxy resetting a connection it terminates), which the endpoints act on all the same.
+    pub(crate) fn record_own_reset(&mut self) {
+        if self.key.protocol() == TCP {
+            self.tcp.record(RST, Direction::Original);
+        }
+    }
+
     pub fn key(&self) -> &FlowKey {
         &self.key
     }
@@ -359,6 +371,7 @@ impl FlowEntry {
         match self.proxy {
             0 => ProxyLink::None,
             PROXY_FINISHED => ProxyLink::Finished,
+            PROXY_PICKED_UP => ProxyLink::PickedUp,
             n => ProxyLink::Slot(n - 1),
         }
     }
@@ -367,8 +380,9 @@ impl FlowEntry {
         self.proxy = match link {
             ProxyLink::None => 0,
             ProxyLink::Finished => PROXY_FINISHED,
-            // Slots stay far below the marker: the table holds at most `max_flows`.
-            ProxyLink::Slot(slot) => slot.saturating_add(1).min(PROXY_FINISHED - 1),
+            ProxyLink::PickedUp => PROXY_PICKED_UP,
+            // Slots stay far below the markers: the table holds at most `max_flows`.
+            ProxyLink::Slot(slot) => slot.saturating_add(1).min(PROXY_PICKED_UP - 1),
         };
     }
 

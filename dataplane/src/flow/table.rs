@@ -478,6 +478,20 @@ impl FlowTable {
         Some(self.entries.get_mut(slot.position))
     }
 
+    /// The data plane reset the flow's connection itself (the proxy's RSTs never pass through
+    /// the table): the entry shows it closed and goes after the closed timeout, as it would
+    /// had an endpoint sent the RST.
+    pub fn record_own_reset(&mut self, key: &FlowKey, hash: u64) {
+        let Some(slot) = self.find(key, hash) else {
+            return;
+        };
+        let entry = self.entries.get_mut(slot.position);
+        entry.record_own_reset();
+        // The closed timeout is the shortest: the timer comes forward.
+        self.wheel
+            .schedule(entry.timer, entry.deadline_ms(&self.timeouts));
+    }
+
     pub fn remove(&mut self, key: &FlowKey, hash: u64) -> Option<FlowEntry> {
         let slot = self.find(key, hash)?;
         self.index.remove(hash, slot);
@@ -915,6 +929,25 @@ mod tests {
     #[test]
     fn a_reset_flow_goes_after_the_closed_timeout() {
         closes_after_the_closed_timeout(&[tcp("198.18.0.2", 443, "198.18.0.1", 40000, RST)]);
+    }
+
+    #[test]
+    fn a_flow_the_data_plane_reset_goes_after_the_closed_timeout() {
+        let mut table = table(16);
+        let (c, s) = ("198.18.0.1", "198.18.0.2");
+        let flow = tcp(c, 40000, s, 443, SYN);
+        table.observe(&flow, 0);
+        table.observe(&tcp(s, 443, c, 40000, SYN | ACK), 0);
+        table.observe(&tcp(c, 40000, s, 443, ACK), 5_000);
+        table.record_own_reset(&flow.key, flow.hash);
+        assert_eq!(
+            table.get(&flow.key, flow.hash).unwrap().tcp_phase(),
+            Some(TcpPhase::Closed)
+        );
+        for now in (0..15_000).step_by(100) {
+            assert_eq!(table.expire(now), 0, "removed early at {now} ms");
+        }
+        assert_eq!(table.expire(15_000), 1);
     }
 
     #[test]

@@ -363,6 +363,8 @@ pub struct ProxyTable<P: Payload> {
     counters: ProxyCounters,
     /// Retransmissions per leg of flows already gone: live flows' are added on reading.
     retransmissions_gone: [u64; 2],
+    /// Out-of-order segments and bytes dropped at the timeout by flows already gone, likewise.
+    out_of_order_gone: (u64, u64),
     /// Per signature (by index in the inspector): flows reset.
     signature_hits: Vec<u64>,
     /// Exception actions on single flows since the worker last published them.
@@ -464,6 +466,7 @@ impl<P: Payload> ProxyTable<P> {
             counters: ProxyCounters::default(),
             notices: Notices::default(),
             retransmissions_gone: [0; 2],
+            out_of_order_gone: (0, 0),
             signature_hits: vec![0; signatures],
             limit_hits: Vec::new(),
         }
@@ -686,6 +689,8 @@ impl<P: Payload> ProxyTable<P> {
                 }
             }
             ProxyLink::None => self.midstream(flows, target, seg),
+            // Counted on its first segment here; the rest pass as it did.
+            ProxyLink::PickedUp => Disposition::Forward,
             // A segment of a connection the proxy has finished (a late retransmission), or
             // anything but the ACK a cookie waits for: a closed TCP port would ignore or reset
             // it; the proxy ignores it.
@@ -698,8 +703,9 @@ impl<P: Payload> ProxyTable<P> {
 
     /// A segment of a flow seen without its handshake (picked up mid-stream after a restart,
     /// a flow the policy moved to proxy while it ran, or a flood): there is no connection to
-    /// terminate. It passes as it is, or, as the first packet of its flow under
-    /// `on_midstream = drop`, is dropped with its entry, which it has not earned.
+    /// terminate. It passes as it is, and the flow is counted and marked so that its other
+    /// segments pass without being counted again; or, as the first packet of its flow under
+    /// `on_midstream = drop`, it is dropped with its entry, which it has not earned.
     fn midstream(
         &mut self,
         flows: &mut FlowTable,
@@ -711,11 +717,19 @@ impl<P: Payload> ProxyTable<P> {
             return Disposition::NotSyn;
         }
         self.counters.midstream_passthrough += 1;
+        if let Some(entry) = flows.get_mut(&key_of(seg), target.hash) {
+            entry.set_proxy_link(ProxyLink::PickedUp);
+        }
         Disposition::Forward
     }
 
-    fn flow_config(&self, options: &RuleOptions) -> ProxyConfig {
-        let mut config = self.settings.flow;
+    /// The flow's TCP settings: the configuration's, for the flow's IP version and rule.
+    fn flow_config(&self, options: &RuleOptions, seg: &Inbound) -> ProxyConfig {
+        let mut config = if seg.src.is_ipv6() {
+            self.settings.flow.for_ipv6()
+        } else {
+            self.settings.flow
+        };
         if let Some(action) = options.on_stall {
             config.stall.action = action;
         }
@@ -855,7 +869,7 @@ impl<P: Payload> ProxyTable<P> {
         let Some(mut addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;
         };
-        let config = self.flow_config(options);
+        let config = self.flow_config(&options, seg);
         let source = self.sources.bucket_of(seg.src);
         // The global bound first: a SYN it answers with a cookie does not start the source's
         // hold.
@@ -1002,7 +1016,7 @@ impl<P: Payload> ProxyTable<P> {
             return Some(Disposition::Unusable);
         };
         let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
-        let config = self.flow_config(options);
+        let config = self.flow_config(&options, seg);
         // The ACK that completes a cookie handshake may carry the first payload (when the
         // client's bare ACK was lost): it is watched like any other. The hand-over waits for
         // the server leg's handshake, and comes with the next segment of the flow.
@@ -1132,25 +1146,36 @@ impl<P: Payload> ProxyTable<P> {
                         ticket.established();
                     }
                 }
-                ProxyEvent::Refused => self.counters.connections_refused += 1,
+                // The proxy's RSTs end the connection but never pass the flow table, whose
+                // tracker would otherwise show the flow open for the established timeout.
+                ProxyEvent::Refused => {
+                    self.counters.connections_refused += 1;
+                    flows.record_own_reset(&flow.key, flow.hash);
+                }
                 ProxyEvent::ConnectTimedOut => self.counters.connect_timeouts += 1,
                 ProxyEvent::Reset { .. } | ProxyEvent::TimedOut { .. } => {
-                    self.counters.connections_reset += 1
+                    self.counters.connections_reset += 1;
+                    flows.record_own_reset(&flow.key, flow.hash);
                 }
                 ProxyEvent::IdleTimeout { .. } => {
                     self.counters.connections_reset += 1;
                     flow.proxy.abort(now);
+                    flows.record_own_reset(&flow.key, flow.hash);
                 }
                 ProxyEvent::InspectorReset { signature, .. } => {
                     self.counters.inspector_resets += 1;
                     if let Some(hits) = self.signature_hits.get_mut(signature as usize) {
                         *hits += 1;
                     }
+                    flows.record_own_reset(&flow.key, flow.hash);
                 }
                 ProxyEvent::Stalled { action, .. } => {
                     match action {
                         OnStall::Wait => self.counters.stalls_wait += 1,
-                        OnStall::Reset => self.counters.stalls_reset += 1,
+                        OnStall::Reset => {
+                            self.counters.stalls_reset += 1;
+                            flows.record_own_reset(&flow.key, flow.hash);
+                        }
                         OnStall::Bypass => self.counters.stalls_bypass += 1,
                     }
                     self.notices.push(Notice {
@@ -1266,10 +1291,16 @@ impl<P: Payload> ProxyTable<P> {
             return;
         };
         self.free.push(slot);
+        let mut reset = false;
         let (key, hash) = match held {
             Held::Translated(t) => (t.key, t.hash),
             Held::Proxied(mut flow) => {
                 if abort && !matches!(flow.proxy.state(), ProxyState::TimeWait) {
+                    // `abort` resets the legs of a connection not over yet.
+                    reset = !matches!(
+                        flow.proxy.state(),
+                        ProxyState::Closed | ProxyState::PassThrough
+                    );
                     flow.proxy.abort(now);
                     while let Some((leg, transmit)) = flow.proxy.poll_transmit(now) {
                         let side = flow.client_side;
@@ -1308,6 +1339,8 @@ impl<P: Payload> ProxyTable<P> {
                 for (i, leg) in [stats.client, stats.server].iter().enumerate() {
                     if let Some(leg) = leg {
                         self.retransmissions_gone[i] += leg.tcp.retransmissions;
+                        self.out_of_order_gone.0 += leg.tcp.out_of_order_discarded;
+                        self.out_of_order_gone.1 += leg.tcp.out_of_order_discarded_bytes;
                     }
                 }
                 (flow.key, flow.hash)
@@ -1317,6 +1350,9 @@ impl<P: Payload> ProxyTable<P> {
             if entry.proxy_slot() == Some(slot) {
                 entry.set_proxy_link(ProxyLink::Finished);
             }
+        }
+        if reset {
+            flows.record_own_reset(&key, hash);
         }
     }
 
@@ -1562,13 +1598,15 @@ impl<P: Payload> ProxyTable<P> {
         }
     }
 
-    /// The counters, with the gauges and the live flows' retransmissions read now (the
-    /// buffered bytes are also what the memory budget is checked against until the next
-    /// call). Walks every proxied flow: call it at the reporting interval, not per packet.
+    /// The counters, with the gauges and the live flows' retransmissions and out-of-order
+    /// discards read now (the buffered bytes are also what the memory budget is checked
+    /// against until the next call). Walks every proxied flow: call it at the reporting
+    /// interval, not per packet.
     pub fn counters(&mut self) -> ProxyCounters {
         let mut counters = self.counters;
         counters.connections_active = self.proxied as u64;
         let mut retransmissions = self.retransmissions_gone;
+        let mut out_of_order = self.out_of_order_gone;
         let mut buffered = 0u64;
         let mut open = 0u64;
         for slot in &self.slots {
@@ -1577,15 +1615,24 @@ impl<P: Payload> ProxyTable<P> {
                 open += u64::from(proxy.state() != ProxyState::TimeWait);
                 buffered += (proxy.buffered(Direction::ClientToServer)
                     + proxy.buffered(Direction::ServerToClient)) as u64;
-                for (i, leg) in [Leg::Client, Leg::Server].into_iter().enumerate() {
-                    if let Some(endpoint) = proxy.leg(leg) {
-                        retransmissions[i] += endpoint.stats().retransmissions;
+                // The legs' last counters too once a hand-over has ended them, so that no
+                // counter goes back while the flow delivers what it owes.
+                let stats = proxy.stats();
+                for (i, leg) in [stats.client, stats.server].iter().enumerate() {
+                    if let Some(leg) = leg {
+                        retransmissions[i] += leg.tcp.retransmissions;
+                        out_of_order.0 += leg.tcp.out_of_order_discarded;
+                        out_of_order.1 += leg.tcp.out_of_order_discarded_bytes;
                     }
                 }
             }
         }
         counters.retransmissions_client_leg = retransmissions[direction_of(Leg::Client)];
         counters.retransmissions_server_leg = retransmissions[direction_of(Leg::Server)];
+        (
+            counters.out_of_order_discarded,
+            counters.out_of_order_discarded_bytes,
+        ) = out_of_order;
         counters.buffered_bytes = buffered;
         counters.connections_open = open;
         self.buffered = buffered as usize;

@@ -86,6 +86,8 @@ struct Lab {
     server_reads_every_ms: u64,
     /// What the flow's policy rule says.
     rule_options: RuleOptions,
+    /// What the server host offers in its SYN-ACK.
+    server_offer: SynOptions,
 }
 
 fn policy(default_tcp: Action) -> Arc<CompiledPolicy> {
@@ -114,8 +116,24 @@ impl Lab {
         default_tcp: Action,
         inspector: SignatureInspector,
     ) -> Lab {
-        let client: SocketAddr = CLIENT.parse().unwrap();
-        let server: SocketAddr = SERVER.parse().unwrap();
+        let hosts = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+        Lab::between(
+            settings,
+            default_tcp,
+            inspector,
+            hosts,
+            SynOptions::default(),
+        )
+    }
+
+    /// A lab whose client and server have these addresses and offer these options.
+    fn between(
+        settings: ProxySettings,
+        default_tcp: Action,
+        inspector: SignatureInspector,
+        (client, server): (SocketAddr, SocketAddr),
+        offer: SynOptions,
+    ) -> Lab {
         let template = synth::tcp(
             &Addressing::new(client, server),
             TcpHeader {
@@ -148,7 +166,7 @@ impl Lab {
                 client.port(),
                 server.port(),
                 SeqNumber(0xfffff000),
-                SynOptions::default(),
+                offer,
                 0,
             ),
             server: None,
@@ -171,6 +189,7 @@ impl Lab {
             not_syn: 0,
             server_reads_every_ms: 1,
             rule_options: RuleOptions::default(),
+            server_offer: offer,
         }
     }
 
@@ -332,7 +351,7 @@ impl Lab {
                             seg.header.dst_port,
                             seg.header.src_port,
                             SeqNumber(0x1234_5678),
-                            SynOptions::default(),
+                            self.server_offer,
                             self.now,
                         )
                         .unwrap(),
@@ -519,6 +538,42 @@ fn past_the_embryonic_limit_a_syn_cookie_opens_the_flow() {
     assert_eq!(counters.syn_cookies_accepted, 1);
 }
 
+/// Hosts on a 1500-byte link offer an MSS of 1460 over IPv4 and 1440 over IPv6; the client
+/// leg's SYN-ACK offers the same, whether it mirrors the server's or stands in for it with a
+/// SYN cookie before the server has been asked.
+#[test]
+fn the_client_leg_offers_the_mss_of_the_ip_version_with_or_without_a_cookie() {
+    let versions = [
+        ("198.18.0.1:40000", "198.18.0.2:8080", 1460),
+        ("[2001:2::1]:40000", "[2001:2::2]:8080", 1440),
+    ];
+    for (client, server, mss) in versions {
+        for max_embryonic in [1024, 0] {
+            let settings = ProxySettings {
+                max_embryonic,
+                ..ProxySettings::default()
+            };
+            let offer = SynOptions {
+                mss,
+                ..SynOptions::default()
+            };
+            let hosts = (client.parse().unwrap(), server.parse().unwrap());
+            let inspector = SignatureInspector::new(&[]).unwrap();
+            let mut lab = Lab::between(settings, Action::Proxy, inspector, hosts, offer);
+            let (up, down) = (data(20_000, 3), data(20_000, 4));
+            assert!(transfer(&mut lab, &up, &down, 20_000), "{client} {mss}");
+            assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
+            let cookies = lab.proxies.counters().syn_cookies_accepted;
+            assert_eq!(cookies, u64::from(max_embryonic == 0), "{client}");
+            assert_eq!(
+                lab.client.negotiated().peer_mss,
+                mss,
+                "{client}, cookies: {cookies}"
+            );
+        }
+    }
+}
+
 /// A SYN flood from spoofed sources past the embryonic limit is answered with cookies and
 /// leaves nothing in the flow table; a real client then connects on a cookie and transfers.
 #[test]
@@ -606,6 +661,48 @@ fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
     assert_eq!(lab.forwarded, 1);
     let c = lab.proxies.counters();
     assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
+}
+
+/// A flow picked up mid-stream is counted once, however many segments it carries either way
+/// (with cookies outstanding, too, when its client's segments are each checked for one).
+#[test]
+fn a_flow_picked_up_mid_stream_is_counted_once() {
+    for max_embryonic in [1024, 0] {
+        let settings = ProxySettings {
+            max_embryonic,
+            ..ProxySettings::default()
+        };
+        let mut lab = Lab::new(settings, Action::Proxy);
+        if max_embryonic == 0 {
+            syn_from(&mut lab, "198.19.0.9:4000");
+        }
+        let a = Addressing::new(CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+        for i in 0..10u32 {
+            for (addressing, ingress) in
+                [(&a, PortSide::Inside), (&a.reversed(), PortSide::Outside)]
+            {
+                let segment = synth::tcp(
+                    addressing,
+                    TcpHeader {
+                        flags: crate::synth::TCP_ACK,
+                        seq: 1000 + 100 * i,
+                        ack: 5000 + 100 * i,
+                        ..Default::default()
+                    },
+                    &[0x55; 100],
+                );
+                lab.through_tollgate(segment, ingress);
+            }
+        }
+        assert_eq!(
+            lab.forwarded,
+            20,
+            "cookies outstanding: {}",
+            max_embryonic == 0
+        );
+        let c = lab.proxies.counters();
+        assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
+    }
 }
 
 /// ACKs from random sources, as an ACK flood sends them.
@@ -911,6 +1008,139 @@ fn a_configured_signature_resets_the_flow_and_is_counted_by_name() {
     let counters = lab.proxies.counters();
     assert_eq!(counters.inspector_resets, 1);
     assert_eq!(lab.proxies.signature_hits(), [1]);
+    let entry = lab
+        .pipeline
+        .flows()
+        .iter()
+        .next()
+        .expect("the flow's entry");
+    assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
+}
+
+/// Connects, then sends `count` 100-byte segments from the client after 100 bytes it never
+/// sends, as a cTCP client does after a loss (it never retransmits). The client offers no
+/// timestamps, so that the segments need none.
+fn send_after_a_hole(lab: &mut Lab, count: usize) {
+    let connected = lab.run_until(5_000, |lab| {
+        lab.client.state() == State::Established
+            && lab
+                .server
+                .as_ref()
+                .is_some_and(|s| s.state() == State::Established)
+    });
+    assert!(connected, "no connection");
+    assert_eq!(lab.client.negotiated().timestamps, None);
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let server: SocketAddr = SERVER.parse().unwrap();
+    for i in 1..=count {
+        let header = crate::tcp::segment::SegmentHeader {
+            src_port: client.port(),
+            dst_port: server.port(),
+            seq: lab.client.snd_nxt() + 100 * i,
+            ack: lab.client.rcv_nxt(),
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            window: 65_535,
+            urgent: 0,
+            options: Default::default(),
+        };
+        let transmit = Transmit {
+            header,
+            payload: Some(TestBytes::from(&[0x42; 100][..])),
+        };
+        let frame = lab.frame(Leg::Server, &transmit);
+        lab.through_tollgate(frame, PortSide::Inside);
+    }
+}
+
+/// A lab whose hosts offer no timestamps (for [`send_after_a_hole`]).
+fn lab_without_timestamps(settings: ProxySettings) -> Lab {
+    let hosts = (CLIENT.parse().unwrap(), SERVER.parse().unwrap());
+    let offer = SynOptions {
+        timestamps: None,
+        ..SynOptions::default()
+    };
+    let inspector = SignatureInspector::new(&[]).unwrap();
+    Lab::between(settings, Action::Proxy, inspector, hosts, offer)
+}
+
+/// Data held above a hole and dropped at `proxy.out_of_order_timeout_ms` is counted, read
+/// from the live flow and kept once the flow is gone.
+#[test]
+fn out_of_order_data_dropped_at_the_timeout_is_counted() {
+    let mut settings = ProxySettings::default();
+    settings.flow.endpoint.reassembly.timeout_ms = Some(2_000);
+    let mut lab = lab_without_timestamps(settings);
+    send_after_a_hole(&mut lab, 5);
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
+        (0, 0)
+    );
+    let dropped = lab.run_until(5_000, |lab| {
+        lab.proxies.counters().out_of_order_discarded > 0
+    });
+    assert!(dropped, "nothing dropped at the timeout");
+    let c = lab.proxies.counters();
+    assert_eq!(
+        (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
+        (5, 500)
+    );
+    let slot = lab
+        .pipeline
+        .flows()
+        .iter()
+        .next()
+        .unwrap()
+        .proxy_slot()
+        .unwrap();
+    let mut out = Frames::default();
+    let now = lab.now;
+    lab.proxies
+        .release(lab.pipeline.flows_mut(), slot, now, &mut out);
+    let c = lab.proxies.counters();
+    assert_eq!(c.connections_active, 0);
+    assert_eq!(
+        (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
+        (5, 500)
+    );
+}
+
+/// A stall reset by `on-stall reset` ends the flow: its entry shows it closed (the proxy's
+/// RSTs never pass the flow table) and goes after the closed timeout, not the established one.
+#[test]
+fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
+    let mut settings = ProxySettings::default();
+    settings.flow.stall.action = crate::tcp::proxy::OnStall::Reset;
+    let mut lab = lab_without_timestamps(settings);
+    send_after_a_hole(&mut lab, 6);
+    assert!(
+        lab.run_until(10_000, |lab| lab.proxies.counters().stalls_reset == 1),
+        "no stall"
+    );
+    assert!(lab.run_until(1_000, |lab| lab.client.state() == State::Closed));
+    let entry = lab
+        .pipeline
+        .flows()
+        .iter()
+        .next()
+        .expect("the flow's entry");
+    assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
+    let view = crate::flow_view::view(0, entry, lab.now);
+    assert_eq!(view.tcp_state.as_deref(), Some("closed"));
+    let closed_ms = lab.pipeline.flows().timeouts().tcp_closed_ms;
+    let last_seen = entry.last_seen_ms();
+    lab.pipeline.expire(last_seen + closed_ms - 1_000);
+    assert_eq!(
+        lab.pipeline.flows().len(),
+        1,
+        "gone before the closed timeout"
+    );
+    lab.pipeline.expire(last_seen + closed_ms + 1_000);
+    assert_eq!(
+        lab.pipeline.flows().len(),
+        0,
+        "still there after the closed timeout"
+    );
 }
 
 /// Datagrams as cTCP carries them, one a write: IKE first, then ESP.

@@ -160,6 +160,9 @@ impl Default for StallConfig {
     }
 }
 
+/// How much longer an IPv6 header (40 bytes) is than an IPv4 one without options (20).
+const IPV6_EXTRA_HEADER_LEN: u16 = 20;
+
 /// Per-flow tunables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -168,7 +171,9 @@ pub struct ProxyConfig {
     /// Bytes buffered per direction: the far leg's send queue, which bounds the near leg's
     /// window (issue 4: 256 KiB by default).
     pub buffer: usize,
-    /// The largest MSS either leg offers; each offers the other side's MSS up to this.
+    /// The largest MSS either leg offers; each offers the other side's MSS up to this, and a
+    /// SYN cookie's SYN-ACK, which cannot know the server's, offers this. The daemon's
+    /// `proxy.mss` is an IPv4 figure (the link MTU less 40): see [`ProxyConfig::for_ipv6`].
     pub mss: u16,
     /// Offer window scaling (with the shift the other side chose) where the other side did.
     pub window_scaling: bool,
@@ -200,6 +205,15 @@ impl ProxyConfig {
             send_buffer: self.buffer,
             receive_buffer: self.buffer,
             ..self.endpoint
+        }
+    }
+
+    /// The configuration of an IPv6 flow: its header is 20 bytes longer than IPv4's, so on the
+    /// same link each segment carries 20 bytes less (1440 on a 1500-byte MTU, as Linux offers).
+    pub fn for_ipv6(self) -> ProxyConfig {
+        ProxyConfig {
+            mss: self.mss.saturating_sub(IPV6_EXTRA_HEADER_LEN),
+            ..self
         }
     }
 

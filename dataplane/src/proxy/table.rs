@@ -869,7 +869,7 @@ impl<P: Payload> ProxyTable<P> {
         let Some(mut addressing) = FlowAddressing::from_client(seg) else {
             return Disposition::Forward;
         };
-        let config = self.flow_config(&options, seg);
+        let config = self.flow_config(options, seg);
         let source = self.sources.bucket_of(seg.src);
         // The global bound first: a SYN it answers with a cookie does not start the source's
         // hold.
@@ -1016,7 +1016,7 @@ impl<P: Payload> ProxyTable<P> {
             return Some(Disposition::Unusable);
         };
         let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
-        let config = self.flow_config(&options, seg);
+        let config = self.flow_config(options, seg);
         // The ACK that completes a cookie handshake may carry the first payload (when the
         // client's bare ACK was lost): it is watched like any other. The hand-over waits for
         // the server leg's handshake, and comes with the next segment of the flow.

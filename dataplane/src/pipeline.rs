@@ -383,6 +383,11 @@ impl Pipeline {
         self.counters.flows_expired += self.flows.expire_with(now_ms, on_expired) as u64;
     }
 
+    /// The last expiry stopped at its budget: call it again between the next bursts.
+    pub fn expiry_behind(&self) -> bool {
+        self.flows.expiry_behind()
+    }
+
     /// Keys of flows created since the last call, for the split audit.
     pub fn take_new_flows(&mut self) -> Vec<FlowKey> {
         std::mem::replace(&mut self.new_flows, Vec::with_capacity(256))

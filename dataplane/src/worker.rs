@@ -282,9 +282,14 @@ impl Worker {
                 self.execute(command, now_ms, &mut out);
             }
 
+            // Once a millisecond, and between every two bursts while a budget's worth was not
+            // enough: expiry must keep pace with a flood's new flows (one budget a
+            // millisecond is 64,000 flows a second, which an ACK flood outruns).
+            if now_ms != last_ms || self.pipeline.expiry_behind() {
+                self.expire(now_ms, &mut out);
+            }
             if now_ms != last_ms {
                 last_ms = now_ms;
-                self.expire(now_ms, &mut out);
                 if now_ms - last_publish >= PUBLISH_EVERY_MS {
                     last_publish = now_ms;
                     self.publish();

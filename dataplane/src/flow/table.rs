@@ -134,7 +134,7 @@ pub struct FlowTableConfig {
     /// cache misses (~250 ns), so 64 adds at most ~16 µs between bursts,
     /// well inside the ~69 µs a 1024-descriptor RX ring takes to fill at
     /// 10 GbE line rate; and 64 per call is still millions a second when the
-    /// worker polls between bursts.
+    /// worker calls again between bursts while [`FlowTable::expiry_behind`].
     pub expire_budget: usize,
 }
 
@@ -206,6 +206,8 @@ pub struct FlowTable {
     timeouts: FlowTimeouts,
     capacity: usize,
     expire_budget: usize,
+    /// The last `expire` used its whole budget: more timers may be due already.
+    expiry_behind: bool,
 }
 
 /// Entry lines worth prefetching: the first holds what the lookup compares,
@@ -240,6 +242,7 @@ impl FlowTable {
             timeouts: config.timeouts,
             capacity,
             expire_budget: config.expire_budget.max(1),
+            expiry_behind: false,
         }
     }
 
@@ -420,6 +423,13 @@ impl FlowTable {
         victims.len()
     }
 
+    /// Whether the last [`FlowTable::expire`] stopped at its budget with timers possibly still
+    /// due: the caller should call again before the clock moves on, or expiry falls behind
+    /// whatever creates flows faster than one budget per call (a flood).
+    pub fn expiry_behind(&self) -> bool {
+        self.expiry_behind
+    }
+
     /// Advances the wheel to `now_ms` and removes the flows found idle past
     /// their timeout; returns how many.
     ///
@@ -434,8 +444,10 @@ impl FlowTable {
     /// release state a mode keeps outside the entry).
     pub fn expire_with(&mut self, now_ms: u64, mut on_expired: impl FnMut(FlowEntry)) -> usize {
         let mut removed = 0;
+        self.expiry_behind = true;
         for _ in 0..self.expire_budget {
             let Some(timer) = self.wheel.next_fired(now_ms) else {
+                self.expiry_behind = false;
                 break;
             };
             // The timer's position holds its flow: every removal cancels the
@@ -1161,9 +1173,13 @@ mod tests {
             let n = table.expire_with(120_000, |entry| expired.push(*entry.key()));
             assert!(n <= 64);
             calls += 1;
+            // Behind while a whole budget went: the driver calls again before the clock moves.
+            assert_eq!(table.expiry_behind(), n == 64, "call {calls}");
         }
         assert_eq!(calls, 1_000usize.div_ceil(64));
         assert_eq!(expired.len(), 1_000);
+        table.expire(120_001);
+        assert!(!table.expiry_behind(), "nothing was due");
     }
 
     #[test]

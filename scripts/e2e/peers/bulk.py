@@ -3,8 +3,9 @@
 regenerate from a seed, the other receives it and checks it byte for byte.
 
   bulk.py serve   --bind ADDR --port P --role send|recv --bytes N --seed S [--rate BPS] [--ready FILE]
-                  [--connections N] [--hold FILE]
+                  [--connections N] [--hold FILE] [--gate-at BYTES --gate FILE]
   bulk.py connect --host ADDR --port P --role send|recv --bytes N --seed S [--rate BPS]
+                  [--gate-at BYTES --gate FILE]
 
 Each side prints one JSON line per connection: its role, the bytes moved, whether the stream was
 intact (the receiver compares every byte with the stream it regenerates), and the first offset that
@@ -12,7 +13,9 @@ differed. Exit status 0 only when every stream moved intact. `--rate` paces the 
 second, in 16 KiB writes) or the reader (reads at most that much per second), so a transfer is slow
 at its source rather than through socket buffers. The server takes `--connections` connections
 (default 1), each with the same stream, served at once; with `--hold`, each holds its connection
-open without moving a byte until FILE exists. Every operation is bounded by --timeout seconds.
+open without moving a byte until FILE exists. A sender with `--gate-at` stops after that many
+bytes until `--gate` FILE exists, then sends the rest: a test can act on a transfer that is
+provably still running, however fast the path. Every operation is bounded by --timeout seconds.
 """
 
 import argparse
@@ -63,14 +66,18 @@ def pace(start, moved, rate):
             time.sleep(delay)
 
 
-def send(sock, total, seed, rate, deadline):
+def send(sock, total, seed, rate, deadline, gate=None):
     stream = Stream(seed)
     sent = 0
     start = time.monotonic()
     while sent < total:
         if time.monotonic() > deadline:
             raise TimeoutError("send deadline passed")
-        data = stream.take(min(CHUNK, total - sent))
+        if gate and sent >= gate[0]:
+            hold(gate[1], deadline)
+            gate = None
+        limit = total - sent if not gate else min(total, gate[0]) - sent
+        data = stream.take(min(CHUNK, limit))
         sock.sendall(data)
         sent += len(data)
         pace(start, sent, rate)
@@ -110,12 +117,19 @@ def hold(path, deadline):
         time.sleep(0.05)
 
 
+def transfer(sock, a, deadline):
+    if a.role == "recv":
+        return recv(sock, a.bytes, a.seed, a.rate, deadline)
+    gate = (a.gate_at, a.gate) if a.gate else None
+    return send(sock, a.bytes, a.seed, a.rate, deadline, gate)
+
+
 def serve_one(sock, a, deadline, results, lock):
     sock.settimeout(a.timeout)
     try:
         if a.hold:
             hold(a.hold, deadline)
-        result = (send if a.role == "send" else recv)(sock, a.bytes, a.seed, a.rate, deadline)
+        result = transfer(sock, a, deadline)
     except (OSError, TimeoutError) as e:
         result = {"bytes": None, "intact": False, "error": str(e)}
     result["role"] = a.role
@@ -138,6 +152,8 @@ def main():
     p.add_argument("--ready", help="file to create once listening (serve)")
     p.add_argument("--connections", type=int, default=1, help="connections to take (serve)")
     p.add_argument("--hold", help="move no byte until this file exists (serve)")
+    p.add_argument("--gate-at", type=int, default=0, help="a sender stops after this many bytes...")
+    p.add_argument("--gate", help="...until this file exists")
     a = p.parse_args()
     deadline = time.monotonic() + a.timeout
     if a.mode == "serve":
@@ -175,7 +191,7 @@ def main():
         return 1
     sock.settimeout(a.timeout)
     try:
-        result = (send if a.role == "send" else recv)(sock, a.bytes, a.seed, a.rate, deadline)
+        result = transfer(sock, a, deadline)
     except (OSError, TimeoutError) as e:
         result = {"bytes": None, "intact": False, "error": str(e)}
     result["role"] = a.role

@@ -39,9 +39,6 @@ use crate::tcp::rtt::TimestampClock;
 use crate::tcp::segment::{SegmentHeader, TcpFlags};
 
 const PROTO_TCP: u8 = 6;
-/// The MSS a SYN without the option implies (RFC 9293 section 3.7.1; RFC 8200 for IPv6).
-const DEFAULT_MSS_V4: u16 = 536;
-const DEFAULT_MSS_V6: u16 = 1220;
 
 /// Where the proxy's frames go: the worker's TX bursts, or a test's list.
 pub trait FrameSink<P> {
@@ -515,10 +512,7 @@ impl<P: Payload> ProxyTable<P> {
                 Some(flow) => {
                     leg == Leg::Client
                         && is_bare_syn(&seg.header)
-                        && matches!(
-                            flow.proxy.state(),
-                            ProxyState::TimeWait | ProxyState::Closed
-                        )
+                        && flow.proxy.yields_to_client_syn(&seg.header)
                 }
                 // A translated flow is in bypass mode, so its frames do not come here; if the
                 // entry and the slot ever disagreed, the entry is put right.
@@ -531,8 +525,8 @@ impl<P: Payload> ProxyTable<P> {
                 }
             };
             if reopening {
-                // The client reuses the port: the old connection's TIME-WAIT gives way, as
-                // RFC 9293's TIME-WAIT does to a new SYN.
+                // The client reuses the port: the old connection gives way, as the server's
+                // TIME-WAIT does to a new SYN.
                 self.free_slot(flows, slot, false, now, sink);
                 return self.without_proxy(flows, target, seg, take_payload, &options, now, sink);
             }
@@ -879,12 +873,11 @@ impl<P: Payload> ProxyTable<P> {
                 self.counters.syn_cookies_per_source += 1;
             }
             let tuple = tuple_of(seg);
-            let default_mss = if seg.src.is_ipv6() {
-                DEFAULT_MSS_V6
-            } else {
-                DEFAULT_MSS_V4
-            };
-            let mss = seg.header.options.mss.unwrap_or(default_mss);
+            let mss = seg
+                .header
+                .options
+                .mss
+                .unwrap_or(config.endpoint.default_peer_mss);
             let (cookie, _) = self.cookies.syn_ack_isn(&tuple, seg.header.seq, mss, now);
             let clock = TimestampClock::new(self.cookies.clock_offset(&tuple));
             let transmit = Transmit {

@@ -199,6 +199,9 @@ pub struct EndpointConfig {
     /// The smallest peer MSS believed: smaller values (0 included) are raised to it, so a peer
     /// cannot make us cut its data into tiny segments (Linux's `TCP_MIN_MSS`, 88).
     pub min_peer_mss: u16,
+    /// The peer's MSS when its SYN carries none (RFC 9293 §3.7.1): 536 over IPv4, 1220 over
+    /// IPv6 (RFC 8200's 1280-byte minimum MTU less 60).
+    pub default_peer_mss: u16,
     /// Challenge ACKs per second (RFC 5961 §7), per endpoint.
     pub challenge_ack_limit: u32,
     pub keepalive: Option<KeepaliveConfig>,
@@ -219,6 +222,7 @@ impl Default for EndpointConfig {
             delayed_ack_segments: 2,
             time_wait_ms: 60_000,
             min_peer_mss: 88,
+            default_peer_mss: DEFAULT_PEER_MSS,
             challenge_ack_limit: 10,
             keepalive: None,
             idle_timeout_ms: None,
@@ -424,6 +428,8 @@ pub struct Endpoint<P: Payload> {
     dsack: Option<SeqRange>,
     ts_recent: u32,
     ts_recent_at: u64,
+    /// With a carried clock ([`TimestampClock::carried`]): our TSval, the far endpoint's latest.
+    ts_carried: u32,
 
     // Control.
     pending_rst: Option<SegmentHeader>,
@@ -455,7 +461,7 @@ impl<P: Payload> Endpoint<P> {
             window_scale: offer.window_scale.map(|shift| shift.min(MAX_WINDOW_SCALE)),
             ..offer
         };
-        let mss = DEFAULT_PEER_MSS.min(offer.mss);
+        let mss = config.default_peer_mss.min(offer.mss);
         let syn_window = config.receive_buffer.min(usize::from(u16::MAX)) as u16;
         Endpoint {
             config,
@@ -464,7 +470,7 @@ impl<P: Payload> Endpoint<P> {
             remote_port,
             offer,
             negotiated: Negotiated {
-                peer_mss: DEFAULT_PEER_MSS,
+                peer_mss: config.default_peer_mss,
                 mss,
                 window_scaling: false,
                 snd_wscale: 0,
@@ -513,6 +519,7 @@ impl<P: Payload> Endpoint<P> {
             dsack: None,
             ts_recent: 0,
             ts_recent_at: now,
+            ts_carried: offer.timestamps.map_or(0, |clock| clock.tsval(now)),
             pending_rst: None,
             challenge_period_start: now,
             challenges_in_period: 0,
@@ -642,6 +649,34 @@ impl<P: Payload> Endpoint<P> {
 
     pub fn negotiated(&self) -> &Negotiated {
         &self.negotiated
+    }
+
+    /// In TIME-WAIT, whether `syn` may start a new connection on these ports (RFC 6191, as
+    /// Linux applies it): not when its timestamp is older than TS.Recent (PAWS), and then only
+    /// when its timestamp is newer or its sequence number is past RCV.NXT, since otherwise it
+    /// may be an old duplicate of this connection's own SYN.
+    pub fn time_wait_yields_to(&self, syn: &SegmentHeader) -> bool {
+        if self.state != State::TimeWait {
+            return false;
+        }
+        let beyond = syn.seq.distance(self.recv.rcv_nxt()) > 0;
+        match (self.negotiated.timestamps, syn.options.timestamps) {
+            (Some(_), Some((tsval, _))) => {
+                let newer = tsval.wrapping_sub(self.ts_recent) as i32;
+                newer > 0 || (newer == 0 && beyond)
+            }
+            _ => beyond,
+        }
+    }
+
+    /// Both directions are over but perhaps for the ACK of our FIN: the peer's FIN arrived and
+    /// all we sent before ours was acknowledged, so nothing is owed either way.
+    pub fn done_but_for_our_fin(&self) -> bool {
+        match self.state {
+            State::Closed | State::TimeWait => true,
+            State::LastAck | State::Closing => self.send.fin_seq() == Some(self.send.snd_una()),
+            _ => false,
+        }
     }
 
     /// TS.Recent: the timestamp echoed to the peer (for the proxy's pass-through offsets).
@@ -860,7 +895,7 @@ impl<P: Payload> Endpoint<P> {
         // MSS is raised to the floor rather than believed.
         let peer_mss = peer
             .mss
-            .unwrap_or(DEFAULT_PEER_MSS)
+            .unwrap_or(self.config.default_peer_mss)
             .max(self.config.min_peer_mss);
         let mss = peer_mss.min(self.offer.mss);
         // RFC 7323 §2.2: both SYNs must carry the option for either shift to apply.
@@ -927,11 +962,40 @@ impl<P: Payload> Endpoint<P> {
         self.push_event(Event::Established);
     }
 
-    /// RFC 7323 §4.1 RTTM: the TSecr of an acknowledgment echoes the segment it answers.
+    /// RFC 7323 §4.1 RTTM: the TSecr of an acknowledgment echoes the segment it answers. Not
+    /// with a carried clock, whose TSvals do not say when we sent them.
     fn echo_rtt(&self, hdr: &SegmentHeader, now: u64) -> Option<u64> {
-        let clock = self.negotiated.timestamps?;
+        let clock = self.negotiated.timestamps.filter(|clock| !clock.carried)?;
         let (_, tsecr) = hdr.options.timestamps?;
         clock.rtt_from_echo(now, tsecr)
+    }
+
+    /// The TSval `clock` gives our segments at `now`.
+    fn tsval_of(&self, clock: TimestampClock, now: u64) -> u32 {
+        if clock.carried {
+            self.ts_carried
+        } else {
+            clock.tsval(now)
+        }
+    }
+
+    /// The TSval our segments carry at `now`, once timestamps are negotiated.
+    pub fn tsval(&self, now: u64) -> Option<u32> {
+        let clock = self.negotiated.timestamps?;
+        Some(self.tsval_of(clock, now))
+    }
+
+    /// With a carried clock: the far endpoint's TSval, as the proxy validated it. It only moves
+    /// our clock forward (RFC 7323 §5.3: a receiver drops a TSval behind the last it took).
+    pub fn carry_tsval(&mut self, tsval: u32) {
+        let carried = self
+            .negotiated
+            .timestamps
+            .or(self.offer.timestamps)
+            .is_some_and(|clock| clock.carried);
+        if carried && (tsval.wrapping_sub(self.ts_carried) as i32) > 0 {
+            self.ts_carried = tsval;
+        }
     }
 
     // ---- segment arrival ----
@@ -1762,12 +1826,15 @@ impl<P: Payload> Endpoint<P> {
             options.sack_permitted = negotiated.sack;
             options.timestamps = negotiated
                 .timestamps
-                .map(|clock| (clock.tsval(now), self.ts_recent));
+                .map(|clock| (self.tsval_of(clock, now), self.ts_recent));
             (TcpFlags::SYN | TcpFlags::ACK, self.recv.rcv_nxt())
         } else {
             options.window_scale = self.offer.window_scale;
             options.sack_permitted = self.offer.sack_permitted;
-            options.timestamps = self.offer.timestamps.map(|clock| (clock.tsval(now), 0));
+            options.timestamps = self
+                .offer
+                .timestamps
+                .map(|clock| (self.tsval_of(clock, now), 0));
             (TcpFlags::SYN, SeqNumber(0))
         };
         if self.syn_first_sent_at.is_some() {
@@ -2218,7 +2285,7 @@ impl<P: Payload> Endpoint<P> {
     fn header(&mut self, seq: SeqNumber, flags: TcpFlags, now: u64) -> SegmentHeader {
         let mut options = TcpOptions::default();
         if let Some(clock) = self.negotiated.timestamps {
-            options.timestamps = Some((clock.tsval(now), self.ts_recent));
+            options.timestamps = Some((self.tsval_of(clock, now), self.ts_recent));
         }
         let mut ack = SeqNumber(0);
         let mut window = 0;

@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use super::cookie::{CookieJar, CookieParams};
 use super::endpoint::{
     reset_for, AcceptError, Endpoint, EndpointConfig, EndpointStats, Event, Reject, SegmentOutcome,
-    State, SynOptions, Transmit, DEFAULT_PEER_MSS,
+    State, SynOptions, Transmit,
 };
 use super::inspect::{Direction, Inspector, Verdict};
 use super::owed::{OwedState, OwedStream, ReceiverView};
@@ -160,6 +160,9 @@ impl Default for StallConfig {
     }
 }
 
+/// A peer's MSS over IPv6 when its SYN states none (RFC 9293 §3.7.1).
+const DEFAULT_PEER_MSS_V6: u16 = 1220;
+
 /// How much longer an IPv6 header (40 bytes) is than an IPv4 one without options (20).
 const IPV6_EXTRA_HEADER_LEN: u16 = 20;
 
@@ -209,10 +212,15 @@ impl ProxyConfig {
     }
 
     /// The configuration of an IPv6 flow: its header is 20 bytes longer than IPv4's, so on the
-    /// same link each segment carries 20 bytes less (1440 on a 1500-byte MTU, as Linux offers).
+    /// same link each segment carries 20 bytes less (1440 on a 1500-byte MTU, as Linux offers),
+    /// and a peer that states no MSS can take 1220 bytes, not IPv4's 536.
     pub fn for_ipv6(self) -> ProxyConfig {
         ProxyConfig {
             mss: self.mss.saturating_sub(IPV6_EXTRA_HEADER_LEN),
+            endpoint: EndpointConfig {
+                default_peer_mss: DEFAULT_PEER_MSS_V6,
+                ..self.endpoint
+            },
             ..self
         }
     }
@@ -426,17 +434,13 @@ fn is_syn(hdr: &SegmentHeader) -> bool {
             .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
 }
 
-/// A TSval clock reading `tsval` at `now`: each leg runs the clock of the endpoint across the
-/// proxy, so the two clocks a receiver sees before and after a handover stay close and the
-/// timestamp shift is small.
-fn clock_reading(tsval: u32, now: u64) -> TimestampClock {
-    TimestampClock::new(tsval.wrapping_sub(now as u32))
-}
-
 /// The server leg's SYN: what the client's SYN offered, within the configuration.
 fn mirror_offer(config: &ProxyConfig, client: &TcpOptions, now: u64) -> SynOptions {
     SynOptions {
-        mss: client.mss.unwrap_or(DEFAULT_PEER_MSS).min(config.mss),
+        mss: client
+            .mss
+            .unwrap_or(config.endpoint.default_peer_mss)
+            .min(config.mss),
         window_scale: client
             .window_scale
             .filter(|_| config.window_scaling)
@@ -445,7 +449,7 @@ fn mirror_offer(config: &ProxyConfig, client: &TcpOptions, now: u64) -> SynOptio
         timestamps: client
             .timestamps
             .filter(|_| config.timestamps)
-            .map(|(tsval, _)| clock_reading(tsval, now)),
+            .map(|(tsval, _)| TimestampClock::carried(tsval, now)),
     }
 }
 
@@ -463,7 +467,7 @@ fn offer_from_server<P: Payload>(
         sack_permitted: negotiated.sack,
         timestamps: negotiated
             .timestamps
-            .map(|_| clock_reading(server.ts_recent(), now)),
+            .map(|_| TimestampClock::carried(server.ts_recent(), now)),
     }
 }
 
@@ -654,6 +658,33 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
         &self.config
     }
 
+    /// Whether a new SYN from the client ends this connection and opens another on its ports,
+    /// as the real server's TIME-WAIT would take it: the client leg's TIME-WAIT yields to it
+    /// (RFC 6191) and the server leg owes nothing but perhaps the ACK of its FIN. A client that
+    /// reconnects from the same port right after its FIN was acknowledged finds the server leg
+    /// still waiting for that ACK; an old duplicate SYN finds the connection as it was.
+    pub fn yields_to_client_syn(&self, syn: &SegmentHeader) -> bool {
+        match self.state {
+            ProxyState::Closed => true,
+            ProxyState::PassThrough => false,
+            state => {
+                let Some(client) = self.client.as_ref() else {
+                    return false;
+                };
+                let client_done = match client.state() {
+                    State::TimeWait => client.time_wait_yields_to(syn),
+                    State::Closed => state == ProxyState::TimeWait,
+                    _ => false,
+                };
+                client_done
+                    && self
+                        .server
+                        .as_ref()
+                        .is_none_or(Endpoint::done_but_for_our_fin)
+            }
+        }
+    }
+
     /// One leg's endpoint, while it exists.
     pub fn leg(&self, leg: Leg) -> Option<&Endpoint<P>> {
         match leg {
@@ -759,6 +790,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
             Some(endpoint) => endpoint.on_segment(hdr, payload, now),
             None => self.on_segment_before_client_leg(hdr, now),
         };
+        self.carry_timestamps(leg);
         if lingering && outcome == SegmentOutcome::ResetAccepted {
             // Both directions of this leg were complete: a peer that already closed answers
             // our ACK of its retransmitted FIN with a RST. Nothing of the other leg's is at
@@ -767,6 +799,21 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
         }
         self.process(now);
         outcome
+    }
+
+    /// Each leg sends the TSvals of the endpoint across the proxy (see [`TimestampClock::carried`]):
+    /// TS.Recent, as `from` accepted it, so a forged or replayed TSval never moves our clock.
+    fn carry_timestamps(&mut self, from: Leg) {
+        let Some(tsval) = self
+            .leg(from)
+            .filter(|endpoint| endpoint.negotiated().timestamps.is_some())
+            .map(Endpoint::ts_recent)
+        else {
+            return;
+        };
+        if let Some(other) = self.leg_mut(from.other()) {
+            other.carry_tsval(tsval);
+        }
     }
 
     /// The client is in SYN-SENT and knows only its own SYN.
@@ -1335,11 +1382,16 @@ fn translations<P: Payload>(
     // A sender's TSvals, shifted, must not fall behind what the proxy's leg last sent the
     // receiver (PAWS, RFC 7323 section 5.3): TS.Recent is the sender's latest TSval and our
     // leg's clock now is past everything it sent, so the shift maps the one onto the other.
+    // A leg that carried the sender's own TSvals sent nothing the sender's next will not pass.
+    let shift = |sender: &Endpoint<P>, receiving_leg: &Endpoint<P>| match receiving_leg
+        .negotiated()
+        .timestamps
+    {
+        Some(clock) if !clock.carried => clock.tsval(now).wrapping_sub(sender.ts_recent()),
+        _ => 0,
+    };
     let (c2s_tsval, s2c_tsval) = match (client_n.timestamps, server_n.timestamps) {
-        (Some(client_clock), Some(server_clock)) => (
-            server_clock.tsval(now).wrapping_sub(client.ts_recent()),
-            client_clock.tsval(now).wrapping_sub(server.ts_recent()),
-        ),
+        (Some(_), Some(_)) => (shift(client, server), shift(server, client)),
         _ => (0, 0),
     };
     let rescale = |from: u8, to: u8| (from != to).then_some((from, to));
@@ -1375,9 +1427,7 @@ fn owed_toward<P: Payload>(
 ) -> OwedStream<P> {
     let shift = |seq: SeqNumber| SeqNumber(seq.0.wrapping_add(seq_delta));
     let negotiated = dst.negotiated();
-    let timestamps = negotiated
-        .timestamps
-        .map(|clock| (clock.tsval(now), dst.ts_recent()));
+    let timestamps = dst.tsval(now).map(|tsval| (tsval, dst.ts_recent()));
     let options_len = if timestamps.is_some() {
         TIMESTAMPS_LEN
     } else {
@@ -1785,7 +1835,10 @@ mod tests {
                 SocketAddr::from(([198, 19, 0, 1], header.dst_port)),
             );
             if is_syn(header) {
-                let mss = header.options.mss.unwrap_or(DEFAULT_PEER_MSS);
+                let mss = header
+                    .options
+                    .mss
+                    .unwrap_or(self.config.endpoint.default_peer_mss);
                 let (cookie, _) = jar.syn_ack_isn(&tuple, header.seq, mss, now);
                 let syn_ack = cookie_syn_ack(&self.config, header, cookie, self.cookie_clock, now);
                 let out = Transmit {
@@ -2454,6 +2507,162 @@ mod tests {
             window: 65535,
             urgent: 0,
             options: TcpOptions::default(),
+        }
+    }
+
+    /// The server closes first and the client reconnects from the same port as soon as its own
+    /// FIN is acknowledged, which the client leg does before the server has acknowledged the
+    /// server leg's FIN: the new SYN must still open a new connection, as the server's
+    /// TIME-WAIT would take it end to end, and an old duplicate SYN must not.
+    #[test]
+    fn a_reconnection_from_the_same_port_takes_over_once_nothing_is_owed() {
+        let mut net = plain_net();
+        established(&mut net);
+        net.server().send(bytes(1, 0, 500)).unwrap();
+        net.server().shutdown_write();
+        net.run_until(400);
+        net.wires[S2P].delay = 1_000;
+        net.client().shutdown_write();
+        net.run_until(600);
+        let proxy = net.proxy_ref();
+        let client_leg = proxy.leg(Leg::Client).unwrap();
+        assert_eq!(client_leg.state(), State::TimeWait);
+        assert_eq!(proxy.leg(Leg::Server).unwrap().state(), State::LastAck);
+        assert_ne!(
+            proxy.state(),
+            ProxyState::TimeWait,
+            "the server's ACK is on its way"
+        );
+
+        let (tsval, rcv_nxt) = (client_leg.ts_recent(), client_leg.rcv_nxt());
+        let syn = |seq: SeqNumber, tsval: u32| {
+            let mut syn = from_client(SYN, seq.0, 0);
+            syn.options.timestamps = Some((tsval, 0));
+            syn
+        };
+        assert!(proxy.yields_to_client_syn(&syn(rcv_nxt + 70_000, tsval + 1)));
+        assert!(
+            proxy.yields_to_client_syn(&syn(rcv_nxt + 70_000, tsval)),
+            "the same millisecond, a sequence number past the old connection's"
+        );
+        assert!(
+            !proxy.yields_to_client_syn(&syn(SeqNumber(CLIENT_ISS), tsval)),
+            "the old connection's own SYN, again"
+        );
+        assert!(
+            !proxy.yields_to_client_syn(&syn(rcv_nxt + 70_000, tsval - 1)),
+            "an older timestamp (PAWS)"
+        );
+
+        // With data still owed to the server, the connection holds on.
+        let mut net = plain_net();
+        established(&mut net);
+        net.server().shutdown_write();
+        net.run_until(400);
+        net.wires[P2S].delay = 1_000;
+        net.client().send(bytes(2, 0, 500)).unwrap();
+        net.client().shutdown_write();
+        net.run_until(600);
+        let proxy = net.proxy_ref();
+        let client_leg = proxy.leg(Leg::Client).unwrap();
+        assert_eq!(client_leg.state(), State::TimeWait);
+        let syn = syn(client_leg.rcv_nxt() + 70_000, client_leg.ts_recent() + 1);
+        assert!(!proxy.yields_to_client_syn(&syn));
+    }
+
+    /// RFC 9293 section 3.7.1: a SYN without the option means 536 bytes over IPv4 and 1220 over
+    /// IPv6; the server leg offers what the client can take, and each leg sends segments that
+    /// size.
+    #[test]
+    fn an_ipv6_syn_without_mss_means_1220_bytes_on_both_legs() {
+        for (config, expected) in [
+            (ProxyConfig::default(), 536),
+            (ProxyConfig::default().for_ipv6(), 1220),
+        ] {
+            let mut net = Net::new(NoInspection, config);
+            net.client = None;
+            net.server_offer.mss = 1460;
+            net.client_send(from_client(SYN, CLIENT_ISS, 0), None);
+            net.run_until(50);
+            let syn = net.wires[P2S].delivered[0].header;
+            assert_eq!(syn.options.mss, Some(expected), "the server leg's SYN");
+            let syn_ack = net.client_inbox[0].header;
+            let server_isn = syn_ack.seq.0;
+            net.client_send(from_client(ACK, CLIENT_ISS + 1, server_isn + 1), None);
+            net.run_until(100);
+            net.server().send(bytes(5, 0, 4_000)).unwrap();
+            net.run_until(300);
+            let largest = net.client_inbox.iter().map(Seen::len).max().unwrap();
+            assert_eq!(largest, usize::from(expected), "the client leg's segments");
+        }
+    }
+
+    /// A client whose TSval ticks every 10 ms (RFC 7323 section 5.4 allows 1 ms to 1 s): a
+    /// clock of the proxy's own, set at the SYN, runs ahead of it, and the server's TIME-WAIT
+    /// then takes the client's next SYN from the same port for an old duplicate (RFC 6191).
+    /// Each leg sends only TSvals its far endpoint sent, and a handover needs no shift.
+    #[test]
+    fn each_leg_carries_the_tsvals_of_the_endpoint_across_the_proxy() {
+        let mut net = Net::new(NoInspection, ProxyConfig::default());
+        net.client = None;
+        let client_clock = |t: u64| 70_000 + (t / 10) as u32;
+        let mut client_sent = std::collections::HashSet::new();
+        let mut syn = from_client(SYN, CLIENT_ISS, 0);
+        syn.options.mss = Some(1000);
+        syn.options.timestamps = Some((client_clock(0), 0));
+        client_sent.insert(client_clock(0));
+        net.client_send(syn, None);
+        net.run_until(50);
+        let server_isn = net.client_inbox[0].header.seq.0;
+        for i in 0..30 {
+            let t = 100 + i as u64 * 100;
+            net.run_until(t);
+            let echo = net.client_inbox.last().unwrap().header.options.timestamps;
+            let mut data = from_client(ACK | TcpFlags::PSH, ctcp_seq(i).0, server_isn + 1);
+            data.options.timestamps = Some((client_clock(t), echo.unwrap().0));
+            client_sent.insert(client_clock(t));
+            net.client_send(data, Some(ctcp_payload(i)));
+            if i % 3 == 0 {
+                net.server().send(bytes(3, i * 10, 10)).unwrap();
+            }
+        }
+        net.run_until(3_500);
+        net.read_server();
+        assert_eq!(net.server_received.len(), 30 * CTCP_SEGMENT);
+
+        let tsvals = |wire: usize| -> Vec<u32> {
+            net.wires[wire]
+                .delivered
+                .iter()
+                .map(|seen| seen.header.options.timestamps.expect("timestamps").0)
+                .collect()
+        };
+        let to_server = tsvals(P2S);
+        assert!(to_server.len() > 30);
+        for tsval in &to_server {
+            assert!(
+                client_sent.contains(tsval),
+                "the server leg sent TSval {tsval}, which the client never did"
+            );
+        }
+        let server_sent: std::collections::HashSet<u32> = tsvals(S2P).into_iter().collect();
+        let to_client = tsvals(P2C);
+        assert!(net.client_inbox.iter().any(|seen| seen.len() > 0));
+        for tsval in &to_client {
+            assert!(
+                server_sent.contains(tsval),
+                "the client leg sent TSval {tsval}, which the server never did"
+            );
+        }
+
+        let handover = net.convert();
+        for direction in [Direction::ClientToServer, Direction::ServerToClient] {
+            let translation = handover.translation(direction);
+            assert_eq!(
+                (translation.tsval_delta, translation.tsecr_delta),
+                (0, 0),
+                "{direction:?}: the legs' timestamps already agree"
+            );
         }
     }
 

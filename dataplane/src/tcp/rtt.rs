@@ -200,14 +200,34 @@ pub fn karn_sample(sent_at_ms: u64, now_ms: u64, retransmitted: bool) -> Option<
 /// transmission that was acknowledged, original or retransmission, and the endpoint may take a
 /// sample from any acknowledgment of new data, retransmitted or not. RFC 7323 §4.2's advice to
 /// take samples only from acknowledgments that advance SND.UNA is the endpoint's to apply.
+///
+/// A proxy leg may instead carry the TSvals of the endpoint across the proxy
+/// ([`TimestampClock::carried`]): then the receiver sees the very clock it would see without
+/// the proxy, so the TSval a reconnection's SYN carries is never behind the last one it saw
+/// from us (TIME-WAIT accepts such a SYN at once, RFC 6191), and a move to pass-through needs
+/// no timestamp shift. A carried clock stands still while the far endpoint is silent, so its
+/// echoes say nothing of our own transmissions' times: the endpoint times those by Karn's rule.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimestampClock {
     pub offset: u32,
+    /// The TSvals are the far endpoint's, fed in by the proxy; `offset` only sets the first.
+    pub carried: bool,
 }
 
 impl TimestampClock {
     pub fn new(offset: u32) -> TimestampClock {
-        TimestampClock { offset }
+        TimestampClock {
+            offset,
+            carried: false,
+        }
+    }
+
+    /// A clock that starts at `tsval` at `now_ms` and then follows the TSvals carried to it.
+    pub fn carried(tsval: u32, now_ms: u64) -> TimestampClock {
+        TimestampClock {
+            offset: tsval.wrapping_sub(now_ms as u32),
+            carried: true,
+        }
     }
 
     /// The TSval to send at `now_ms` (1 ms per tick; the clock wraps every 49.7 days, which

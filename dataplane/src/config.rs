@@ -1112,6 +1112,30 @@ mod tests {
         assert!(c.validate(&[]).is_err(), "a directory is no state file");
     }
 
+    #[test]
+    fn reassembly_bounds_are_read_and_checked() {
+        let c = Config::from_toml(
+            "[reassembly]\ntimeout_ms = 2000\nmax_held_kib = 1024\nlarge_buffers = 0\n",
+        )
+        .unwrap();
+        let t = c.reassembly.table_config();
+        assert_eq!((t.timeout_ms, t.max_held_bytes), (2000, 1 << 20));
+        assert_eq!(c.reassembly.large_buffers, 0);
+        assert!(c.reassembly.enabled);
+        for (key, bad) in [
+            ("timeout_ms", "0"),
+            ("max_datagrams", "0"),
+            ("max_datagram_len", "70000"),
+            ("max_fragments", "1"),
+        ] {
+            let mut c = Config::from_toml(&format!("[reassembly]\n{key} = {bad}\n")).unwrap();
+            c.ports = lab().ports;
+            c.workers = lab().workers;
+            let err = c.validate(&[0, 1, 2, 3]).unwrap_err().to_string();
+            assert!(err.contains(&format!("reassembly.{key}")), "{err}");
+        }
+    }
+
     fn lab() -> Config {
         let mut c = Config::default();
         c.ports.inside = "net_af_packet0,iface=tg-cl".into();

@@ -464,11 +464,13 @@ impl Worker {
     /// A fragment of a TCP datagram: held until the datagram is whole, which then goes where
     /// its flow says, as one segment to the proxy, or as the fragments it came in otherwise.
     #[cold]
-    fn reassemble(&mut self, m: Mbuf, ingress: PortSide, now_ms: u64, out: &mut Outbox) {
+    fn reassemble(&mut self, mut m: Mbuf, ingress: PortSide, now_ms: u64, out: &mut Outbox) {
         // A frame spread over several buffers is not read whole here: it passes as it came.
         let Some(info) = tcp_fragment(m.data()).filter(|_| m.segments() == 1) else {
             return self.forward(m, ingress.other(), out);
         };
+        // Each fragment keeps its port for the whole datagram's decision and for a hand-off.
+        m.set_port(self.port_ids[ingress.index()]);
         let whole = match self.fragments.insert(info, HeldFragment(m), now_ms) {
             Outcome::Held => return,
             Outcome::Dropped(_, frames) => {
@@ -500,9 +502,10 @@ impl Worker {
                 let c = &mut self.fragments.counters;
                 c.fragments -= fragments.len() as u64;
                 c.reassembled -= 1;
+                // The decision counted one frame handed off.
+                self.pipeline.counters.handoff_out += fragments.len() as u64 - 1;
                 for m in fragments {
                     let ingress = ingress_of(&m, &self.port_ids);
-                    self.pipeline.counters.handoff_out += 1;
                     self.hand_off(m, worker, ingress, out);
                 }
             }

@@ -11,5 +11,5 @@ pub mod stats;
 
 pub use stats::{
     ControlSocketCounters, LimitCounters, MempoolStats, PortCounters, Prometheus, ProxyCounters,
-    RuleStats, StatsSnapshot, WorkerStats,
+    ReassemblyCounters, RuleStats, StatsSnapshot, WorkerStats,
 };

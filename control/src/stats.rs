@@ -172,6 +172,9 @@ pub struct StatsSnapshot {
     /// Per inspection signature (`[[proxy.signature]]` in the config): connections reset.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub signature_hits: BTreeMap<String, u64>,
+    /// IP reassembly of TCP fragments, summed over workers.
+    #[serde(default)]
+    pub reassembly: ReassemblyCounters,
     /// The control socket's connections: what it holds now, and every connection it refused
     /// or closed on its own, by why.
     #[serde(default)]
@@ -231,6 +234,86 @@ impl ControlSocketCounters {
              per-uid limit, {refused_not_permitted} not permitted; closed: {evicted_idle} idle to make \
              room for root, {idle_timeouts} idle timeouts, {request_timeouts} request timeouts, \
              {write_timeouts} write timeouts, {requests_too_large} requests too large"
+        );
+    }
+}
+
+/// IP reassembly of TCP fragments (`[reassembly]`): fragments taken, datagrams completed, and
+/// datagrams (or, for duplicates and a full table, single fragments) dropped, by why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReassemblyCounters {
+    /// TCP fragments taken into reassembly.
+    pub fragments: u64,
+    /// Datagrams whose fragments all arrived.
+    pub reassembled: u64,
+    /// Datagrams not complete within `reassembly.timeout_ms`.
+    pub timeout: u64,
+    /// Datagrams with fragments that overlap (RFC 5722).
+    pub overlap: u64,
+    /// Fragments that repeated one already held (dropped alone).
+    pub duplicate: u64,
+    /// Datagrams longer than `reassembly.max_datagram_len`, in more than
+    /// `reassembly.max_fragments` fragments, or too long for one packet buffer.
+    pub too_big: u64,
+    /// Fragments of new datagrams that found `reassembly.max_datagrams` in progress.
+    pub table_full: u64,
+    /// Datagrams whose next fragment would have passed `reassembly.max_held_bytes`.
+    pub memory: u64,
+    /// Datagrams whose first fragment lacked the whole TCP header, or with a fragment at
+    /// offset 8 (RFC 1858).
+    pub tiny_first: u64,
+    /// Datagrams whose fragments contradict each other (two ends, data past the end, a
+    /// non-last fragment not a multiple of 8 bytes).
+    pub invalid: u64,
+}
+
+impl ReassemblyCounters {
+    pub fn add(&mut self, o: &ReassemblyCounters) {
+        let ReassemblyCounters {
+            fragments,
+            reassembled,
+            timeout,
+            overlap,
+            duplicate,
+            too_big,
+            table_full,
+            memory,
+            tiny_first,
+            invalid,
+        } = *o;
+        self.fragments += fragments;
+        self.reassembled += reassembled;
+        self.timeout += timeout;
+        self.overlap += overlap;
+        self.duplicate += duplicate;
+        self.too_big += too_big;
+        self.table_full += table_full;
+        self.memory += memory;
+        self.tiny_first += tiny_first;
+        self.invalid += invalid;
+    }
+
+    fn render(&self, out: &mut String) {
+        // Destructured, so a counter added later fails to compile until it is shown here.
+        let ReassemblyCounters {
+            fragments,
+            reassembled,
+            timeout,
+            overlap,
+            duplicate,
+            too_big,
+            table_full,
+            memory,
+            tiny_first,
+            invalid,
+        } = *self;
+        let _ = writeln!(
+            out,
+            "reassembly: {fragments} TCP fragments, {reassembled} datagrams reassembled; dropped: \
+             {timeout} timed out, {overlap} overlapping, {duplicate} duplicate fragments, \
+             {too_big} too big, {table_full} table full, {memory} over the memory bound, \
+             {tiny_first} tiny first fragments, {invalid} invalid"
         );
     }
 }
@@ -637,6 +720,7 @@ impl StatsSnapshot {
             }
         }
         self.proxy.render(&mut out);
+        self.reassembly.render(&mut out);
         self.control_socket.render(&mut out);
         let drops: Vec<String> = self.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(out, "drops: {}", drops.join(" "));
@@ -865,6 +949,7 @@ impl std::fmt::Display for Prometheus<'_> {
             }
         }
         fam.walk("proxy", "TCP proxy counter", &s.proxy, &[]);
+        fam.walk("reassembly", "IP reassembly counter", &s.reassembly, &[]);
         fam.walk(
             "control_socket",
             "Control socket counter",

@@ -148,6 +148,88 @@ impl Default for WorkersConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ReassemblySection {
+    /// Reassemble the IP fragments of TCP datagrams; off, they pass as before (and the proxy
+    /// cannot take fragmented segments).
+    pub enabled: bool,
+    /// How long a datagram's fragments wait for the rest. A middlebox's timeout, not a host's
+    /// (Linux: 30 s): a fragment is a few milliseconds behind its datagram's others unless it
+    /// was lost, and the sender of a lost one retransmits the whole segment anyway.
+    pub timeout_ms: u64,
+    /// Datagrams in progress at once, per worker.
+    pub max_datagrams: usize,
+    /// Frame bytes held in fragments, per worker.
+    pub max_held_kib: usize,
+    /// Longest datagram reassembled, IP header included.
+    pub max_datagram_len: usize,
+    /// Fragments one datagram may arrive in.
+    pub max_fragments: usize,
+    /// Buffers for reassembled datagrams longer than a packet buffer (2048 bytes), each of
+    /// `max_datagram_len`, shared by the workers; the proxy holds one until the far end
+    /// acknowledges its bytes. 0: none, such datagrams are dropped as too big.
+    pub large_buffers: u32,
+}
+
+impl Default for ReassemblySection {
+    fn default() -> Self {
+        let d = crate::ip_reassembly::ReassemblyConfig::default();
+        ReassemblySection {
+            enabled: true,
+            timeout_ms: d.timeout_ms,
+            max_datagrams: d.max_datagrams,
+            max_held_kib: d.max_held_bytes / 1024,
+            max_datagram_len: d.max_datagram_len,
+            max_fragments: d.max_fragments,
+            large_buffers: 63,
+        }
+    }
+}
+
+impl ReassemblySection {
+    pub fn table_config(&self) -> crate::ip_reassembly::ReassemblyConfig {
+        crate::ip_reassembly::ReassemblyConfig {
+            timeout_ms: self.timeout_ms,
+            max_datagrams: self.max_datagrams,
+            max_held_bytes: self.max_held_kib * 1024,
+            max_datagram_len: self.max_datagram_len,
+            max_fragments: self.max_fragments,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value, range) in [
+            (
+                "reassembly.timeout_ms",
+                self.timeout_ms as usize,
+                1..=60_000,
+            ),
+            ("reassembly.max_datagrams", self.max_datagrams, 1..=1 << 20),
+            ("reassembly.max_held_kib", self.max_held_kib, 64..=1 << 20),
+            (
+                "reassembly.max_datagram_len",
+                self.max_datagram_len,
+                576..=65_535,
+            ),
+            ("reassembly.max_fragments", self.max_fragments, 2..=8192),
+            (
+                "reassembly.large_buffers",
+                self.large_buffers as usize,
+                0..=65_535,
+            ),
+        ] {
+            if !range.contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is outside {}..={}", range.start(), range.end()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FlowsConfig {
     /// Flows tracked at once, over all workers (each worker gets its share).
     pub capacity: usize,
@@ -468,6 +550,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub control: ControlConfig,
     pub proxy: ProxySection,
+    pub reassembly: ReassemblySection,
 }
 
 impl Config {
@@ -624,6 +707,7 @@ impl Config {
                 ));
             }
         }
+        self.reassembly.validate()?;
         let p = &self.proxy;
         if !(4..=65_536).contains(&p.buffer_kib) {
             return Err(invalid(
@@ -1026,6 +1110,30 @@ mod tests {
             .unwrap()
             .policy;
         assert!(c.validate(&[]).is_err(), "a directory is no state file");
+    }
+
+    #[test]
+    fn reassembly_bounds_are_read_and_checked() {
+        let c = Config::from_toml(
+            "[reassembly]\ntimeout_ms = 2000\nmax_held_kib = 1024\nlarge_buffers = 0\n",
+        )
+        .unwrap();
+        let t = c.reassembly.table_config();
+        assert_eq!((t.timeout_ms, t.max_held_bytes), (2000, 1 << 20));
+        assert_eq!(c.reassembly.large_buffers, 0);
+        assert!(c.reassembly.enabled);
+        for (key, bad) in [
+            ("timeout_ms", "0"),
+            ("max_datagrams", "0"),
+            ("max_datagram_len", "70000"),
+            ("max_fragments", "1"),
+        ] {
+            let mut c = Config::from_toml(&format!("[reassembly]\n{key} = {bad}\n")).unwrap();
+            c.ports = lab().ports;
+            c.workers = lab().workers;
+            let err = c.validate(&[0, 1, 2, 3]).unwrap_err().to_string();
+            assert!(err.contains(&format!("reassembly.{key}")), "{err}");
+        }
     }
 
     fn lab() -> Config {

@@ -20,16 +20,20 @@ pub enum DropReason {
     /// A segment of a proxied flow with a wrong TCP checksum: the proxy acknowledges what it
     /// accepts, so it must not accept a corrupted segment (its sender will retransmit).
     TcpChecksum,
-    /// A frame of a proxied flow the proxy cannot take: an IP fragment, unreadable TCP
-    /// options, more than two VLAN tags, or a frame spread over several buffers.
+    /// A frame of a proxied flow the proxy cannot take: an IP fragment (with `[reassembly]`
+    /// off or under a NIC's hash), unreadable TCP options, more than two VLAN tags, or a frame
+    /// spread over several buffers.
     ProxyUnusable,
     /// The first packet of a TCP flow under proxy policy was not a SYN (a flow picked up
     /// mid-stream, or an ACK flood) and `proxy.on_midstream` is drop: the ASA's `tcp-not-syn`.
     TcpNotSyn,
+    /// An IP fragment of a TCP datagram that reassembly gave up on (timed out, overlapping,
+    /// over a bound, a tiny first fragment: `reassembly` in the stats says which).
+    Fragment,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::TableFull,
@@ -39,6 +43,7 @@ impl DropReason {
         DropReason::TcpChecksum,
         DropReason::ProxyUnusable,
         DropReason::TcpNotSyn,
+        DropReason::Fragment,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +56,7 @@ impl DropReason {
             DropReason::TcpChecksum => "tcp_checksum",
             DropReason::ProxyUnusable => "proxy_unusable",
             DropReason::TcpNotSyn => "tcp_not_syn",
+            DropReason::Fragment => "fragment",
         }
     }
 

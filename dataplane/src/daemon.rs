@@ -19,6 +19,7 @@ use tollgate_control::{LimitCounters, MempoolStats, PortCounters, StatsSnapshot}
 
 use crate::config::Config;
 use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
+use crate::ip_reassembly::FragmentTable;
 use crate::notice::Notices;
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
 use crate::policy::{CompiledPolicy, PolicyBoard};
@@ -132,6 +133,31 @@ pub fn flow_table_config(config: &Config) -> FlowTableConfig {
 }
 
 impl Dataplane {
+    /// The pool for reassembled datagrams longer than a packet buffer holds. Without it (off, or
+    /// no memory for it), those are dropped and counted as too big; a warning says so.
+    fn large_buffers(config: &Config) -> Option<Arc<Mempool>> {
+        let r = &config.reassembly;
+        if !r.enabled || r.large_buffers == 0 {
+            return None;
+        }
+        // Room for the link-layer header (two VLAN tags) and DPDK's headroom, within an mbuf's
+        // 16-bit length.
+        let room = (r.max_datagram_len + 22 + dpdk::sys::consts::PKTMBUF_HEADROOM as usize)
+            .min(usize::from(u16::MAX)) as u16;
+        match Mempool::pktmbuf("tollgate_large", r.large_buffers, 0, room, -1) {
+            Ok(pool) => Some(Arc::new(pool)),
+            Err(e) => {
+                tracing::warn!(
+                "reassembly: no pool of {} large buffers ({e}): datagrams longer than a packet \
+                 buffer will be dropped (reassembly too_big); lower reassembly.large_buffers or \
+                 give the EAL more memory",
+                r.large_buffers
+            );
+                None
+            }
+        }
+    }
+
     /// Configures both ports with one queue pair per worker, picks the
     /// steering, starts the ports and the pinned worker threads.
     pub fn start(
@@ -150,6 +176,7 @@ impl Dataplane {
             rss: config.ports.rss,
             promiscuous: true,
         };
+        let large = Self::large_buffers(config);
         let names = [&config.ports.inside, &config.ports.outside];
         let mut ports = Vec::with_capacity(2);
         for side in PortSide::BOTH {
@@ -231,6 +258,7 @@ impl Dataplane {
                         on_table_full: config.flows.on_full,
                         audit_new_flows: workers > 1,
                         on_midstream: config.proxy.on_midstream,
+                        reassembly: config.reassembly.enabled && steering != Steering::SymmetricRss,
                     },
                     board.current(),
                 ),
@@ -261,6 +289,8 @@ impl Dataplane {
                 pool: pool.clone(),
                 tx_multi_seg: inside.tx_multi_seg() && outside.tx_multi_seg(),
                 released: Vec::new(),
+                fragments: FragmentTable::new(config.reassembly.table_config()),
+                large_pool: large.clone(),
             };
             // Worker i's lcore is i + 1 (`Config::eal_args`); the EAL pinned it to the core.
             let lcore = id as u32 + 1;

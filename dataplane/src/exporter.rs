@@ -176,11 +176,11 @@ fn answer(mut stream: TcpStream, latest: &Mutex<String>) -> io::Result<()> {
 
 /// The counters on DPDK's telemetry socket, from the snapshot the main thread refreshes every
 /// stats interval: `/tollgate/stats` (totals, ports, flows, mempool), `/tollgate/drops`,
-/// `/tollgate/malformed`, `/tollgate/proxy` and `/tollgate/rules`. `dpdk-telemetry.py -f
+/// `/tollgate/malformed`, `/tollgate/proxy`, `/tollgate/reassembly` and `/tollgate/rules`. `dpdk-telemetry.py -f
 /// <file-prefix>` reads them as it reads DPDK's own `/ethdev/stats`.
 pub fn register_telemetry(latest: Arc<Mutex<StatsSnapshot>>) -> dpdk::Result<()> {
     type Section = fn(&StatsSnapshot) -> Vec<(String, TelemetryValue)>;
-    let sections: [(&str, &str, Section); 5] = [
+    let sections: [(&str, &str, Section); 6] = [
         (
             "/tollgate/stats",
             "Returns tollgate's totals, ports, flows and mempool. Takes no parameters",
@@ -200,6 +200,11 @@ pub fn register_telemetry(latest: Arc<Mutex<StatsSnapshot>>) -> dpdk::Result<()>
             "/tollgate/proxy",
             "Returns the TCP proxy's counters. Takes no parameters",
             |s| numbers("", &s.proxy),
+        ),
+        (
+            "/tollgate/reassembly",
+            "Returns the IP reassembly's counters. Takes no parameters",
+            |s| numbers("", &s.reassembly),
         ),
         (
             "/tollgate/rules",

@@ -10,6 +10,7 @@ pub mod detect;
 pub mod exporter;
 pub mod flow;
 pub mod flow_view;
+pub mod ip_reassembly;
 pub mod log;
 pub mod notice;
 pub mod parse;

@@ -12,7 +12,8 @@ use crate::flow::{
     Direction, EntryHint, FlowEntry, FlowKey, FlowMode, FlowTable, FlowTableConfig, Observation,
     PacketMeta, ProxyLink,
 };
-use crate::parse::{common_ipv4, parse_frame, Malformed};
+use crate::ip_reassembly::tcp_fragment;
+use crate::parse::{common_ipv4, parse_frame, Fragment, Malformed};
 use crate::policy::CompiledPolicy;
 use crate::proxy::{MidstreamAction, ProxyTarget};
 
@@ -62,6 +63,9 @@ pub enum Verdict {
     HandOff(usize),
     /// A TCP segment of a proxied flow: the worker's proxy table takes it.
     Proxy(ProxyTarget),
+    /// An IP fragment of a TCP datagram, for this worker's reassembly table: only the whole
+    /// datagram says which flow it belongs to.
+    Reassemble,
     /// A segment of a flow handed over from the proxy to pass-through whose two legs' numbers
     /// differ: forward it with the translation kept in the proxy table's `slot`.
     Translate {
@@ -142,6 +146,8 @@ pub struct PipelineConfig {
     pub audit_new_flows: bool,
     /// `proxy.on_midstream`, for the RSTs of no known flow, which never reach the proxy.
     pub on_midstream: MidstreamAction,
+    /// `reassembly.enabled`: TCP fragments go to reassembly rather than through as they are.
+    pub reassembly: bool,
 }
 
 pub struct Pipeline {
@@ -153,6 +159,7 @@ pub struct Pipeline {
     on_table_full: FrameAction,
     audit_new_flows: bool,
     on_midstream: MidstreamAction,
+    reassembly: bool,
     new_flows: Vec<FlowKey>,
     pub counters: WorkerCounters,
 }
@@ -167,6 +174,7 @@ impl Pipeline {
             on_table_full: config.on_table_full,
             audit_new_flows: config.audit_new_flows,
             on_midstream: config.on_midstream,
+            reassembly: config.reassembly,
             new_flows: Vec::with_capacity(256),
             counters: WorkerCounters::default(),
         }
@@ -222,12 +230,24 @@ impl Pipeline {
             None => {
                 let summary = match parse_frame(frame) {
                     Ok(summary) => summary,
-                    Err(reason) => return self.malformed(reason, egress),
+                    Err(reason) => {
+                        // A first fragment too short for its TCP header does not parse; the
+                        // reassembly counts it for what it is (RFC 1858).
+                        if let Some(prepared) = self.fragment(frame, nic_hash, steer) {
+                            return prepared;
+                        }
+                        return self.malformed(reason, egress);
+                    }
                 };
                 let Some(ip) = summary.ip else {
                     self.counters.non_ip += 1;
                     return Prepared::Decided(Verdict::Forward(egress));
                 };
+                if ip.fragment != Fragment::None && ip.protocol == PROTO_TCP {
+                    if let Some(prepared) = self.fragment(frame, nic_hash, steer) {
+                        return prepared;
+                    }
+                }
                 let (src_port, dst_port) = ip.ports.unwrap_or((0, 0));
                 let (key, orientation) =
                     FlowKey::from_packet(ip.src, ip.dst, ip.protocol, src_port, dst_port);
@@ -259,6 +279,32 @@ impl Pipeline {
             vlan,
             ingress,
         })
+    }
+
+    /// A fragment of a TCP datagram goes to reassembly, on the worker its addresses steer it to:
+    /// later fragments have no ports, so all the fragments of a datagram meet only there. The
+    /// whole datagram then goes to its flow's worker. Under a NIC's hash a worker cannot tell
+    /// which queue the whole datagram's flow is on, so fragments pass as they are.
+    #[cold]
+    fn fragment(
+        &mut self,
+        frame: &[u8],
+        nic_hash: Option<u32>,
+        steer: Option<Steer>,
+    ) -> Option<Prepared> {
+        if !self.reassembly || nic_hash.is_some() {
+            return None;
+        }
+        let info = tcp_fragment(frame)?;
+        if let Some(steer) = steer {
+            let (key, _) = FlowKey::from_packet(info.key.src, info.key.dst, PROTO_TCP, 0, 0);
+            let owner = FlowTable::shard_of(key.software_hash(), steer.workers);
+            if owner != steer.worker {
+                self.counters.handoff_out += 1;
+                return Some(Prepared::Decided(Verdict::HandOff(owner)));
+            }
+        }
+        Some(Prepared::Decided(Verdict::Reassemble))
     }
 
     /// Counts a frame the general parser rejected, and decides it as configured.
@@ -489,6 +535,7 @@ mod tests {
                 malformed,
                 on_table_full: on_full,
                 audit_new_flows: true,
+                reassembly: true,
                 on_midstream: MidstreamAction::Bypass,
             },
             // Forwarding alone: the proxy's frames are the proxy module's tests.
@@ -523,6 +570,75 @@ mod tests {
             p.handle(&synth::udp(&a, b"x"), PortSide::Inside, None, None, 2),
             Verdict::Forward(PortSide::Outside)
         );
+    }
+
+    #[test]
+    fn tcp_fragments_meet_for_reassembly_on_one_worker_and_others_pass_as_before() {
+        let v6 = Addressing::new(
+            "[2001:db8::1]:40000".parse().unwrap(),
+            "[2001:db8::2]:443".parse().unwrap(),
+        );
+        for a in [flow(1000), v6] {
+            let data = synth::tcp(
+                &a,
+                TcpHeader {
+                    flags: TCP_ACK,
+                    ..Default::default()
+                },
+                &[7; 3000],
+            );
+            let frags = synth::fragments(&data, 1232, 5);
+            let mut p = pipeline(16, FrameAction::Drop, FrameAction::Forward);
+            p.set_policy(policy(&[]));
+            for f in &frags {
+                assert_eq!(
+                    p.handle(f, PortSide::Inside, None, None, 0),
+                    Verdict::Reassemble
+                );
+            }
+            // A tiny first fragment does not parse, and is reassembly's to count.
+            let tiny = synth::fragments(&data, 16, 6);
+            assert_eq!(
+                p.handle(&tiny[0], PortSide::Inside, None, None, 0),
+                Verdict::Reassemble
+            );
+            assert!(p.flows().is_empty(), "only a whole datagram names its flow");
+            // Under software steering, the first fragment and the later ones go to one worker.
+            let mut owners = std::collections::HashSet::new();
+            for f in &frags {
+                let steer = Steer {
+                    worker: 0,
+                    workers: 4,
+                };
+                owners.insert(match p.handle(f, PortSide::Inside, None, Some(steer), 0) {
+                    Verdict::HandOff(w) => w,
+                    Verdict::Reassemble => 0,
+                    v => panic!("{v:?}"),
+                });
+            }
+            assert_eq!(owners.len(), 1);
+            // Under a NIC's hash, and with reassembly off, they pass as they did: the first to
+            // the proxy (which cannot take it), the others untracked.
+            for (nic_hash, reassembly) in [(Some(1), true), (None, false)] {
+                p.reassembly = reassembly;
+                assert!(matches!(
+                    p.handle(&frags[0], PortSide::Inside, nic_hash, None, 0),
+                    Verdict::Proxy(_)
+                ));
+                assert_eq!(
+                    p.handle(&frags[1], PortSide::Inside, nic_hash, None, 0),
+                    Verdict::Forward(PortSide::Outside)
+                );
+            }
+            p.reassembly = true;
+            // Fragments of other protocols pass as they did.
+            for f in synth::fragments(&synth::udp(&a, &[1; 3000]), 1232, 8) {
+                assert_eq!(
+                    p.handle(&f, PortSide::Inside, None, None, 0),
+                    Verdict::Forward(PortSide::Outside)
+                );
+            }
+        }
     }
 
     fn flow(port: u16) -> Addressing {

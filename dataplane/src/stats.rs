@@ -114,6 +114,7 @@ pub fn snapshot(inputs: SnapshotInputs<'_>) -> StatsSnapshot {
             *total += v;
         }
         snap.proxy.add(&report.proxy);
+        snap.reassembly.add(&report.reassembly);
         for (name, hits) in inputs.signature_names.iter().zip(&report.signature_hits) {
             *snap.signature_hits.entry(name.clone()).or_default() += hits;
         }

@@ -164,6 +164,57 @@ pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8
     pad(out)
 }
 
+/// `frame` (untagged, IPv4 or IPv6 without extension headers) cut into IP fragments of at most
+/// `size` data bytes each (a multiple of 8, as every fragment but the last must be) with
+/// identification `id`, as a sender on a narrower path would send it. A frame that fits in one
+/// comes back as one fragment at offset 0 with no more to follow (for IPv6, an atomic fragment).
+pub fn fragments(frame: &[u8], size: usize, id: u32) -> Vec<Vec<u8>> {
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    let ip = &frame[14..];
+    let (header, data) = if ethertype == ETHERTYPE_IPV4 {
+        let header_len = usize::from(ip[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        (&ip[..header_len], &ip[header_len..total])
+    } else {
+        let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        (&ip[..40], &ip[40..40 + payload])
+    };
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let len = size.min(data.len() - offset);
+        let more = offset + len < data.len();
+        let mut f = frame[..14].to_vec();
+        if ethertype == ETHERTYPE_IPV4 {
+            let mut h = header.to_vec();
+            h[2..4].copy_from_slice(&((header.len() + len) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+            let field = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&field.to_be_bytes());
+            h[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend_from_slice(&h);
+        } else {
+            let mut h = header.to_vec();
+            h[4..6].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+            h[6] = 44;
+            f.extend_from_slice(&h);
+            f.push(header[6]);
+            f.push(0);
+            let field = offset as u16 | u16::from(more);
+            f.extend_from_slice(&field.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+        }
+        f.extend_from_slice(&data[offset..offset + len]);
+        out.push(pad(f));
+        offset += len;
+        if !more {
+            return out;
+        }
+    }
+}
+
 /// Ethernet's 60-byte minimum (without FCS), as a NIC would pad.
 fn pad(mut frame: Vec<u8>) -> Vec<u8> {
     if frame.len() < 60 {

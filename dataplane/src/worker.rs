@@ -13,11 +13,12 @@ use dpdk::{
     TxQueue, BURST_SIZE,
 };
 use tollgate_control::protocol::{FlowFilter, FlowView, FlowsClearReply, RuleHits};
-use tollgate_control::{LimitCounters, ProxyCounters};
+use tollgate_control::{LimitCounters, ProxyCounters, ReassemblyCounters};
 
 use crate::counters::{DropReason, WorkerCounters};
 use crate::flow::{FlowKey, FlowTable};
 use crate::flow_view;
+use crate::ip_reassembly::{tcp_fragment, FragmentTable, Outcome};
 use crate::notice::Notices;
 use crate::parse::parse_frame;
 use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
@@ -78,6 +79,7 @@ pub struct WorkerReport {
     pub signature_hits: Vec<u64>,
     /// Per rule id, for rules whose connection limits refused new flows here.
     pub limit_hits: Vec<(u32, LimitCounters)>,
+    pub reassembly: ReassemblyCounters,
     /// Exception actions on single flows, not yet logged by the main thread.
     pub notices: Notices,
 }
@@ -158,7 +160,21 @@ pub struct Worker {
     pub tx_multi_seg: bool,
     /// Flows whose entries expired, whose proxy slots are to be released.
     pub released: Vec<u32>,
+    /// TCP datagrams whose fragments are arriving (`[reassembly]`).
+    pub fragments: FragmentTable<HeldFragment>,
+    /// For reassembled datagrams longer than a buffer of `pool` holds.
+    pub large_pool: Option<Arc<Mempool>>,
 }
+
+impl AsRef<[u8]> for HeldFragment {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.0.data()
+    }
+}
+
+/// A fragment's frame, held until its datagram is whole.
+pub struct HeldFragment(Mbuf);
 
 /// The proxy's frames, onto this worker's TX bursts: a fresh mbuf for the headers, the
 /// payload chained after it from the mbuf it arrived in (or copied, for devices that cannot
@@ -267,6 +283,11 @@ impl Worker {
             work += self.take_handoffs(&mut rx, now_ms, &mut out);
             if now_ms != last_ms {
                 self.proxy_timers(now_ms, &mut out);
+                if !self.fragments.is_empty() {
+                    let counters = &mut self.pipeline.counters;
+                    self.fragments
+                        .expire(now_ms, |_| counters.drop(DropReason::Fragment, 1));
+                }
             }
             self.flush(&mut out);
 
@@ -405,6 +426,7 @@ impl Worker {
                     drop(m);
                 }
                 Verdict::Proxy(target) => self.proxy_frame(m, target, now_ms, out),
+                Verdict::Reassemble => self.reassemble(m, ingress, now_ms, out),
                 Verdict::Translate {
                     slot,
                     from_client,
@@ -413,24 +435,133 @@ impl Worker {
                     self.pass_through_frame(&mut m, slot, from_client, now_ms, out);
                     self.forward(m, egress, out);
                 }
-                Verdict::HandOff(worker) => match out.handoff.get_mut(worker) {
-                    Some(burst) => {
-                        // The owner learns the ingress port from the mbuf.
-                        m.set_port(self.port_ids[ingress.index()]);
-                        if burst.is_full() {
-                            Self::hand_over(
-                                self.handoff_out[worker].as_mut(),
-                                burst,
-                                &mut self.pipeline.counters,
-                            );
+                Verdict::HandOff(worker) => self.hand_off(m, worker, ingress, out),
+            }
+        }
+    }
+
+    fn hand_off(&mut self, mut m: Mbuf, worker: usize, ingress: PortSide, out: &mut Outbox) {
+        match out.handoff.get_mut(worker) {
+            Some(burst) => {
+                // The owner learns the ingress port from the mbuf.
+                m.set_port(self.port_ids[ingress.index()]);
+                if burst.is_full() {
+                    Self::hand_over(
+                        self.handoff_out[worker].as_mut(),
+                        burst,
+                        &mut self.pipeline.counters,
+                    );
+                }
+                let _ = burst.push(m);
+            }
+            None => {
+                self.pipeline.counters.drop(DropReason::HandoffFull, 1);
+                drop(m);
+            }
+        }
+    }
+
+    /// A fragment of a TCP datagram: held until the datagram is whole, which then goes where
+    /// its flow says, as one segment to the proxy, or as the fragments it came in otherwise.
+    #[cold]
+    fn reassemble(&mut self, mut m: Mbuf, ingress: PortSide, now_ms: u64, out: &mut Outbox) {
+        // A frame spread over several buffers is not read whole here: it passes as it came.
+        let Some(info) = tcp_fragment(m.data()).filter(|_| m.segments() == 1) else {
+            return self.forward(m, ingress.other(), out);
+        };
+        // Each fragment keeps its port for the whole datagram's decision and for a hand-off.
+        m.set_port(self.port_ids[ingress.index()]);
+        let whole = match self.fragments.insert(info, HeldFragment(m), now_ms) {
+            Outcome::Held => return,
+            Outcome::Dropped(_, frames) => {
+                self.pipeline
+                    .counters
+                    .drop(DropReason::Fragment, frames.len() as u64);
+                return;
+            }
+            Outcome::Complete(whole) => whole,
+        };
+        let mut frame = Vec::with_capacity(whole.frame_len());
+        whole.write_frame(&mut frame);
+        let ingress_of = |m: &Mbuf, ports: &[u16; 2]| {
+            if m.port() == ports[PortSide::Outside.index()] {
+                PortSide::Outside
+            } else {
+                PortSide::Inside
+            }
+        };
+        let first = &whole.fragments[whole.first].0;
+        let ingress = ingress_of(first, &self.port_ids);
+        let prepared = self.pipeline.prepare(&frame, ingress, None, self.steer);
+        let verdict = self.pipeline.finish(&prepared, now_ms);
+        let fragments = whole.fragments.into_iter().map(|f| f.0);
+        match verdict {
+            // Its flow is another worker's: the fragments go there, to be put together again.
+            Verdict::HandOff(worker) => {
+                // Counted once, by the worker that puts them together for good.
+                let c = &mut self.fragments.counters;
+                c.fragments -= fragments.len() as u64;
+                c.reassembled -= 1;
+                // The decision counted one frame handed off.
+                self.pipeline.counters.handoff_out += fragments.len() as u64 - 1;
+                for m in fragments {
+                    let ingress = ingress_of(&m, &self.port_ids);
+                    self.hand_off(m, worker, ingress, out);
+                }
+            }
+            Verdict::Proxy(target) => {
+                // The proxy reads a frame from one buffer.
+                let copy = [Some(&self.pool), self.large_pool.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .find_map(|pool| {
+                        let mut m = Mbuf::alloc(pool)?;
+                        m.append(&frame).is_ok().then_some(m)
+                    });
+                match copy {
+                    Some(m) => {
+                        let n = fragments.len() as u64;
+                        // What the proxy lets pass leaves as it came, in its fragments.
+                        if self.proxy_segment(m, target, now_ms, out, n).is_some() {
+                            for m in fragments {
+                                self.forward(m, target.ingress.other(), out);
+                            }
                         }
-                        let _ = burst.push(m);
                     }
-                    None => {
-                        self.pipeline.counters.drop(DropReason::HandoffFull, 1);
-                        drop(m);
+                    _ => {
+                        self.fragments.counters.too_big += 1;
+                        self.pipeline
+                            .counters
+                            .drop(DropReason::Fragment, fragments.len() as u64);
                     }
-                },
+                }
+            }
+            Verdict::Forward(egress) => {
+                for m in fragments {
+                    self.forward(m, egress, out);
+                }
+            }
+            Verdict::Translate {
+                slot,
+                from_client,
+                egress,
+            } => {
+                // The TCP header is in the first fragment.
+                let first = whole.first;
+                for (i, mut m) in fragments.enumerate() {
+                    if i == first {
+                        self.pass_through_frame(&mut m, slot, from_client, now_ms, out);
+                    }
+                    self.forward(m, egress, out);
+                }
+            }
+            Verdict::Drop(reason) => {
+                self.pipeline.counters.drop(reason, fragments.len() as u64);
+            }
+            Verdict::Reassemble => {
+                self.pipeline
+                    .counters
+                    .drop(DropReason::Fragment, fragments.len() as u64);
             }
         }
     }
@@ -493,21 +624,37 @@ impl Worker {
 
     /// A segment of a proxied flow: the proxy table takes it, keeping its payload in the mbuf.
     fn proxy_frame(&mut self, m: Mbuf, target: ProxyTarget, now_ms: u64, out: &mut Outbox) {
+        if let Some(m) = self.proxy_segment(m, target, now_ms, out, 1) {
+            self.forward(m, target.ingress.other(), out);
+        }
+    }
+
+    /// [`Worker::proxy_frame`], returning the frame when the proxy lets it pass rather than
+    /// forwarding it; a drop counts `frames` (the fragments a reassembled segment came in).
+    fn proxy_segment(
+        &mut self,
+        m: Mbuf,
+        target: ProxyTarget,
+        now_ms: u64,
+        out: &mut Outbox,
+        frames: u64,
+    ) -> Option<Mbuf> {
+        let counters = &mut self.pipeline.counters;
         let seg = match Inbound::read(m.data()) {
             Ok(seg) if m.segments() == 1 => seg,
             Ok(_) => {
                 // Received frames fit one mbuf at the MTUs the pool is sized for; a chain
                 // (jumbo frames with scatter) is not something the proxy can keep sliced.
-                self.pipeline.counters.drop(DropReason::ProxyUnusable, 1);
-                return;
+                counters.drop(DropReason::ProxyUnusable, frames);
+                return None;
             }
             Err(Unusable::BadChecksum) => {
-                self.pipeline.counters.drop(DropReason::TcpChecksum, 1);
-                return;
+                counters.drop(DropReason::TcpChecksum, frames);
+                return None;
             }
             Err(_) => {
-                self.pipeline.counters.drop(DropReason::ProxyUnusable, 1);
-                return;
+                counters.drop(DropReason::ProxyUnusable, frames);
+                return None;
             }
         };
         let options = self
@@ -520,17 +667,15 @@ impl Worker {
         let disposition = self.with_proxies(out, |proxies, flows, sink| {
             proxies.on_frame(flows, target, &seg, take_payload, options, now_ms, sink)
         });
+        let counters = &mut self.pipeline.counters;
         match disposition {
             // A frame the proxy consumed without keeping its payload is freed here.
             Disposition::Consumed => drop(frame),
-            Disposition::Forward => {
-                if let Some(m) = frame {
-                    self.forward(m, target.ingress.other(), out);
-                }
-            }
-            Disposition::Unusable => self.pipeline.counters.drop(DropReason::ProxyUnusable, 1),
-            Disposition::NotSyn => self.pipeline.counters.drop(DropReason::TcpNotSyn, 1),
+            Disposition::Forward => return frame,
+            Disposition::Unusable => counters.drop(DropReason::ProxyUnusable, frames),
+            Disposition::NotSyn => counters.drop(DropReason::TcpNotSyn, frames),
         }
+        None
     }
 
     /// A segment of a flow handed over to pass-through whose proxy still owes either endpoint
@@ -685,6 +830,7 @@ impl Worker {
             flow_capacity: self.pipeline.flows().capacity(),
             hits: self.pipeline.hits().to_vec(),
             proxy: self.proxies.counters(),
+            reassembly: self.fragments.counters,
             signature_hits: self.proxies.signature_hits().to_vec(),
             limit_hits: self.proxies.limit_hits().to_vec(),
             notices: {
@@ -718,6 +864,7 @@ impl Worker {
             report.hits.clear();
             report.hits.extend_from_slice(self.pipeline.hits());
             report.proxy = self.proxies.counters();
+            report.reassembly = self.fragments.counters;
             report.signature_hits.clear();
             report
                 .signature_hits

@@ -92,6 +92,7 @@ fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
                 malformed: config.malformed.action,
                 on_table_full: config.flows.on_full,
                 audit_new_flows: false,
+                reassembly: config.reassembly.enabled,
                 on_midstream: config.proxy.on_midstream,
             },
             board.current(),
@@ -122,6 +123,8 @@ fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
         pool: pool.clone(),
         tx_multi_seg: false,
         released: Vec::new(),
+        fragments: tollgate::ip_reassembly::FragmentTable::new(config.reassembly.table_config()),
+        large_pool: None,
     };
     let report = worker.run();
     let c = &report.counters;

@@ -36,6 +36,7 @@ fn pipeline() -> Pipeline {
             malformed: config.malformed.action,
             on_table_full: config.flows.on_full,
             audit_new_flows: false,
+            reassembly: config.reassembly.enabled,
             on_midstream: config.proxy.on_midstream,
         },
         Arc::new(policy),

@@ -11,6 +11,10 @@
 //! - the pass-through rewrite ([`Translation::apply`]) changes all it should or nothing, and
 //!   keeps the checksum valid.
 //!
+//! - IP reassembly holds a lone fragment without completing anything and lets it go whole, and
+//!   a TCP segment cut into fragments comes back as the same segment, in whatever order the
+//!   fragments arrive ([`check_reassembly`]).
+//!
 //! The rewrite's offsets come from the MAC addresses, which nothing else here reads.
 
 use std::net::IpAddr;
@@ -25,7 +29,11 @@ use tollgate::tcp::proxy::{Leg, Translation};
 use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader};
 use tollgate::tcp::seq::SeqNumber;
 
+use tollgate::ip_reassembly::{
+    tcp_fragment, FragmentDrop, FragmentTable, Outcome, ReassemblyConfig,
+};
 use tollgate::parse::exercise::{common_shape_agrees, exercise_views};
+use tollgate::synth;
 
 use crate::engine::check_header_round_trip;
 
@@ -34,6 +42,7 @@ pub fn check(frame: &[u8]) {
     let parsed = parse_frame(frame);
     exercise_views(frame);
     common_shape_agrees(frame);
+    check_fragment(frame);
     let Ok(summary) = parsed else {
         return;
     };
@@ -50,6 +59,87 @@ pub fn check(frame: &[u8]) {
     if let Some(ip) = summary.ip {
         if ip.protocol == PROTO_TCP && ip.fragment == Fragment::None {
             check_tcp(frame, &summary, &ip);
+            check_reassembly(frame, &summary, &ip);
+        }
+    }
+}
+
+/// A frame read as a fragment: one fragment never makes a datagram, the same one again is a
+/// duplicate, and the timeout gives back everything held.
+fn check_fragment(frame: &[u8]) {
+    let Some(info) = tcp_fragment(frame) else {
+        return;
+    };
+    assert!(info.data_offset + info.data_len <= frame.len());
+    let mut table = FragmentTable::new(ReassemblyConfig::default());
+    match table.insert(info, frame.to_vec(), 0) {
+        Outcome::Held => {
+            assert!(matches!(
+                table.insert(info, frame.to_vec(), 0),
+                Outcome::Dropped(FragmentDrop::Duplicate, _)
+            ));
+            let mut released = 0;
+            table.expire(u64::MAX, |_| released += 1);
+            assert_eq!(released, 1);
+        }
+        Outcome::Complete(_) => panic!("one fragment made a whole datagram"),
+        Outcome::Dropped(_, frames) => assert_eq!(frames.len(), 1),
+    }
+    assert!(table.is_empty());
+    assert_eq!(table.held_bytes(), 0);
+}
+
+/// A whole TCP segment (untagged, no IPv6 extension headers) cut into fragments of a size the
+/// input picks and fed in reverse comes back as the same segment, or is dropped for a reason
+/// the cut explains (a first fragment shorter than the TCP header, too many fragments).
+fn check_reassembly(frame: &[u8], summary: &FrameSummary, ip: &IpSummary) {
+    let l3 = usize::from(summary.l3_offset);
+    let simple = l3 == 14
+        && match summary.ethertype {
+            ETHERTYPE_IPV4 => true,
+            ETHERTYPE_IPV6 => usize::from(ip.l4_offset) == l3 + 40,
+            _ => false,
+        };
+    if !simple {
+        return;
+    }
+    let l4 = usize::from(ip.l4_offset);
+    let ip_end = l3 + usize::from(ip.ip_len);
+    let data_len = ip_end - l4;
+    let size =
+        (8 * (1 + usize::from(frame[0] % 64))).max(data_len.div_ceil(32).next_multiple_of(8));
+    let fragments = synth::fragments(&frame[..ip_end], size, 0x1234_5678);
+    if fragments.len() < 2 {
+        return;
+    }
+    let mut table = FragmentTable::new(ReassemblyConfig::default());
+    for (i, f) in fragments.iter().enumerate().rev() {
+        let info = tcp_fragment(f).expect("a fragment synth made");
+        match table.insert(info, f.clone(), 0) {
+            Outcome::Held => assert!(i > 0, "the last fragment in completed nothing"),
+            Outcome::Complete(whole) => {
+                assert_eq!(i, 0);
+                let mut out = Vec::new();
+                whole.write_frame(&mut out);
+                let back = parse_frame(&out).expect("the reassembled frame parses");
+                let back_ip = back.ip.expect("an IP packet");
+                assert_eq!(back_ip.fragment, Fragment::None);
+                assert_eq!((back_ip.src, back_ip.dst), (ip.src, ip.dst));
+                let back_l4 = usize::from(back_ip.l4_offset);
+                let back_end = usize::from(back.l3_offset) + usize::from(back_ip.ip_len);
+                assert_eq!(
+                    &out[back_l4..back_end],
+                    &frame[l4..ip_end],
+                    "the TCP segment"
+                );
+            }
+            Outcome::Dropped(reason, _) => {
+                assert!(
+                    matches!(reason, FragmentDrop::TinyFirst | FragmentDrop::TooBig),
+                    "{reason:?} at a cut of {size}"
+                );
+                return;
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::config::FrameAction;
 use crate::counters::DropReason;
 use crate::detect::{samples, IpsecFraming};
 use crate::flow::{Direction, FlowEntry, FlowMode, FlowTableConfig, HandoverCause, TcpPhase};
+use crate::ip_reassembly::{tcp_fragment, FragmentTable, Outcome, ReassemblyConfig};
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Verdict};
 use crate::policy::CompiledPolicy;
 use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
@@ -88,6 +89,13 @@ struct Lab {
     rule_options: RuleOptions,
     /// What the server host offers in its SYN-ACK.
     server_offer: SynOptions,
+    /// The client's segments with data cross a narrower path: IP fragments of at most this
+    /// many data bytes.
+    fragment_client: Option<usize>,
+    fragment_id: u32,
+    fragments_sent: u64,
+    /// The worker's reassembly, for the fragments.
+    fragments: FragmentTable<Vec<u8>>,
 }
 
 fn policy(default_tcp: Action) -> Arc<CompiledPolicy> {
@@ -152,6 +160,7 @@ impl Lab {
                 malformed: FrameAction::Drop,
                 on_table_full: FrameAction::Forward,
                 audit_new_flows: false,
+                reassembly: true,
                 on_midstream: settings.on_midstream,
             },
             policy(default_tcp),
@@ -190,6 +199,10 @@ impl Lab {
             server_reads_every_ms: 1,
             rule_options: RuleOptions::default(),
             server_offer: offer,
+            fragment_client: None,
+            fragment_id: 0,
+            fragments_sent: 0,
+            fragments: FragmentTable::new(ReassemblyConfig::default()),
         }
     }
 
@@ -267,6 +280,19 @@ impl Lab {
                 out.0.push((egress, frame));
             }
             Verdict::Drop(DropReason::TcpNotSyn) => self.not_syn += 1,
+            // As the worker does it: the whole datagram goes where its flow says.
+            Verdict::Reassemble => {
+                let info = tcp_fragment(&frame).expect("a TCP fragment");
+                match self.fragments.insert(info, frame, self.now) {
+                    Outcome::Held => {}
+                    Outcome::Complete(whole) => {
+                        let mut frame = Vec::new();
+                        whole.write_frame(&mut frame);
+                        self.through_tollgate(frame, ingress);
+                    }
+                    Outcome::Dropped(reason, _) => panic!("fragments dropped: {reason:?}"),
+                }
+            }
             other => panic!("unexpected verdict {other:?}"),
         }
         self.route(out);
@@ -292,8 +318,20 @@ impl Lab {
                 }
             }
             let frame = self.frame(Leg::Server, &t);
-            if !self.lost(Lossy::ClientLeg) {
-                self.into_inside.push_back(frame);
+            let has_data = t.payload.as_ref().is_some_and(|p| !p.is_empty());
+            let frames = match self.fragment_client {
+                Some(size) if has_data => {
+                    self.fragment_id += 1;
+                    let fragments = synth::fragments(&frame, size, self.fragment_id);
+                    self.fragments_sent += fragments.len() as u64;
+                    fragments
+                }
+                _ => vec![frame],
+            };
+            for frame in frames {
+                if !self.lost(Lossy::ClientLeg) {
+                    self.into_inside.push_back(frame);
+                }
             }
         }
         if let Some(server) = self.server.as_mut() {
@@ -464,6 +502,41 @@ fn a_proxied_flow_relays_both_ways_byte_exact_and_transparently() {
     assert!(lab.run_until(5_000, |lab| lab.client.state() == State::TimeWait));
     assert!(lab.run_until(130_000, |lab| lab.proxies.is_empty()));
     assert_eq!(lab.proxies.counters().connections_active, 0);
+}
+
+#[test]
+fn a_proxied_flow_whose_client_segments_arrive_as_ip_fragments_relays_them_byte_exact() {
+    for (client, server) in [
+        (CLIENT, SERVER),
+        ("[2001:db8::1]:40000", "[2001:db8::2]:8080"),
+    ] {
+        let hosts = (client.parse().unwrap(), server.parse().unwrap());
+        let inspector = SignatureInspector::new(&[]).unwrap();
+        let mut lab = Lab::between(
+            ProxySettings::default(),
+            Action::Proxy,
+            inspector,
+            hosts,
+            SynOptions::default(),
+        );
+        // As over a 576-byte path: a 1000-byte segment in two fragments.
+        lab.fragment_client = Some(552);
+        let (up, down) = (data(100_000, 7), data(30_000, 8));
+        assert!(transfer(&mut lab, &up, &down, 20_000), "{client}");
+        assert!(
+            lab.server_got == up,
+            "{client}: the server got the bytes sent"
+        );
+        assert!(lab.client_got == down);
+        assert_eq!(lab.forwarded, 0, "nothing passed the proxy");
+        let c = lab.fragments.counters;
+        let segments = lab.client_data_sent.len() as u64;
+        assert!(segments >= 100, "{segments}");
+        assert!(lab.fragments_sent >= 2 * segments);
+        assert_eq!(c.reassembled, segments, "{client}: {c:?}");
+        assert_eq!(c.fragments, lab.fragments_sent, "{client}: {c:?}");
+        assert!(lab.fragments.is_empty());
+    }
 }
 
 #[test]

@@ -1,0 +1,249 @@
+//! IP fragments of a proxied TCP flow on a real EAL: two workers under software steering, ring
+//! ports. The client's data segment arrives as IPv4 and as IPv6 fragments, out of order and on
+//! the queue its flow does not use, so the fragments meet on the worker their addresses pick,
+//! which hands them to the flow's worker; the proxy relays the segment's bytes exactly. A flow
+//! that is not proxied has its fragments forwarded as they came. The EAL initialises once per
+//! process, so this file holds one test.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dpdk::{Burst, Eal, MbufRing, Mempool, RingPort};
+use tollgate::config::Config;
+use tollgate::daemon::Dataplane;
+use tollgate::flow::{FlowKey, FlowTable};
+use tollgate::policy::CompiledPolicy;
+use tollgate::proxy::Inbound;
+use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate::tcp::segment::TcpFlags;
+use tollgate_control::policy::PolicySet;
+
+const WORKERS: usize = 2;
+
+struct Rings {
+    rx: Vec<Arc<MbufRing>>,
+    tx: Vec<Arc<MbufRing>>,
+}
+
+fn ring_port(name: &str) -> (RingPort, Rings) {
+    let rx: Vec<_> = (0..WORKERS)
+        .map(|q| MbufRing::new(&format!("{name}_rx{q}"), 1024).unwrap())
+        .collect();
+    let tx: Vec<_> = (0..WORKERS)
+        .map(|q| MbufRing::new(&format!("{name}_tx{q}"), 1024).unwrap())
+        .collect();
+    (RingPort::new(name, &rx, &tx).unwrap(), Rings { rx, tx })
+}
+
+fn inject(pool: &Mempool, ring: &MbufRing, frames: &[Vec<u8>]) {
+    let mut b = Burst::new();
+    for f in frames {
+        let mut m = pool.alloc().unwrap();
+        m.append(f).unwrap();
+        b.push(m).unwrap();
+    }
+    assert_eq!(ring.enqueue_burst(&mut b), frames.len());
+}
+
+/// Waits for frames on these rings until `done` says it has what it needs.
+fn wait_for(what: &str, rings: &Rings, mut done: impl FnMut(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    loop {
+        for r in &rings.tx {
+            let mut b = Burst::new();
+            while r.dequeue_burst(&mut b) > 0 {
+                // The proxy's data segments are chains: headers, then the payload.
+                got.extend(b.drain().map(|m| m.to_vec()));
+            }
+        }
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn with_flags(frames: &[Vec<u8>], flags: TcpFlags) -> Option<Inbound> {
+    frames
+        .iter()
+        .filter_map(|f| Inbound::read(f).ok())
+        .find(|s| s.header.flags.contains(flags))
+}
+
+/// A client port whose flow's worker is not the one its addresses pick for fragments.
+fn client_port(client: &str, server: SocketAddr) -> SocketAddr {
+    for port in 40000u16.. {
+        let c: SocketAddr = format!("{client}:{port}").parse().unwrap();
+        let (flow, _) = FlowKey::from_packet(c.ip(), server.ip(), 6, port, server.port());
+        let (l3, _) = FlowKey::from_packet(c.ip(), server.ip(), 6, 0, 0);
+        if FlowTable::shard_of(flow.software_hash(), WORKERS)
+            != FlowTable::shard_of(l3.software_hash(), WORKERS)
+        {
+            return c;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
+    let prefix = format!("tg-frag-test-{}", std::process::id());
+    let _eal = Eal::init([
+        "frag-test",
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--file-prefix",
+        &prefix,
+        "--log-level",
+        "lib.eal:warning",
+    ])
+    .unwrap();
+    let pool = Arc::new(Mempool::pktmbuf("frag_test_pool", 4095, 32, 2176, 0).unwrap());
+    let (inside, in_rings) = ring_port("in");
+    let (outside, out_rings) = ring_port("out");
+    let mut config = Config::default();
+    config.ports.inside = inside.name.clone();
+    config.ports.outside = outside.name.clone();
+    config.ports.rx_descriptors = 64;
+    config.ports.tx_descriptors = 64;
+    config.ports.mbufs = 4095;
+    config.ports.mbuf_cache = 32;
+    config.workers.cores = vec![0, 1];
+    config.validate(&[]).unwrap();
+    let policy = CompiledPolicy::compile(&PolicySet::default(), config.policy_defaults(), 1);
+    let mut dp = Dataplane::start(&config, [inside.id, outside.id], pool.clone(), policy).unwrap();
+
+    let families = [
+        ("198.18.0.1", "198.18.1.2:8080"),
+        ("[2001:db8::1]", "[2001:db8:1::2]:8080"),
+    ];
+    for (round, (client, server)) in families.into_iter().enumerate() {
+        let server: SocketAddr = server.parse().unwrap();
+        let a = Addressing::new(client_port(client, server), server);
+        let tcp = |a: &Addressing, flags, seq: u32, ack: u32, payload: &[u8]| {
+            synth::tcp(
+                a,
+                TcpHeader {
+                    flags,
+                    seq,
+                    ack,
+                    window: 65535,
+                },
+                payload,
+            )
+        };
+        // The handshake, through the proxy.
+        inject(&pool, &in_rings.rx[0], &[tcp(&a, TCP_SYN, 100, 0, b"")]);
+        let to_server = wait_for("the SYN to the server", &out_rings, |f| {
+            with_flags(f, TcpFlags::SYN).is_some()
+        });
+        let syn = with_flags(&to_server, TcpFlags::SYN).unwrap();
+        let syn_ack = tcp(
+            &a.reversed(),
+            TCP_SYN | TCP_ACK,
+            5000,
+            syn.header.seq.0.wrapping_add(1),
+            b"",
+        );
+        inject(&pool, &out_rings.rx[1], &[syn_ack]);
+        let to_client = wait_for("the SYN-ACK to the client", &in_rings, |f| {
+            with_flags(f, TcpFlags::SYN | TcpFlags::ACK).is_some()
+        });
+        let client_isn = with_flags(&to_client, TcpFlags::SYN | TcpFlags::ACK)
+            .unwrap()
+            .header
+            .seq
+            .0;
+        inject(
+            &pool,
+            &in_rings.rx[0],
+            &[tcp(&a, TCP_ACK, 101, client_isn + 1, b"")],
+        );
+
+        // 2000 bytes of data in three fragments, last first, on the other queue.
+        let payload: Vec<u8> = (0..2000u32)
+            .map(|i| (i * 13 + round as u32) as u8)
+            .collect();
+        let segment = tcp(&a, TCP_ACK, 101, client_isn + 1, &payload);
+        let mut fragments = synth::fragments(&segment, 800, 77 + round as u32);
+        assert_eq!(fragments.len(), 3);
+        fragments.reverse();
+        inject(&pool, &in_rings.rx[1], &fragments);
+
+        // The server receives the bytes, in segments of the proxy's own making.
+        let server_isn = syn.header.seq.0.wrapping_add(1);
+        let mut relayed = vec![None; payload.len()];
+        wait_for("the data at the server", &out_rings, |frames| {
+            for f in frames {
+                let Ok(s) = Inbound::read(f) else { continue };
+                let at = s.header.seq.0.wrapping_sub(server_isn) as usize;
+                for (i, b) in f[s.payload_offset..][..s.payload_len].iter().enumerate() {
+                    if let Some(slot) = relayed.get_mut(at + i) {
+                        *slot = Some(*b);
+                    }
+                }
+            }
+            relayed.iter().all(Option::is_some)
+        });
+        let relayed: Vec<u8> = relayed.into_iter().map(Option::unwrap).collect();
+        assert!(
+            relayed == payload,
+            "the server got the bytes the client sent"
+        );
+        // And the client hears them acknowledged.
+        wait_for("the client's ACK", &in_rings, |frames| {
+            frames
+                .iter()
+                .filter_map(|f| Inbound::read(f).ok())
+                .any(|s| s.header.ack.0 == 101 + payload.len() as u32)
+        });
+    }
+
+    // A flow picked up mid-stream is not proxied (`proxy.on_midstream = "bypass"`): its
+    // fragments leave as they came, once all are there.
+    let server: SocketAddr = "198.18.1.2:8081".parse().unwrap();
+    let a = Addressing::new(client_port("198.18.0.1", server), server);
+    let segment = synth::tcp(
+        &a,
+        TcpHeader {
+            flags: TCP_ACK,
+            seq: 7,
+            ack: 9,
+            window: 512,
+        },
+        &[5; 1780],
+    );
+    let mut fragments = synth::fragments(&segment, 600, 99);
+    fragments.swap(0, 2);
+    inject(&pool, &in_rings.rx[0], &fragments);
+    assert_eq!(fragments.len(), 3);
+    let mut passed = wait_for("the fragments at the server", &out_rings, |f| f.len() >= 3);
+    passed.sort();
+    fragments.sort();
+    assert!(passed == fragments, "the original fragments, unchanged");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let snap = loop {
+        let snap = dp.snapshot_now();
+        if snap.reassembly.reassembled == 3 || Instant::now() > deadline {
+            break snap;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = snap.reassembly;
+    assert_eq!((r.fragments, r.reassembled), (9, 3), "{r:?}");
+    assert_eq!(snap.drops["fragment"], 0);
+    assert_eq!(snap.drops["proxy_unusable"], 0);
+    assert_eq!(snap.proxy.connections_established, 2);
+    assert_eq!(snap.proxy.midstream_passthrough, 1);
+    assert!(
+        snap.totals.handoff_out >= 3,
+        "fragments moved between workers"
+    );
+    dp.stop().unwrap();
+}

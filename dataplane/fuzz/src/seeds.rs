@@ -117,6 +117,7 @@ fn tcp_header(flags: TcpFlags, seq: u32, options: &str) -> SegmentHeader {
         window: 502,
         urgent: 0,
         options: Default::default(),
+        ecn: Ecn::NotEct,
     };
     let o = &mut header.options;
     for option in options.split_whitespace() {

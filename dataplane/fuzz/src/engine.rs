@@ -42,7 +42,7 @@ use tollgate::tcp::proxy::{
 };
 use tollgate::tcp::reassembly::ReassemblyLimits;
 use tollgate::tcp::rtt::TimestampClock;
-use tollgate::tcp::segment::{SackList, SegmentHeader, TcpFlags, TcpOptions};
+use tollgate::tcp::segment::{Ecn, SackList, SegmentHeader, TcpFlags, TcpOptions};
 use tollgate::tcp::seq::SeqNumber;
 
 use crate::coverage::SeqCoverage;

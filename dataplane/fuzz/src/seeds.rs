@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tollgate::parse::checksum;
 use tollgate::tcp::proxy::OnStall;
-use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader, TcpFlags};
+use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader, TcpFlags};
 use tollgate::tcp::seq::SeqNumber;
 use tollgate_control::protocol::{
     encode, ErrorCode, ExplainReply, FlowView, FlowsListReply, HealthReply, PolicyChangeReply,

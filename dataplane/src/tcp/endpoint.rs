@@ -1104,9 +1104,6 @@ impl<P: Payload> Endpoint<P> {
         self.last_activity = now;
         self.keepalive_probes = 0;
         self.update_ts_recent(hdr, now);
-        if self.negotiated.ecn && !rst {
-            self.note_congestion_marks(hdr);
-        }
 
         if rst {
             // RFC 5961 §3.2: only a RST exactly at RCV.NXT resets; one elsewhere in the window
@@ -1129,6 +1126,9 @@ impl<P: Payload> Endpoint<P> {
         }
         if !has_ack {
             return SegmentOutcome::Rejected(Reject::NoAck);
+        }
+        if self.negotiated.ecn {
+            self.note_congestion_marks(hdr);
         }
         if self.state == State::SynReceived {
             if hdr.ack != self.iss + 1 {

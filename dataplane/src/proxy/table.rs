@@ -1605,6 +1605,7 @@ impl<P: Payload> ProxyTable<P> {
                         cwnd: l.tcp.cwnd as u64,
                         send_buffered: l.tcp.send_buffered as u64,
                         out_of_order_received: l.tcp.out_of_order_received,
+                        ecn: l.tcp.ecn,
                     })
                 };
                 Some(ProxyFlowView {

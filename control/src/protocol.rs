@@ -505,6 +505,9 @@ pub struct LegView {
     pub send_buffered: u64,
     /// Segments that arrived above a hole and were held.
     pub out_of_order_received: u64,
+    /// The leg's handshake set up ECN (RFC 3168).
+    #[serde(default)]
+    pub ecn: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -408,6 +408,14 @@ pub struct ProxyCounters {
     pub detected_not_ipsec: u64,
     /// New flows forwarded unproxied because tollgate was draining (stopping on SIGTERM).
     pub drain_bypassed: u64,
+    /// Legs (client and server counted apart) whose handshake set up ECN (RFC 3168)...
+    pub ecn_legs: u64,
+    /// ...segments they received marked Congestion Experienced...
+    pub ecn_ce_received: u64,
+    /// ...ACKs they received with ECE, and the congestion window reductions those caused
+    /// (at most one a window).
+    pub ecn_ece_received: u64,
+    pub ecn_cwnd_reductions: u64,
 }
 
 impl ProxyCounters {
@@ -455,6 +463,10 @@ impl ProxyCounters {
             detected_framed_esp,
             detected_not_ipsec,
             drain_bypassed,
+            ecn_legs,
+            ecn_ce_received,
+            ecn_ece_received,
+            ecn_cwnd_reductions,
         } = *o;
         self.connections_active += connections_active;
         self.connections_open += connections_open;
@@ -498,6 +510,10 @@ impl ProxyCounters {
         self.detected_framed_esp += detected_framed_esp;
         self.detected_not_ipsec += detected_not_ipsec;
         self.drain_bypassed += drain_bypassed;
+        self.ecn_legs += ecn_legs;
+        self.ecn_ce_received += ecn_ce_received;
+        self.ecn_ece_received += ecn_ece_received;
+        self.ecn_cwnd_reductions += ecn_cwnd_reductions;
     }
 }
 
@@ -508,7 +524,7 @@ impl ProxyCounters {
 
     /// The proxy section of the stats table. Shown always, so an operator can
     /// tell "no proxied flows" from "a tollgate without these counters": one
-    /// line while every counter is zero, seven once any is not.
+    /// line while every counter is zero, eight once any is not.
     fn render(&self, out: &mut String) {
         if self.is_zero() {
             let _ = writeln!(out, "proxy: no proxied connections since start");
@@ -559,6 +575,10 @@ impl ProxyCounters {
             detected_framed_esp,
             detected_not_ipsec,
             drain_bypassed,
+            ecn_legs,
+            ecn_ce_received,
+            ecn_ece_received,
+            ecn_cwnd_reductions,
         } = *self;
         let _ = writeln!(
             out,
@@ -612,6 +632,12 @@ impl ProxyCounters {
              {detected_ctcp_ike}, ctcp-esp {detected_ctcp_esp}, rfc8229 {detected_rfc8229}, \
              framed-ike {detected_framed_ike}, framed-esp {detected_framed_esp}), \
              {detected_not_ipsec} watched and kept proxied"
+        );
+        let _ = writeln!(
+            out,
+            "proxy ecn: {ecn_legs} legs negotiated it, {ecn_ce_received} congestion marks (CE) \
+             received, {ecn_ece_received} echoes (ECE) received, {ecn_cwnd_reductions} congestion \
+             window reductions for them"
         );
     }
 }
@@ -1266,11 +1292,15 @@ mod tests {
                 handover_abandoned: 138,
                 out_of_order_discarded: 141,
                 out_of_order_discarded_bytes: 142,
+                ecn_legs: 143,
+                ecn_ce_received: 144,
+                ecn_ece_received: 145,
+                ecn_cwnd_reductions: 146,
             },
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=142 {
+        for n in 101..=146 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
@@ -1284,6 +1314,7 @@ mod tests {
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected (139 with data on client legs, 140 on server legs), 122 emit failures (no mbuf), 141 held out of order dropped at the timeout (142 bytes)
 ",
             "proxy detection: 640 flows of ipsec-over-tcp passed through (ctcp-ike 126, ctcp-esp 127, rfc8229 128, framed-ike 129, framed-esp 130), 131 watched and kept proxied\n",
+            "proxy ecn: 143 legs negotiated it, 144 congestion marks (CE) received, 145 echoes (ECE) received, 146 congestion window reductions for them\n",
         ] {
             assert!(t.contains(line), "{line:?} missing from:\n{t}");
         }

@@ -2408,6 +2408,7 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
                 cwnd: 14_600,
                 send_buffered: 0,
                 out_of_order_received: 0,
+                ecn: false,
             }),
             server_leg: Some(LegView {
                 state: "ESTABLISHED".into(),
@@ -2417,6 +2418,7 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
                 cwnd: 29_200,
                 send_buffered: 65_536,
                 out_of_order_received: 3,
+                ecn: true,
             }),
             buffered_client_to_server: 65_536,
             buffered_server_to_client: 0,
@@ -2469,7 +2471,7 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
         lines[3],
         format!(
             "{indent}proxy relaying | client leg ESTABLISHED retx 0 srtt 1ms | \
-             server leg ESTABLISHED retx 7 srtt 42ms out-of-order 3 | buffered >64.0K <0B | stalls 1"
+             server leg ESTABLISHED retx 7 srtt 42ms out-of-order 3 ecn | buffered >64.0K <0B | stalls 1"
         ),
         "{}",
         out.stdout

@@ -505,6 +505,9 @@ pub struct ProxySection {
     /// The largest MSS either leg offers over IPv4 (the link MTU less 40); over IPv6, 20
     /// less. A SYN cookie's SYN-ACK, sent before the server is asked, offers it.
     pub mss: u16,
+    /// ECN (RFC 3168) on each leg whose endpoint offers it, each leg reacting to congestion
+    /// marks on its own path; false strips ECE and CWR from SYNs, so neither leg uses it.
+    pub ecn: bool,
     /// Byte patterns that reset a proxied connection when its stream carries them.
     #[serde(rename = "signature")]
     pub signatures: Vec<crate::tcp::inspect::SignatureConfig>,
@@ -531,6 +534,7 @@ impl Default for ProxySection {
             // Cisco's IPsec over TCP default.
             detect_ipsec_over_tcp_ports: vec![10_000],
             mss: 1460,
+            ecn: true,
             signatures: Vec::new(),
         }
     }

@@ -84,6 +84,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     let mut flow = ProxyConfig {
         buffer,
         mss: p.mss,
+        ecn: p.ecn,
         ..ProxyConfig::default()
     };
     flow.endpoint.reassembly = ReassemblyLimits {

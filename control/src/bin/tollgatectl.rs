@@ -1185,7 +1185,7 @@ fn render_clear(out: &mut String, r: &FlowsClearReply) {
 /// `proxy relaying | client leg ESTABLISHED retx 0 srtt 1ms | server leg
 /// ESTABLISHED retx 3 srtt 42ms | buffered >64.0K <0B | stalls 1`.
 /// The client leg faces the initiator, the server leg the responder; `>` and
-/// `<` are the table's directions.
+/// `<` are the table's directions. A leg that set up ECN says `ecn`.
 fn proxy_line(p: &ProxyFlowView) -> String {
     let leg = |name: &str, leg: &Option<LegView>| match leg {
         Some(l) => {
@@ -1197,6 +1197,9 @@ fn proxy_line(p: &ProxyFlowView) -> String {
             );
             if l.out_of_order_received > 0 {
                 let _ = write!(text, " out-of-order {}", l.out_of_order_received);
+            }
+            if l.ecn {
+                text.push_str(" ecn");
             }
             text
         }

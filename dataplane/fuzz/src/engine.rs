@@ -42,7 +42,7 @@ use tollgate::tcp::proxy::{
 };
 use tollgate::tcp::reassembly::ReassemblyLimits;
 use tollgate::tcp::rtt::TimestampClock;
-use tollgate::tcp::segment::{SackList, SegmentHeader, TcpFlags, TcpOptions};
+use tollgate::tcp::segment::{Ecn, SackList, SegmentHeader, TcpFlags, TcpOptions};
 use tollgate::tcp::seq::SeqNumber;
 
 use crate::coverage::SeqCoverage;
@@ -784,6 +784,7 @@ impl<I: Inspector> Harness<I> {
             window: u16::MAX,
             urgent: 0,
             options: setup.client.options(client.tsval(now)),
+            ecn: Ecn::NotEct,
         };
         client.record(&syn, 0);
         let mut peers = [client, server];
@@ -1010,6 +1011,7 @@ impl<I: Inspector> Harness<I> {
             window: window_of(segment.window),
             urgent: u16::from(segment.options & opt::URGENT != 0),
             options,
+            ecn: Ecn::NotEct,
         };
         let payload = self.payload(from, &header, len_of(segment.len));
         (header, payload)

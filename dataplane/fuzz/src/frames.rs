@@ -26,7 +26,7 @@ use tollgate::parse::{
 };
 use tollgate::proxy::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
 use tollgate::tcp::proxy::{Leg, Translation};
-use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader};
+use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader};
 use tollgate::tcp::seq::SeqNumber;
 
 use tollgate::ip_reassembly::{
@@ -229,7 +229,14 @@ fn check_tcp(frame: &[u8], summary: &FrameSummary, ip: &IpSummary) {
     };
     filled.expect("a TCP header parse_frame took has room for a checksum");
     let inbound = match (Inbound::read(&fixed), header) {
-        (Ok(inbound), Some(header)) => {
+        (Ok(inbound), Some(mut header)) => {
+            // The TCP bytes alone cannot say it: the ECN field is the IP header's.
+            let l3 = usize::from(summary.l3_offset);
+            let tos = match ip.src {
+                IpAddr::V4(_) => fixed[l3 + 1],
+                IpAddr::V6(_) => (fixed[l3] << 4) | (fixed[l3 + 1] >> 4),
+            };
+            header.ecn = Ecn::from_tos(tos);
             assert_eq!(inbound.header, header);
             inbound
         }

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use tollgate::parse::checksum;
 use tollgate::tcp::proxy::OnStall;
-use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, SegmentHeader, TcpFlags};
+use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader, TcpFlags};
 use tollgate::tcp::seq::SeqNumber;
 use tollgate_control::protocol::{
     encode, ErrorCode, ExplainReply, FlowView, FlowsListReply, HealthReply, PolicyChangeReply,
@@ -117,6 +117,7 @@ fn tcp_header(flags: TcpFlags, seq: u32, options: &str) -> SegmentHeader {
         window: 502,
         urgent: 0,
         options: Default::default(),
+        ecn: Ecn::NotEct,
     };
     let o = &mut header.options;
     for option in options.split_whitespace() {

@@ -4,15 +4,17 @@
 //! Transparency (issue 4, point 1) lives here. Every frame tollgate emits for a flow carries the
 //! link-layer header of the real endpoints' own frames, VLAN tags included, copied from the
 //! client's first frame (with the MAC addresses swapped toward the client), and the real
-//! endpoints' addresses; the TTL (hop limit) and TOS (traffic class) are those the sending
-//! endpoint used, since a bump in the wire routes nothing.
+//! endpoints' addresses; the TTL (hop limit) and the DSCP of the TOS (traffic class) are those
+//! the sending endpoint used, since a bump in the wire routes nothing. The ECN field is not
+//! relayed: each leg is a congestion loop of its own, so it is the leg's endpoint's to set
+//! (RFC 3168), and what a frame arrived with goes to the endpoint that receives it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::parse::checksum;
 use crate::parse::{parse_frame, Fragment, Malformed, TcpSegment};
 use crate::tcp::proxy::Leg;
-use crate::tcp::segment::{checksum_v4, checksum_v6, SegmentHeader};
+use crate::tcp::segment::{checksum_v4, checksum_v6, Ecn, SegmentHeader};
 
 const ETHERNET_LEN: usize = 14;
 /// Destination and source MAC, two tags of 4 bytes, the EtherType.
@@ -55,7 +57,8 @@ pub struct Inbound {
     pub payload_len: usize,
     pub src: IpAddr,
     pub dst: IpAddr,
-    /// TTL or hop limit, and TOS or traffic class, as the sender set them.
+    /// TTL or hop limit, and TOS or traffic class, as the sender set them (the ECN field is
+    /// also in `header.ecn`).
     pub ttl: u8,
     pub tos: u8,
     link: [u8; MAX_LINK_LEN],
@@ -93,12 +96,13 @@ impl Inbound {
         if !valid {
             return Err(Unusable::BadChecksum);
         }
-        let header = SegmentHeader::parse(&segment).map_err(Unusable::Malformed)?;
+        let mut header = SegmentHeader::parse(&segment).map_err(Unusable::Malformed)?;
         let payload_offset = l4 + segment.header_len();
         let (ttl, tos) = match ip.src {
             IpAddr::V4(_) => (frame[l3 + 8], frame[l3 + 1]),
             IpAddr::V6(_) => (frame[l3 + 7], (frame[l3] << 4) | (frame[l3 + 1] >> 4)),
         };
+        header.ecn = Ecn::from_tos(tos);
         let mut link = [0u8; MAX_LINK_LEN];
         link[..l3].copy_from_slice(&frame[..l3]);
         Ok(Inbound {
@@ -214,7 +218,7 @@ impl FlowAddressing {
                 let id = self.ipv4_id[i];
                 self.ipv4_id[i] = id.wrapping_add(1);
                 ip[0] = 0x45;
-                ip[1] = self.tos[i];
+                ip[1] = header.ecn.into_tos(self.tos[i]);
                 ip[2..4].copy_from_slice(&total.to_be_bytes());
                 ip[4..6].copy_from_slice(&id.to_be_bytes());
                 ip[6..8].copy_from_slice(&IPV4_DF.to_be_bytes());
@@ -241,7 +245,7 @@ impl FlowAddressing {
                 out[link_len - 2..link_len].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
                 let ip = &mut out[link_len..link_len + IPV6_LEN];
                 let payload_len = (tcp_len + payload.len()) as u16;
-                let tc = self.tos[i];
+                let tc = header.ecn.into_tos(self.tos[i]);
                 ip[0] = 0x60 | (tc >> 4);
                 ip[1] = tc << 4;
                 ip[2..4].copy_from_slice(&[0, 0]);
@@ -310,6 +314,7 @@ mod tests {
                     window: 1000,
                     urgent: 0,
                     options: Default::default(),
+                    ecn: Ecn::NotEct,
                 };
                 let payload = b"hello, proxy";
                 let mut out = [0u8; MAX_HEADERS_LEN];
@@ -334,6 +339,76 @@ mod tests {
                     parse_frame(&frame).unwrap().vlan,
                     parse_frame(&syn).unwrap().vlan
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn the_ecn_field_is_read_and_written_per_segment_and_the_dscp_kept() {
+        const EF: u8 = 0xb8; // DSCP 46
+        for addressing in [
+            v4(),
+            Addressing::new(
+                "[2001:2::1]:40000".parse().unwrap(),
+                "[2001:2::2]:80".parse().unwrap(),
+            ),
+        ] {
+            let mut syn = synth::tcp(
+                &addressing,
+                TcpHeader {
+                    flags: TCP_SYN,
+                    seq: 7,
+                    ..Default::default()
+                },
+                b"",
+            );
+            let l3 = ETHERNET_LEN;
+            // The client marks its traffic EF, and a router on the way marked this one CE.
+            let v4 = syn[12..14] == ETHERTYPE_IPV4.to_be_bytes();
+            if v4 {
+                syn[l3 + 1] = EF | 0b11;
+                syn[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+                let sum = checksum::checksum(&syn[l3..l3 + IPV4_LEN]);
+                syn[l3 + 10..l3 + 12].copy_from_slice(&sum.to_be_bytes());
+            } else {
+                let tc = EF | 0b11;
+                syn[l3] = 0x60 | (tc >> 4);
+                syn[l3 + 1] = (syn[l3 + 1] & 0x0f) | (tc << 4);
+            }
+            let inbound = Inbound::read(&syn).unwrap();
+            assert_eq!(inbound.header.ecn, Ecn::Ce);
+            assert_eq!(inbound.tos, EF | 0b11);
+            let mut flow = FlowAddressing::from_client(&inbound).unwrap();
+            for ecn in [Ecn::NotEct, Ecn::Ect0, Ecn::Ce] {
+                let header = SegmentHeader {
+                    src_port: 40000,
+                    dst_port: 80,
+                    seq: SeqNumber(100),
+                    ack: SeqNumber(200),
+                    flags: TcpFlags::ACK,
+                    window: 1000,
+                    urgent: 0,
+                    options: Default::default(),
+                    ecn,
+                };
+                let payload = b"data";
+                let mut out = [0u8; MAX_HEADERS_LEN];
+                let len = flow.write_headers(Leg::Server, &header, payload, &mut out);
+                let mut frame = out[..len].to_vec();
+                frame.extend_from_slice(payload);
+                // The TCP checksum is checked by the read, the IPv4 header's here.
+                let back = Inbound::read(&frame).unwrap();
+                assert_eq!(back.header.ecn, ecn, "{addressing:?}");
+                assert_eq!(
+                    back.tos,
+                    ecn.into_tos(EF),
+                    "the client's DSCP, our ECN field"
+                );
+                if v4 {
+                    assert_eq!(checksum::checksum(&frame[l3..l3 + IPV4_LEN]), 0);
+                } else {
+                    assert_eq!(frame[l3] & 0xf0, 0x60);
+                }
             }
         }
     }

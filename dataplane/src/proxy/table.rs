@@ -27,7 +27,7 @@ use crate::notice::{Notice, NoticeKind, Notices};
 use crate::parse::TcpSegment;
 use crate::pipeline::PortSide;
 use crate::tcp::cookie::{CookieJar, FourTuple, COOKIE_PERIOD_MS, MAX_AGE_PERIODS};
-use crate::tcp::endpoint::{reset_for, SegmentOutcome, State, Transmit};
+use crate::tcp::endpoint::{reset_for, EndpointStats, SegmentOutcome, State, Transmit};
 use crate::tcp::inspect::{Direction, SignatureInspector};
 use crate::tcp::owed::OwedState;
 use crate::tcp::payload::Payload;
@@ -337,6 +337,24 @@ struct Slot<P: Payload> {
     held: Option<Held<P>>,
 }
 
+/// The legs' ECN counters, summed.
+#[derive(Debug, Clone, Copy, Default)]
+struct EcnTally {
+    legs: u64,
+    ce_received: u64,
+    ece_received: u64,
+    cwnd_reductions: u64,
+}
+
+impl EcnTally {
+    fn add(&mut self, leg: &EndpointStats) {
+        self.legs += u64::from(leg.ecn);
+        self.ce_received += leg.ecn_ce_received;
+        self.ece_received += leg.ecn_ece_received;
+        self.cwnd_reductions += leg.ecn_cwnd_reductions;
+    }
+}
+
 /// One worker's proxied flows.
 pub struct ProxyTable<P: Payload> {
     settings: ProxySettings,
@@ -362,6 +380,8 @@ pub struct ProxyTable<P: Payload> {
     retransmissions_gone: [u64; 2],
     /// Out-of-order segments and bytes dropped at the timeout by flows already gone, likewise.
     out_of_order_gone: (u64, u64),
+    /// ECN on the legs of flows gone: legs that negotiated it, CE marks, ECEs, reductions.
+    ecn_gone: EcnTally,
     /// Per signature (by index in the inspector): flows reset.
     signature_hits: Vec<u64>,
     /// Exception actions on single flows since the worker last published them.
@@ -464,6 +484,7 @@ impl<P: Payload> ProxyTable<P> {
             notices: Notices::default(),
             retransmissions_gone: [0; 2],
             out_of_order_gone: (0, 0),
+            ecn_gone: EcnTally::default(),
             signature_hits: vec![0; signatures],
             limit_hits: Vec::new(),
         }
@@ -1334,6 +1355,7 @@ impl<P: Payload> ProxyTable<P> {
                         self.retransmissions_gone[i] += leg.tcp.retransmissions;
                         self.out_of_order_gone.0 += leg.tcp.out_of_order_discarded;
                         self.out_of_order_gone.1 += leg.tcp.out_of_order_discarded_bytes;
+                        self.ecn_gone.add(&leg.tcp);
                     }
                 }
                 (flow.key, flow.hash)
@@ -1576,6 +1598,7 @@ impl<P: Payload> ProxyTable<P> {
                         cwnd: l.tcp.cwnd as u64,
                         send_buffered: l.tcp.send_buffered as u64,
                         out_of_order_received: l.tcp.out_of_order_received,
+                        ecn: l.tcp.ecn,
                     })
                 };
                 Some(ProxyFlowView {
@@ -1600,6 +1623,7 @@ impl<P: Payload> ProxyTable<P> {
         counters.connections_active = self.proxied as u64;
         let mut retransmissions = self.retransmissions_gone;
         let mut out_of_order = self.out_of_order_gone;
+        let mut ecn = self.ecn_gone;
         let mut buffered = 0u64;
         let mut open = 0u64;
         for slot in &self.slots {
@@ -1616,6 +1640,7 @@ impl<P: Payload> ProxyTable<P> {
                         retransmissions[i] += leg.tcp.retransmissions;
                         out_of_order.0 += leg.tcp.out_of_order_discarded;
                         out_of_order.1 += leg.tcp.out_of_order_discarded_bytes;
+                        ecn.add(&leg.tcp);
                     }
                 }
             }
@@ -1626,6 +1651,10 @@ impl<P: Payload> ProxyTable<P> {
             counters.out_of_order_discarded,
             counters.out_of_order_discarded_bytes,
         ) = out_of_order;
+        counters.ecn_legs = ecn.legs;
+        counters.ecn_ce_received = ecn.ce_received;
+        counters.ecn_ece_received = ecn.ece_received;
+        counters.ecn_cwnd_reductions = ecn.cwnd_reductions;
         counters.buffered_bytes = buffered;
         counters.connections_open = open;
         self.buffered = buffered as usize;

@@ -25,7 +25,7 @@ use crate::tcp::endpoint::{reset_for, Endpoint, EndpointConfig, State, SynOption
 use crate::tcp::inspect::SignatureInspector;
 use crate::tcp::payload::{Payload, TestBytes};
 use crate::tcp::proxy::Leg;
-use crate::tcp::segment::TcpFlags;
+use crate::tcp::segment::{Ecn, TcpFlags};
 use crate::tcp::seq::SeqNumber;
 use crate::test_rng::TestRng;
 
@@ -1115,6 +1115,7 @@ fn send_after_a_hole(lab: &mut Lab, count: usize) {
             window: 65_535,
             urgent: 0,
             options: Default::default(),
+            ecn: Ecn::NotEct,
         };
         let transmit = Transmit {
             header,

@@ -282,6 +282,14 @@ impl NewReno {
         self.partial_ack_seen = false;
     }
 
+    /// An ECE (RFC 3168 §6.1.2): ssthresh and cwnd as after a loss, without fast recovery,
+    /// since nothing was lost. The caller keeps it to once a window.
+    pub fn on_congestion_echo(&mut self, flight_size: usize) {
+        self.ssthresh = self.reduced_ssthresh(flight_size);
+        self.cwnd = self.ssthresh;
+        self.bytes_acked = 0;
+    }
+
     /// RFC 5681 §3.1 equation (4): ssthresh = max(FlightSize / 2, 2·SMSS).
     fn reduced_ssthresh(&self, flight_size: usize) -> usize {
         (flight_size / 2).max(2 * self.smss)

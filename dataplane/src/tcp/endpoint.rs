@@ -16,8 +16,10 @@
 //! advertised window offers: back-pressure reaches the sender through TCP's own flow control.
 //!
 //! Simplifications, each deliberate:
-//! - No urgent data (URG is ignored, the bytes are ordinary stream data) and no ECN (never
-//!   negotiated: our SYN and SYN-ACK carry neither ECE nor CWR).
+//! - No urgent data (URG is ignored, the bytes are ordinary stream data).
+//! - ECN (RFC 3168) when offered and the peer agrees: new data goes out ECT(0); retransmissions,
+//!   window probes, pure ACKs and SYNs do not (§6.1.1, §6.1.5, §6.1.6). A loss and an ECE in
+//!   the same window reduce cwnd once, as Linux does.
 //! - A segment without timestamps on a connection that negotiated them is accepted, as Linux
 //!   does, rather than dropped (RFC 7323 §3.2 says SHOULD drop): middleboxes strip options.
 //! - A zero-window probe is one octet of new data beyond the window (RFC 9293 §3.8.6.1); while
@@ -38,7 +40,7 @@ use super::payload::Payload;
 use super::reassembly::{DropReason, Insert, Reassembly, ReassemblyLimits, MAX_WINDOW};
 use super::rtt::{RttConfig, RttEstimator, TimestampClock};
 use super::sack::{NextSeg, SackGenerator, SackScoreboard};
-use super::segment::{SackList, SegmentHeader, TcpFlags, TcpOptions, MAX_WINDOW_SCALE};
+use super::segment::{Ecn, SackList, SegmentHeader, TcpFlags, TcpOptions, MAX_WINDOW_SCALE};
 use super::send_queue::{AckedInfo, SendQueue};
 use super::seq::{SeqNumber, SeqRange};
 
@@ -241,6 +243,9 @@ pub struct SynOptions {
     pub sack_permitted: bool,
     /// Our TSval clock (its offset is per connection, RFC 7323 §5.4).
     pub timestamps: Option<TimestampClock>,
+    /// ECN (RFC 3168 §6.1.1): an ECN-setup SYN (ECE and CWR), or a SYN-ACK with ECE answering
+    /// one.
+    pub ecn: bool,
 }
 
 impl Default for SynOptions {
@@ -250,6 +255,7 @@ impl Default for SynOptions {
             window_scale: Some(7),
             sack_permitted: true,
             timestamps: Some(TimestampClock::default()),
+            ecn: false,
         }
     }
 }
@@ -268,6 +274,8 @@ pub struct Negotiated {
     pub rcv_wscale: u8,
     pub sack: bool,
     pub timestamps: Option<TimestampClock>,
+    /// Both SYNs set up ECN (RFC 3168 §6.1.1).
+    pub ecn: bool,
 }
 
 /// Counters and current values, for `flows list` and `stats`.
@@ -312,6 +320,14 @@ pub struct EndpointStats {
     pub recv_buffered: usize,
     pub out_of_order_segments: usize,
     pub out_of_order_bytes: usize,
+    /// The handshake set up ECN (RFC 3168).
+    pub ecn: bool,
+    /// Segments received with Congestion Experienced in their IP header.
+    pub ecn_ce_received: u64,
+    /// ACKs received with ECE...
+    pub ecn_ece_received: u64,
+    /// ...and the congestion window reductions they caused (at most one a window).
+    pub ecn_cwnd_reductions: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -331,6 +347,9 @@ struct Counters {
     out_of_order_received: u64,
     out_of_order_discarded: u64,
     out_of_order_discarded_bytes: u64,
+    ecn_ce_received: u64,
+    ecn_ece_received: u64,
+    ecn_cwnd_reductions: u64,
 }
 
 /// [`Endpoint::accept`] was handed something that cannot open a connection.
@@ -387,6 +406,11 @@ pub struct Endpoint<P: Payload> {
     /// Consecutive retransmission timeouts without progress.
     retries: u32,
     rtx_at: Option<u64>,
+    /// RFC 3168 §6.1.2: SND.NXT when cwnd was last reduced (for ECE or a loss); an ECE for
+    /// data sent before it is the same congestion and reduces nothing again.
+    ecn_reduced_until: Option<SeqNumber>,
+    /// The next new data segment carries CWR (RFC 3168 §6.1.2).
+    cwr_due: bool,
 
     // The handshake.
     syn_due: bool,
@@ -430,6 +454,8 @@ pub struct Endpoint<P: Payload> {
     ts_recent_at: u64,
     /// With a carried clock ([`TimestampClock::carried`]): our TSval, the far endpoint's latest.
     ts_carried: u32,
+    /// A CE-marked segment came: ACKs carry ECE until a segment with CWR does (RFC 3168 §6.1.3).
+    ece_due: bool,
 
     // Control.
     pending_rst: Option<SegmentHeader>,
@@ -477,6 +503,7 @@ impl<P: Payload> Endpoint<P> {
                 rcv_wscale: 0,
                 sack: false,
                 timestamps: None,
+                ecn: false,
             },
             simultaneous_open: false,
             iss,
@@ -495,6 +522,8 @@ impl<P: Payload> Endpoint<P> {
             last_ack_advance: 0,
             retries: 0,
             rtx_at: None,
+            ecn_reduced_until: None,
+            cwr_due: false,
             syn_due: false,
             syn_first_sent_at: None,
             syn_timeouts: 0,
@@ -520,6 +549,7 @@ impl<P: Payload> Endpoint<P> {
             ts_recent: 0,
             ts_recent_at: now,
             ts_carried: offer.timestamps.map_or(0, |clock| clock.tsval(now)),
+            ece_due: false,
             pending_rst: None,
             challenge_period_start: now,
             challenges_in_period: 0,
@@ -765,6 +795,10 @@ impl<P: Payload> Endpoint<P> {
             recv_buffered: self.recv.buffered_bytes(),
             out_of_order_segments: self.recv.held_segments(),
             out_of_order_bytes: self.recv.held_bytes(),
+            ecn: self.negotiated.ecn,
+            ecn_ce_received: c.ecn_ce_received,
+            ecn_ece_received: c.ecn_ece_received,
+            ecn_cwnd_reductions: c.ecn_cwnd_reductions,
         }
     }
 
@@ -877,6 +911,15 @@ impl<P: Payload> Endpoint<P> {
         let rcv_nxt = syn.seq + 1;
         self.recv = Reassembly::new(rcv_nxt, self.config.reassembly);
         self.negotiate(&syn.options);
+        // RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR, the SYN-ACK accepting it ECE
+        // alone.
+        let flags = syn.flags & (TcpFlags::ECE | TcpFlags::CWR);
+        let setup = if syn.flags.contains(TcpFlags::ACK) {
+            TcpFlags::ECE
+        } else {
+            TcpFlags::ECE | TcpFlags::CWR
+        };
+        self.negotiated.ecn = self.offer.ecn && flags == setup;
         if let (Some(_), Some((tsval, _))) = (self.negotiated.timestamps, syn.options.timestamps) {
             self.ts_recent = tsval;
             self.ts_recent_at = now;
@@ -914,6 +957,7 @@ impl<P: Payload> Endpoint<P> {
             rcv_wscale,
             sack,
             timestamps,
+            ecn: false,
         };
         let smss = self.smss();
         self.cc = NewReno::new(smss, sack);
@@ -1052,7 +1096,9 @@ impl<P: Payload> Endpoint<P> {
             }
             return SegmentOutcome::Accepted;
         }
-        // Simultaneous open (RFC 9293 §3.5, figure 7): answer with SYN-ACK, same ISS.
+        // Simultaneous open (RFC 9293 §3.5, figure 7): answer with SYN-ACK, same ISS. ECN is
+        // left off: each side's SYN-ACK would have to answer the other's SYN.
+        self.negotiated.ecn = false;
         self.simultaneous_open = true;
         self.state = State::SynReceived;
         self.snd_wnd = usize::from(hdr.window);
@@ -1144,6 +1190,9 @@ impl<P: Payload> Endpoint<P> {
         }
         if !has_ack {
             return SegmentOutcome::Rejected(Reject::NoAck);
+        }
+        if self.negotiated.ecn {
+            self.note_congestion_marks(hdr);
         }
         if self.state == State::SynReceived {
             if hdr.ack != self.iss + 1 {
@@ -1350,6 +1399,9 @@ impl<P: Payload> Endpoint<P> {
             // before DupThresh duplicates.
             self.enter_recovery();
         }
+        if self.negotiated.ecn && hdr.flags.contains(TcpFlags::ECE) {
+            self.on_congestion_echo(ack);
+        }
 
         if self.send.fin_acked() {
             match self.state {
@@ -1440,6 +1492,47 @@ impl<P: Payload> Endpoint<P> {
         self.cc.enter_recovery(flight, self.send.snd_nxt());
         self.retransmitted.clear();
         self.fast_retransmit_due = true;
+        self.note_cwnd_reduced();
+    }
+
+    /// cwnd went down for this window: a later ECE for data already sent asks nothing more,
+    /// and the peer hears with CWR that it may stop echoing (RFC 3168 §6.1.2, as Linux
+    /// queues CWR on entering recovery or loss).
+    fn note_cwnd_reduced(&mut self) {
+        if self.negotiated.ecn {
+            self.ecn_reduced_until = Some(self.send.snd_nxt());
+            self.cwr_due = true;
+        }
+    }
+
+    /// RFC 3168 §6.1.2: an ECE reduces cwnd as a loss would, once a window, without a
+    /// retransmission.
+    fn on_congestion_echo(&mut self, ack: SeqNumber) {
+        self.counters.ecn_ece_received += 1;
+        let same_window = self
+            .ecn_reduced_until
+            .is_some_and(|until| until.distance(ack) >= 0);
+        if same_window || self.cc.phase() != Phase::Open {
+            return;
+        }
+        self.cc.on_congestion_echo(self.send.in_flight());
+        self.counters.ecn_cwnd_reductions += 1;
+        self.note_cwnd_reduced();
+    }
+
+    /// RFC 3168 §6.1.3: CWR ends the echo, CE (even on the CWR segment) starts it.
+    fn note_congestion_marks(&mut self, hdr: &SegmentHeader) {
+        if hdr.flags.contains(TcpFlags::CWR) {
+            self.ece_due = false;
+        }
+        if hdr.ecn == Ecn::Ce {
+            self.counters.ecn_ce_received += 1;
+            if !self.ece_due {
+                // The sender hears of it within a round trip, not a delayed ACK later.
+                self.ack_now = true;
+            }
+            self.ece_due = true;
+        }
     }
 
     /// Text and FIN (RFC 9293 §3.10.7.4, seventh and eighth checks) in the states that still
@@ -1707,6 +1800,7 @@ impl<P: Payload> Endpoint<P> {
                 // to SND.UNA. RFC 6298 §5.5: back off. RFC 2018 §8: the receiver may have
                 // reneged, so SACK information is forgotten.
                 self.cc.on_rto(self.send.in_flight(), self.send.snd_nxt());
+                self.note_cwnd_reduced();
                 self.rtt.backoff();
                 self.scoreboard.clear();
                 self.send.clear_sacked();
@@ -1827,7 +1921,11 @@ impl<P: Payload> Endpoint<P> {
             options.timestamps = negotiated
                 .timestamps
                 .map(|clock| (self.tsval_of(clock, now), self.ts_recent));
-            (TcpFlags::SYN | TcpFlags::ACK, self.recv.rcv_nxt())
+            let mut flags = TcpFlags::SYN | TcpFlags::ACK;
+            if negotiated.ecn {
+                flags |= TcpFlags::ECE;
+            }
+            (flags, self.recv.rcv_nxt())
         } else {
             options.window_scale = self.offer.window_scale;
             options.sack_permitted = self.offer.sack_permitted;
@@ -1835,7 +1933,11 @@ impl<P: Payload> Endpoint<P> {
                 .offer
                 .timestamps
                 .map(|clock| (self.tsval_of(clock, now), 0));
-            (TcpFlags::SYN, SeqNumber(0))
+            let mut flags = TcpFlags::SYN;
+            if self.offer.ecn {
+                flags |= TcpFlags::ECE | TcpFlags::CWR;
+            }
+            (flags, SeqNumber(0))
         };
         if self.syn_first_sent_at.is_some() {
             self.syn_resent = true;
@@ -1857,6 +1959,7 @@ impl<P: Payload> Endpoint<P> {
                 window: self.syn_window,
                 urgent: 0,
                 options,
+                ecn: Ecn::NotEct,
             },
             payload: None,
         })
@@ -2112,12 +2215,19 @@ impl<P: Payload> Endpoint<P> {
                 flags |= TcpFlags::FIN;
             }
         }
+        if std::mem::take(&mut self.cwr_due) {
+            flags |= TcpFlags::CWR;
+        }
         self.counters.bytes_sent += payload.len() as u64;
         self.last_activity = now;
         self.persist_at = None;
         self.persist_backoff = 0;
         self.arm_rtx(now);
-        let header = self.header(seq, flags, now);
+        let mut header = self.header(seq, flags, now);
+        if self.negotiated.ecn {
+            // RFC 3168 §6.1.1: new data is ECN-capable; §6.1.5: retransmissions are not.
+            header.ecn = Ecn::Ect0;
+        }
         Some(Transmit {
             header,
             payload: Some(payload),
@@ -2282,7 +2392,7 @@ impl<P: Payload> Endpoint<P> {
 
     /// A header from this endpoint; with ACK set it acknowledges RCV.NXT, advertises the window
     /// and carries SACK blocks, and it satisfies any pending or delayed ACK.
-    fn header(&mut self, seq: SeqNumber, flags: TcpFlags, now: u64) -> SegmentHeader {
+    fn header(&mut self, seq: SeqNumber, mut flags: TcpFlags, now: u64) -> SegmentHeader {
         let mut options = TcpOptions::default();
         if let Some(clock) = self.negotiated.timestamps {
             options.timestamps = Some((self.tsval_of(clock, now), self.ts_recent));
@@ -2300,6 +2410,9 @@ impl<P: Payload> Endpoint<P> {
             if self.negotiated.sack {
                 options.sack = self.sack_option();
             }
+            if self.ece_due && !flags.contains(TcpFlags::SYN) {
+                flags |= TcpFlags::ECE;
+            }
             self.last_ack_sent = ack;
             self.rcv_space_freed = false;
             self.ack_now = false;
@@ -2316,6 +2429,7 @@ impl<P: Payload> Endpoint<P> {
             window,
             urgent: 0,
             options,
+            ecn: Ecn::NotEct,
         }
     }
 
@@ -2383,6 +2497,7 @@ pub fn reset_for(hdr: &SegmentHeader, payload_len: usize) -> Option<SegmentHeade
         window: 0,
         urgent: 0,
         options: TcpOptions::default(),
+        ecn: Ecn::NotEct,
     })
 }
 
@@ -2427,6 +2542,7 @@ mod tests {
             window_scale: None,
             sack_permitted: false,
             timestamps: None,
+            ecn: false,
         }
     }
 
@@ -2452,6 +2568,7 @@ mod tests {
             window,
             urgent: 0,
             options: TcpOptions::default(),
+            ecn: Ecn::NotEct,
         }
     }
 
@@ -2611,6 +2728,7 @@ mod tests {
             window_scale: Some(3),
             sack_permitted: true,
             timestamps: None,
+            ecn: false,
         };
         let mut ep = Ep::connect(config(), LOCAL, REMOTE, s(ISS), offer, 0);
         assert_eq!(ep.state(), State::SynSent);
@@ -2665,6 +2783,180 @@ mod tests {
         // Data flows.
         ep.send(bytes(0, 10)).unwrap();
         assert_data(&one(&mut ep, 9), ISS + 1, &bytes(0, 10));
+    }
+
+    // ---- ECN (RFC 3168) ----
+
+    const ECE: TcpFlags = TcpFlags::ECE;
+    const CWR: TcpFlags = TcpFlags::CWR;
+
+    fn ecn_offer() -> SynOptions {
+        SynOptions {
+            ecn: true,
+            ..plain()
+        }
+    }
+
+    /// A passive endpoint with ECN set up, established at t = 10 (RTT 10 ms, RTO 200 ms).
+    fn ecn_server() -> Ep {
+        let mut syn = peer_syn(mss_only(1000));
+        syn.flags |= ECE | CWR;
+        let mut ep = Ep::accept(config(), &syn, LOCAL, REMOTE, s(ISS), ecn_offer(), 0).unwrap();
+        assert_eq!(one(&mut ep, 0).header.flags, SYN | ACK | ECE);
+        ep.on_segment(&seg(ACK, IRS + 1, ISS + 1, 65535), none(), 10);
+        assert_eq!(events(&mut ep), [Event::Established]);
+        assert!(ep.negotiated().ecn);
+        silent(&mut ep, 10);
+        ep
+    }
+
+    fn with_ecn(mut header: SegmentHeader, ecn: Ecn) -> SegmentHeader {
+        header.ecn = ecn;
+        header
+    }
+
+    #[test]
+    fn ecn_is_set_up_only_when_both_syns_ask_for_it() {
+        // Active open: the SYN asks with ECE and CWR; a SYN-ACK with ECE alone accepts.
+        for (synack_flags, negotiated) in [
+            (SYN | ACK | ECE, true),
+            (SYN | ACK, false),
+            // Both flags on a SYN-ACK is a reflecting middlebox, not an acceptance.
+            (SYN | ACK | ECE | CWR, false),
+        ] {
+            let mut ep = Ep::connect(config(), LOCAL, REMOTE, s(ISS), ecn_offer(), 0);
+            let syn = one(&mut ep, 0);
+            assert_eq!(syn.header.flags, SYN | ECE | CWR);
+            assert_eq!(syn.header.ecn, Ecn::NotEct);
+            ep.on_segment(&seg(synack_flags, IRS, ISS + 1, 65535), none(), 5);
+            assert_eq!(ep.negotiated().ecn, negotiated, "{synack_flags:?}");
+            assert_eq!(ep.stats().ecn, negotiated);
+        }
+        let mut ep = Ep::connect(config(), LOCAL, REMOTE, s(ISS), plain(), 0);
+        assert_eq!(one(&mut ep, 0).header.flags, SYN);
+        ep.on_segment(&seg(SYN | ACK | ECE, IRS, ISS + 1, 65535), none(), 5);
+        assert!(!ep.negotiated().ecn);
+
+        // Passive open: the SYN-ACK has ECE (not CWR) only for an ECN-setup SYN it may accept.
+        for (syn_flags, ours, synack_flags) in [
+            (SYN | ECE | CWR, ecn_offer(), SYN | ACK | ECE),
+            (SYN | ECE | CWR, plain(), SYN | ACK),
+            (SYN, ecn_offer(), SYN | ACK),
+            (SYN | ECE, ecn_offer(), SYN | ACK),
+        ] {
+            let mut syn = peer_syn(mss_only(1000));
+            syn.flags = syn_flags;
+            let mut ep = Ep::accept(config(), &syn, LOCAL, REMOTE, s(ISS), ours, 0).unwrap();
+            let synack = one(&mut ep, 0);
+            assert_eq!(synack.header.flags, synack_flags, "{syn_flags:?}");
+            assert_eq!(synack.header.ecn, Ecn::NotEct);
+            assert_eq!(ep.negotiated().ecn, synack_flags.contains(ECE));
+        }
+    }
+
+    #[test]
+    fn a_congestion_mark_is_echoed_on_every_ack_until_cwr() {
+        let mut ep = ecn_server();
+        // Data marked CE: acknowledged at once (no delayed ACK), with ECE.
+        let marked = with_ecn(seg(ACK, IRS + 1, ISS + 1, 65535), Ecn::Ce);
+        ep.on_segment(&marked, bytes(0, 100), 20);
+        let ack = one(&mut ep, 20);
+        assert_eq!(ack.header.flags, ACK | ECE);
+        assert_eq!(ack.header.ecn, Ecn::NotEct, "a pure ACK is not ECN-capable");
+        // Unmarked data after it: still echoed, on pure ACKs and on data alike.
+        let clean = with_ecn(seg(ACK, IRS + 101, ISS + 1, 65535), Ecn::Ect0);
+        ep.on_segment(&clean, bytes(100, 100), 30);
+        ep.send(bytes(0, 10)).unwrap();
+        let data = one(&mut ep, 30);
+        assert_eq!(data.header.flags, ACK | PSH | ECE);
+        assert_eq!(data.header.ecn, Ecn::Ect0);
+        // CWR stops the echo.
+        let cwr = with_ecn(seg(ACK | CWR, IRS + 201, ISS + 11, 65535), Ecn::Ect0);
+        ep.on_segment(&cwr, bytes(200, 100), 40);
+        ep.on_segment(&seg(ACK, IRS + 301, ISS + 11, 65535), bytes(300, 100), 41);
+        assert_ack(&one(&mut ep, 41), ISS + 11, IRS + 401);
+        // A CWR segment that is itself marked starts it again.
+        let both = with_ecn(seg(ACK | CWR, IRS + 401, ISS + 11, 65535), Ecn::Ce);
+        ep.on_segment(&both, bytes(400, 100), 50);
+        assert_eq!(one(&mut ep, 50).header.flags, ACK | ECE);
+        assert_eq!(ep.stats().ecn_ce_received, 2);
+    }
+
+    #[test]
+    fn without_ecn_marks_are_not_echoed_and_data_is_not_ecn_capable() {
+        let mut ep = plain_server();
+        let marked = with_ecn(seg(ACK, IRS + 1, ISS + 1, 65535), Ecn::Ce);
+        ep.on_segment(&marked, bytes(0, 100), 20);
+        ep.send(bytes(0, 10)).unwrap();
+        let data = one(&mut ep, 20);
+        assert_eq!(data.header.flags, ACK | PSH);
+        assert_eq!(data.header.ecn, Ecn::NotEct);
+        let echo = seg(ACK | ECE, IRS + 101, ISS + 11, 65535);
+        ep.on_segment(&echo, none(), 30);
+        let stats = ep.stats();
+        assert_eq!(
+            (
+                stats.ecn_ce_received,
+                stats.ecn_ece_received,
+                stats.ecn_cwnd_reductions
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn an_echo_halves_cwnd_once_a_window_and_the_next_new_data_says_cwr() {
+        let mut ep = ecn_server();
+        let sent = send_segments(&mut ep, ISS + 1, 8, 20);
+        assert_eq!(ep.stats().cwnd, 10_000);
+        // The first segment's ACK echoes congestion: ssthresh = cwnd = FlightSize / 2.
+        ep.on_segment(&seg(ACK | ECE, IRS + 1, ISS + 1001, 65535), none(), 30);
+        let stats = ep.stats();
+        assert_eq!((stats.cwnd, stats.ssthresh), (3_500, 3_500));
+        assert_eq!((stats.ecn_ece_received, stats.ecn_cwnd_reductions), (1, 1));
+        // More echoes for data sent before the reduction: the same congestion.
+        ep.on_segment(&seg(ACK | ECE, IRS + 1, ISS + 2001, 65535), none(), 31);
+        ep.on_segment(&seg(ACK | ECE, IRS + 1, ISS + 8001, 65535), none(), 32);
+        assert_eq!(ep.stats().ecn_cwnd_reductions, 1);
+        assert_eq!(ep.stats().ecn_ece_received, 3);
+        assert_eq!(sent.len(), 8);
+        // The next new data carries CWR, once; nothing was lost, so nothing is sent again.
+        for i in 0..3 {
+            ep.send(bytes(8000 + i * 1000, 1000)).unwrap();
+        }
+        let out = drain(&mut ep, 33);
+        assert_eq!(out.len(), 3, "{out:#?}");
+        assert_eq!(out[0].header.seq, s(ISS + 8001));
+        assert!(out[0].header.flags.contains(CWR), "{out:#?}");
+        assert!(out[1..].iter().all(|o| !o.header.flags.contains(CWR)));
+        assert!(out.iter().all(|o| o.header.ecn == Ecn::Ect0));
+        assert_eq!(ep.stats().retransmissions, 0);
+        // An echo for data sent after the reduction is new congestion.
+        ep.on_segment(&seg(ACK | ECE, IRS + 1, ISS + 9001, 65535), none(), 40);
+        assert_eq!(ep.stats().ecn_cwnd_reductions, 2);
+    }
+
+    #[test]
+    fn retransmissions_are_not_ecn_capable_and_a_timeout_asks_for_cwr() {
+        let mut ep = ecn_server();
+        ep.send(bytes(0, 1000)).unwrap();
+        let first = one(&mut ep, 20);
+        assert_eq!(first.header.ecn, Ecn::Ect0);
+        assert!(!first.header.flags.contains(CWR));
+        let at = ep.poll_at().unwrap();
+        ep.on_timer(at);
+        let again = one(&mut ep, at);
+        assert_data(&again, ISS + 1, &bytes(0, 1000));
+        assert_eq!(again.header.ecn, Ecn::NotEct);
+        assert!(!again.header.flags.contains(CWR));
+        // The timeout reduced cwnd: the peer may stop echoing, and an echo of the lost
+        // window reduces nothing more.
+        ep.on_segment(&seg(ACK | ECE, IRS + 1, ISS + 1001, 65535), none(), at + 10);
+        assert_eq!(ep.stats().ecn_cwnd_reductions, 0);
+        ep.send(bytes(1000, 1000)).unwrap();
+        let next = one(&mut ep, at + 10);
+        assert!(next.header.flags.contains(CWR), "{next:#?}");
+        assert_eq!(next.header.ecn, Ecn::Ect0);
     }
 
     #[test]
@@ -2861,6 +3153,7 @@ mod tests {
             window_scale: Some(7),
             sack_permitted: true,
             timestamps: Some(TimestampClock::new(1_000_000)),
+            ecn: false,
         }
     }
 
@@ -2891,6 +3184,7 @@ mod tests {
                 rcv_wscale: 7,
                 sack: true,
                 timestamps: Some(TimestampClock::new(1_000_000)),
+                ecn: false,
             }
         );
         assert_eq!(
@@ -4256,6 +4550,7 @@ mod tests {
             window_scale: rng.chance(60).then(|| rng.below(9) as u8),
             sack_permitted: rng.chance(60),
             timestamps: rng.chance(60).then(|| TimestampClock::new(rng.u32())),
+            ecn: rng.chance(50),
         }
     }
 

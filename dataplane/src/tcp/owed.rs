@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 use super::endpoint::Transmit;
 use super::payload::Payload;
-use super::segment::{SackList, SegmentHeader, TcpFlags, TcpOptions};
+use super::segment::{Ecn, SackList, SegmentHeader, TcpFlags, TcpOptions};
 use super::seq::{SeqNumber, SeqRange};
 
 /// Timeouts in a row without the receiver acknowledging anything new before an owed stream is
@@ -517,6 +517,9 @@ impl<P: Payload> OwedStream<P> {
                 timestamps: self.timestamps,
                 ..TcpOptions::default()
             },
+            // What is owed was sent before, to the other leg: a retransmission, never ECN-capable
+            // (RFC 3168 §6.1.5).
+            ecn: Ecn::NotEct,
         }
     }
 }
@@ -569,6 +572,7 @@ mod tests {
             window,
             urgent: 0,
             options: TcpOptions::default(),
+            ecn: Ecn::NotEct,
         }
     }
 

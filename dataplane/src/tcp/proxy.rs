@@ -56,7 +56,7 @@ use super::owed::{OwedState, OwedStream, ReceiverView};
 use super::payload::Payload;
 use super::rtt::TimestampClock;
 use super::segment::{
-    rescale_window, shift_seq, shift_timestamps, SegmentHeader, TcpFlags, TcpOptions,
+    rescale_window, shift_seq, shift_timestamps, Ecn, SegmentHeader, TcpFlags, TcpOptions,
     MAX_WINDOW_SCALE,
 };
 use super::seq::SeqNumber;
@@ -182,6 +182,9 @@ pub struct ProxyConfig {
     pub window_scaling: bool,
     pub sack: bool,
     pub timestamps: bool,
+    /// Set up ECN (RFC 3168) on each leg whose endpoint offers it: the server leg's SYN asks
+    /// for it when the client's did, the client leg's SYN-ACK accepts when the server did.
+    pub ecn: bool,
     /// Our window shift in SYN-ACKs sent with SYN cookies, when the server's is not known yet.
     pub cookie_window_scale: u8,
     pub stall: StallConfig,
@@ -196,6 +199,7 @@ impl Default for ProxyConfig {
             window_scaling: true,
             sack: true,
             timestamps: true,
+            ecn: true,
             cookie_window_scale: 7,
             stall: StallConfig::default(),
         }
@@ -434,8 +438,14 @@ fn is_syn(hdr: &SegmentHeader) -> bool {
             .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
 }
 
+/// Whether a SYN without ACK is an ECN-setup SYN (RFC 3168 §6.1.1).
+fn offers_ecn(syn: &SegmentHeader) -> bool {
+    syn.flags.contains(TcpFlags::ECE | TcpFlags::CWR)
+}
+
 /// The server leg's SYN: what the client's SYN offered, within the configuration.
-fn mirror_offer(config: &ProxyConfig, client: &TcpOptions, now: u64) -> SynOptions {
+fn mirror_offer(config: &ProxyConfig, syn: &SegmentHeader, now: u64) -> SynOptions {
+    let client = &syn.options;
     SynOptions {
         mss: client
             .mss
@@ -450,6 +460,7 @@ fn mirror_offer(config: &ProxyConfig, client: &TcpOptions, now: u64) -> SynOptio
             .timestamps
             .filter(|_| config.timestamps)
             .map(|(tsval, _)| TimestampClock::carried(tsval, now)),
+        ecn: config.ecn && offers_ecn(syn),
     }
 }
 
@@ -468,6 +479,8 @@ fn offer_from_server<P: Payload>(
         timestamps: negotiated
             .timestamps
             .map(|_| TimestampClock::carried(server.ts_recent(), now)),
+        // The server leg asked only for a client that did.
+        ecn: negotiated.ecn,
     }
 }
 
@@ -476,11 +489,16 @@ fn cookie_uses_timestamps(config: &ProxyConfig, client_offered_timestamps: bool)
     config.timestamps && client_offered_timestamps
 }
 
+/// Whether a cookie SYN-ACK accepts ECN: only with timestamps, which remember it (as Linux).
+fn cookie_uses_ecn(config: &ProxyConfig, timestamps: bool, client_offered_ecn: bool) -> bool {
+    config.ecn && timestamps && client_offered_ecn
+}
+
 /// The SYN-ACK answering `syn` with a SYN cookie, for a worker under SYN pressure: `cookie` from
 /// [`CookieJar::syn_ack_isn`], `clock` the client leg's timestamp clock, which
 /// [`TcpProxy::on_client_cookie_ack`] must be given again (the worker keeps no state, so it
-/// derives the clock from the flow, e.g. a keyed hash of the addresses). Window scale and SACK
-/// are offered only with timestamps, which are where the cookie remembers them.
+/// derives the clock from the flow, e.g. a keyed hash of the addresses). Window scale, SACK and
+/// ECN are offered only with timestamps, which are where the cookie remembers them.
 pub fn cookie_syn_ack(
     config: &ProxyConfig,
     syn: &SegmentHeader,
@@ -494,6 +512,7 @@ pub fn cookie_syn_ack(
         .window_scale
         .filter(|_| timestamps && config.window_scaling);
     let sack_permitted = client.sack_permitted && config.sack && timestamps;
+    let ecn = cookie_uses_ecn(config, timestamps, offers_ecn(syn));
     let mut options = TcpOptions {
         mss: Some(config.mss),
         window_scale: window_scale.map(|_| config.cookie_window_scale.min(MAX_WINDOW_SCALE)),
@@ -501,18 +520,23 @@ pub fn cookie_syn_ack(
         ..TcpOptions::default()
     };
     if let (true, Some((tsval, _))) = (timestamps, client.timestamps) {
-        let ours = CookieJar::timestamp_for(window_scale, sack_permitted, clock.tsval(now));
+        let ours = CookieJar::timestamp_for(window_scale, sack_permitted, ecn, clock.tsval(now));
         options.timestamps = Some((ours, tsval));
+    }
+    let mut flags = TcpFlags::SYN | TcpFlags::ACK;
+    if ecn {
+        flags |= TcpFlags::ECE;
     }
     SegmentHeader {
         src_port: syn.dst_port,
         dst_port: syn.src_port,
         seq: cookie,
         ack: syn.seq + 1,
-        flags: TcpFlags::SYN | TcpFlags::ACK,
+        flags,
         window: config.syn_window(),
         urgent: 0,
         options,
+        ecn: Ecn::NotEct,
     }
 }
 
@@ -562,7 +586,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
         if !is_syn(syn) {
             return Err(AcceptError::NotASyn);
         }
-        let offer = mirror_offer(&config, &syn.options, now);
+        let offer = mirror_offer(&config, syn, now);
         let server = Endpoint::connect(
             config.leg_config(),
             syn.src_port,
@@ -595,13 +619,18 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
     ) -> Result<TcpProxy<P, I>, AcceptError> {
         let echoed = ack.options.timestamps.filter(|_| params.timestamps);
         let timestamps = cookie_uses_timestamps(&config, echoed.is_some());
+        let ecn = cookie_uses_ecn(&config, timestamps, params.ecn);
         // The client's SYN as far as the cookie knows it.
+        let mut flags = TcpFlags::SYN;
+        if ecn {
+            flags |= TcpFlags::ECE | TcpFlags::CWR;
+        }
         let syn = SegmentHeader {
             src_port: ack.src_port,
             dst_port: ack.dst_port,
             seq: ack.seq - 1,
             ack: SeqNumber(0),
-            flags: TcpFlags::SYN,
+            flags,
             window: ack.window,
             urgent: 0,
             options: TcpOptions {
@@ -613,6 +642,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
                 timestamps: echoed.filter(|_| timestamps).map(|(tsval, _)| (tsval, 0)),
                 ..TcpOptions::default()
             },
+            ecn: Ecn::NotEct,
         };
         // What `cookie_syn_ack` offered.
         let offer = SynOptions {
@@ -623,6 +653,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
                 .map(|_| config.cookie_window_scale.min(MAX_WINDOW_SCALE)),
             sack_permitted: syn.options.sack_permitted,
             timestamps: timestamps.then_some(clock),
+            ecn,
         };
         let (client, _) = Endpoint::accept_cookie(
             config.leg_config(),
@@ -640,7 +671,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
             ack.src_port,
             ack.dst_port,
             syn.seq,
-            mirror_offer(&config, &syn.options, now),
+            mirror_offer(&config, &syn, now),
             now,
         );
         let mut proxy = TcpProxy::new(config, inspector, Some(client), server, None);
@@ -836,7 +867,14 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
             return SegmentOutcome::ResetAccepted;
         }
         if is_syn(hdr) && hdr.seq == syn.seq {
-            // The server leg retransmits its own SYN; the client's says nothing new.
+            // The server leg retransmits its own SYN; the client's says nothing new, except
+            // that a client falling back from ECN (Linux resends its SYN without ECE and CWR,
+            // RFC 3168 §6.1.1.1) must not be answered with an ECN-setup SYN-ACK.
+            if !offers_ecn(hdr) {
+                if let Some(syn) = self.client_syn.as_mut() {
+                    syn.flags.remove(TcpFlags::ECE | TcpFlags::CWR);
+                }
+            }
             return SegmentOutcome::Accepted;
         }
         SegmentOutcome::Rejected(Reject::Unexpected)
@@ -1538,6 +1576,7 @@ mod tests {
             window_scale: Some(2),
             sack_permitted: true,
             timestamps: Some(TimestampClock::new(0x0100_0000)),
+            ecn: false,
         }
     }
 
@@ -1547,6 +1586,7 @@ mod tests {
             window_scale: Some(5),
             sack_permitted: true,
             timestamps: Some(TimestampClock::new(0x5000_0000)),
+            ecn: false,
         }
     }
 
@@ -1585,6 +1625,8 @@ mod tests {
         loss: u64,
         duplication: u64,
         drop: Option<DropRule>,
+        /// A congested router: the ECN-capable segments it picks are marked CE, not dropped.
+        mark: Option<DropRule>,
         queue: Vec<Flying>,
         order: u64,
         delivered: Vec<Seen>,
@@ -1598,17 +1640,23 @@ mod tests {
                 loss: 0,
                 duplication: 0,
                 drop: None,
+                mark: None,
                 queue: Vec::new(),
                 order: 0,
                 delivered: Vec::new(),
             }
         }
 
-        fn carry(&mut self, rng: &mut TestRng, out: Out, now: u64) {
+        fn carry(&mut self, rng: &mut TestRng, mut out: Out, now: u64) {
             let len = out.payload.as_ref().map_or(0, Payload::len);
             if let Some(drop) = self.drop.as_mut() {
                 if drop(&out.header, len) {
                     return;
+                }
+            }
+            if let Some(mark) = self.mark.as_mut() {
+                if matches!(out.header.ecn, Ecn::Ect0 | Ecn::Ect1) && mark(&out.header, len) {
+                    out.header.ecn = Ecn::Ce;
                 }
             }
             let copies = if self.duplication > 0 && rng.chance(self.duplication) {
@@ -2507,6 +2555,7 @@ mod tests {
             window: 65535,
             urgent: 0,
             options: TcpOptions::default(),
+            ecn: Ecn::NotEct,
         }
     }
 
@@ -2970,6 +3019,188 @@ mod tests {
         }
     }
 
+    // ---- ECN ----
+
+    const ECE: TcpFlags = TcpFlags::ECE;
+    const CWR: TcpFlags = TcpFlags::CWR;
+
+    /// A flow whose client offers ECN or not, to a server that accepts it or not, through a
+    /// proxy configured with `proxy.ecn` or not, with or without a SYN cookie.
+    fn ecn_net(client: bool, server: bool, config: bool, cookies: bool) -> Net<NoInspection> {
+        let config = ProxyConfig {
+            ecn: config,
+            ..ProxyConfig::default()
+        };
+        let mut net = Net::new(NoInspection, config);
+        let offer = SynOptions {
+            ecn: client,
+            ..client_offer()
+        };
+        net.client = Some(Ep::connect(
+            EndpointConfig::default(),
+            CLIENT_PORT,
+            SERVER_PORT,
+            SeqNumber(CLIENT_ISS),
+            offer,
+            0,
+        ));
+        net.server_offer.ecn = server;
+        if cookies {
+            net.cookies = Some(CookieJar::new([7; 16]));
+        }
+        established(&mut net);
+        net
+    }
+
+    fn leg_ecn(net: &Net<NoInspection>, leg: Leg) -> bool {
+        net.proxy_ref().leg(leg).unwrap().negotiated().ecn
+    }
+
+    #[test]
+    fn ecn_is_set_up_on_each_leg_whose_endpoint_offers_it() {
+        // (client offers, server accepts, proxy.ecn, cookie) → (client leg, server leg).
+        for (client, server, config, cookies, expected) in [
+            (true, true, true, false, (true, true)),
+            (false, true, true, false, (false, false)),
+            (true, false, true, false, (false, false)),
+            (true, true, false, false, (false, false)),
+            (true, true, true, true, (true, true)),
+            // With a cookie the client leg is settled before the server is asked.
+            (true, false, true, true, (true, false)),
+            (false, true, true, true, (false, false)),
+            (true, true, false, true, (false, false)),
+        ] {
+            let case = format!("client {client} server {server} config {config} cookie {cookies}");
+            let mut net = ecn_net(client, server, config, cookies);
+            let server_syn = net.wires[P2S].delivered[0].header;
+            assert_eq!(server_syn.flags & (SYN | ACK), SYN);
+            assert_eq!(
+                server_syn.flags.contains(ECE | CWR),
+                client && config,
+                "{case}: the server leg's SYN"
+            );
+            let client_syn_ack = net.wires[P2C].delivered[0].header;
+            assert_eq!(client_syn_ack.flags & SYN, SYN);
+            assert_eq!(
+                client_syn_ack.flags & (ECE | CWR),
+                if expected.0 { ECE } else { TcpFlags::empty() },
+                "{case}: the client leg's SYN-ACK"
+            );
+            assert_eq!(
+                (leg_ecn(&net, Leg::Client), leg_ecn(&net, Leg::Server)),
+                expected,
+                "{case}"
+            );
+            assert_eq!(net.client().negotiated().ecn, expected.0, "{case}");
+            assert_eq!(net.server().negotiated().ecn, expected.1, "{case}");
+            let stats = net.proxy_ref().stats();
+            assert_eq!(stats.client.unwrap().tcp.ecn, expected.0);
+            assert_eq!(stats.server.unwrap().tcp.ecn, expected.1);
+            // Data both ways: ECT(0) on the legs that set it up, byte-exact either way.
+            send_both(&mut net, (0, 20_000), (0, 14_000));
+            net.run_until(2_000);
+            net.read_client();
+            net.read_server();
+            assert_eq!(net.server_received, bytes(0, 0, 20_000).bytes(), "{case}");
+            assert_eq!(
+                net.client_received,
+                bytes(0x55, 0, 14_000).bytes(),
+                "{case}"
+            );
+            let ect = |wire: usize| {
+                net.wires[wire]
+                    .data()
+                    .all(|seen| (seen.header.ecn == Ecn::Ect0) == (wire_leg_ecn(wire, expected)))
+            };
+            for wire in [C2P, P2C, P2S, S2P] {
+                assert!(ect(wire), "{case}: wire {wire}");
+            }
+        }
+    }
+
+    /// Whether the data on `wire` is sent by an ECN-capable sender, given the legs' ECN.
+    fn wire_leg_ecn(wire: usize, (client, server): (bool, bool)) -> bool {
+        if wire == C2P || wire == P2C {
+            client
+        } else {
+            server
+        }
+    }
+
+    #[test]
+    fn a_client_falling_back_from_ecn_gets_no_ecn_setup_syn_ack() {
+        let syn = |flags| SegmentHeader {
+            src_port: CLIENT_PORT,
+            dst_port: SERVER_PORT,
+            seq: SeqNumber(CLIENT_ISS),
+            ack: SeqNumber(0),
+            flags,
+            window: 65_535,
+            urgent: 0,
+            options: TcpOptions::default(),
+            ecn: Ecn::NotEct,
+        };
+        let config = ProxyConfig::default();
+        let mut proxy: TcpProxy<TestBytes, NoInspection> =
+            TcpProxy::on_client_syn(config, NoInspection, &syn(SYN | ECE | CWR), 0).unwrap();
+        let (leg, ours) = proxy.poll_transmit(0).unwrap();
+        assert_eq!((leg, ours.header.flags), (Leg::Server, SYN | ECE | CWR));
+        // The server is slow; the client's SYN comes again, without ECN (Linux's fallback).
+        proxy.on_segment(Leg::Client, &syn(SYN), none(), 1_000);
+        let syn_ack = SegmentHeader {
+            src_port: SERVER_PORT,
+            dst_port: CLIENT_PORT,
+            seq: SeqNumber(SERVER_ISS),
+            ack: SeqNumber(CLIENT_ISS + 1),
+            flags: SYN | ACK | ECE,
+            ..syn(SYN)
+        };
+        proxy.on_segment(Leg::Server, &syn_ack, none(), 1_010);
+        let sent: Vec<_> = std::iter::from_fn(|| proxy.poll_transmit(1_010)).collect();
+        let to_client = sent.iter().find(|(leg, _)| *leg == Leg::Client).unwrap();
+        assert_eq!(to_client.1.header.flags, SYN | ACK);
+        assert!(!proxy.leg(Leg::Client).unwrap().negotiated().ecn);
+        assert!(proxy.leg(Leg::Server).unwrap().negotiated().ecn);
+    }
+
+    #[test]
+    fn congestion_on_one_leg_is_answered_on_that_leg_only() {
+        let mut net = ecn_net(true, true, true, false);
+        // A congested router between the client and tollgate marks every fourth data segment.
+        let mut n = 0;
+        net.wires[C2P].mark = Some(Box::new(move |_, len| {
+            n += usize::from(len > 0);
+            len > 0 && n % 4 == 0
+        }));
+        send_both(&mut net, (0, 200_000), (0, 0));
+        net.run_until(5_000);
+        net.read_server();
+        assert_eq!(net.server_received, bytes(0, 0, 200_000).bytes());
+        // The client leg echoed the marks to the client, which slowed down (and said CWR)...
+        let client_leg = net.proxy_ref().leg(Leg::Client).unwrap().stats();
+        assert!(client_leg.ecn_ce_received > 0);
+        assert!(net.wires[P2C]
+            .delivered
+            .iter()
+            .any(|s| s.header.flags.contains(ECE)));
+        let client = net.client().stats();
+        assert!(client.ecn_cwnd_reductions > 0, "{client:?}");
+        assert!(net.wires[C2P].data().any(|s| s.header.flags.contains(CWR)));
+        // ...and nothing of it reached the server's loop: no mark, no echo, no reduction.
+        assert!(net.wires[P2S].data().all(|s| s.header.ecn == Ecn::Ect0));
+        let after_syns = |wire: usize| net.wires[wire].delivered.iter().skip(1);
+        assert!(after_syns(S2P).all(|s| !s.header.flags.contains(ECE)));
+        assert!(after_syns(P2S).all(|s| !s.header.flags.contains(CWR)));
+        let server_leg = net.proxy_ref().leg(Leg::Server).unwrap().stats();
+        assert_eq!(
+            (server_leg.ecn_ece_received, server_leg.ecn_cwnd_reductions),
+            (0, 0)
+        );
+        assert_eq!(net.server().stats().ecn_ce_received, 0);
+        // No data was lost, so the leg that reduced cwnd sent nothing again.
+        assert_eq!(client.retransmissions, 0);
+    }
+
     /// Reads on both sides until the streams are `up` and `down` bytes long, then closes both
     /// and checks they close cleanly.
     fn finish(net: &mut Net<NoInspection>, up: usize, down: usize) {
@@ -3081,6 +3312,7 @@ mod tests {
             window_scale: rng.chance(60).then(|| rng.below(9) as u8),
             sack_permitted: rng.chance(60),
             timestamps: rng.chance(60).then(|| TimestampClock::new(rng.u32())),
+            ecn: rng.chance(50),
         }
     }
 

@@ -264,6 +264,41 @@ impl TcpOptions {
 }
 
 /// A TCP header (RFC 9293 section 3.1) as values.
+/// The ECN field of the IP header a segment arrives in or leaves in (RFC 3168 section 5): the
+/// two low bits of the IPv4 TOS byte or the IPv6 traffic class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Ecn {
+    #[default]
+    NotEct,
+    Ect1,
+    Ect0,
+    /// Congestion Experienced: a router marked the packet instead of dropping it.
+    Ce,
+}
+
+impl Ecn {
+    /// The codepoint of a TOS or traffic-class byte.
+    pub const fn from_tos(tos: u8) -> Ecn {
+        match tos & 0b11 {
+            0b00 => Ecn::NotEct,
+            0b01 => Ecn::Ect1,
+            0b10 => Ecn::Ect0,
+            _ => Ecn::Ce,
+        }
+    }
+
+    /// `tos` with its ECN field set to this codepoint, the DSCP bits kept.
+    pub const fn into_tos(self, tos: u8) -> u8 {
+        let bits = match self {
+            Ecn::NotEct => 0b00,
+            Ecn::Ect1 => 0b01,
+            Ecn::Ect0 => 0b10,
+            Ecn::Ce => 0b11,
+        };
+        (tos & !0b11) | bits
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub src_port: u16,
@@ -276,6 +311,9 @@ pub struct SegmentHeader {
     pub window: u16,
     pub urgent: u16,
     pub options: TcpOptions,
+    /// Not part of the TCP header: the IP ECN field the segment came in, or goes out with.
+    /// Parsing a TCP header alone leaves it `NotEct`; the frame reader fills it in.
+    pub ecn: Ecn,
 }
 
 /// [`SegmentHeader::emit`] was handed a buffer shorter than the header.
@@ -330,6 +368,7 @@ impl SegmentHeader {
             window: segment.window(),
             urgent: segment.urgent_pointer(),
             options,
+            ecn: Ecn::NotEct,
         })
     }
 
@@ -646,6 +685,7 @@ mod tests {
             window: 64240,
             urgent: 0,
             options: TcpOptions::default(),
+            ecn: Ecn::NotEct,
         }
     }
 
@@ -687,6 +727,7 @@ mod tests {
             window: rng.u32() as u16,
             urgent: rng.u32() as u16,
             options,
+            ecn: Ecn::NotEct,
         }
     }
 

@@ -58,13 +58,13 @@ const COUNTER_SHIFT: u32 = 24;
 const HASH_MASK: u32 = (1 << COUNTER_SHIFT) - 1;
 
 /// Low bits of the SYN-ACK's TSval that carry options: four for the window shift (0..=14, 15
-/// meaning none), one for SACK-permitted, one for ECN (Linux's layout, `TS_OPT_ECN`).
-const TS_OPTION_BITS: u32 = 6;
+/// meaning none), one for SACK-permitted. Linux keeps a sixth for ECN, which tollgate does not
+/// negotiate.
+const TS_OPTION_BITS: u32 = 5;
 const TS_OPTION_MASK: u32 = (1 << TS_OPTION_BITS) - 1;
 const TS_WINDOW_SCALE_MASK: u32 = 0xf;
 const TS_NO_WINDOW_SCALE: u32 = 0xf;
 const TS_SACK_PERMITTED: u32 = 1 << 4;
-const TS_ECN: u32 = 1 << 5;
 
 /// A TCP connection's addresses and ports, seen from the client that sent the SYN.
 ///
@@ -141,8 +141,6 @@ pub struct CookieParams {
     pub sack_permitted: bool,
     /// The client echoed a timestamp, so both sides use them (RFC 7323).
     pub timestamps: bool,
-    /// The client's SYN set up ECN and the cookie SYN-ACK accepted (in the timestamp).
-    pub ecn: bool,
 }
 
 /// Makes and checks SYN cookies under one secret.
@@ -192,18 +190,13 @@ impl CookieJar {
         (SeqNumber(cookie), table[index])
     }
 
-    /// The TSval for a cookie SYN-ACK to a client that sent timestamps, with its window shift,
-    /// SACK-permitted and ECN in the low bits.
+    /// The TSval for a cookie SYN-ACK to a client that sent timestamps, with its window shift
+    /// and SACK-permitted in the low bits.
     ///
     /// `tsval_now` is the value the client-facing endpoint's timestamp clock would send now. The
     /// result is never above it, so the connection's later TSvals never run backwards (the
-    /// client's PAWS check, RFC 7323 section 5, would drop them); it is at most 64 ticks behind.
-    pub fn timestamp_for(
-        window_scale: Option<u8>,
-        sack_permitted: bool,
-        ecn: bool,
-        tsval_now: u32,
-    ) -> u32 {
+    /// client's PAWS check, RFC 7323 section 5, would drop them); it is at most 32 ticks behind.
+    pub fn timestamp_for(window_scale: Option<u8>, sack_permitted: bool, tsval_now: u32) -> u32 {
         let mut options = match window_scale {
             Some(shift) => u32::from(shift.min(MAX_WINDOW_SCALE)),
             None => TS_NO_WINDOW_SCALE,
@@ -211,12 +204,9 @@ impl CookieJar {
         if sack_permitted {
             options |= TS_SACK_PERMITTED;
         }
-        if ecn {
-            options |= TS_ECN;
-        }
         let tsval = (tsval_now & !TS_OPTION_MASK) | options;
         if tsval > tsval_now {
-            // The previous block of 64 ticks; wrapping keeps the low bits when the clock is near 0.
+            // The previous block of 32 ticks; wrapping keeps the low bits when the clock is near 0.
             tsval.wrapping_sub(1 << TS_OPTION_BITS)
         } else {
             tsval
@@ -250,25 +240,20 @@ impl CookieJar {
         let made_at = count.wrapping_sub(age);
         let index = layered.wrapping_sub(self.inner_hash(tuple, client_isn, made_at)) & HASH_MASK;
         let mss = *tuple.mss_table().get(index as usize)?;
-        let (window_scale, sack_permitted, ecn) = match tsecr {
+        let (window_scale, sack_permitted) = match tsecr {
             Some(tsecr) => {
                 let shift = tsecr & TS_WINDOW_SCALE_MASK;
                 let window_scale =
                     (shift != TS_NO_WINDOW_SCALE).then(|| (shift as u8).min(MAX_WINDOW_SCALE));
-                (
-                    window_scale,
-                    tsecr & TS_SACK_PERMITTED != 0,
-                    tsecr & TS_ECN != 0,
-                )
+                (window_scale, tsecr & TS_SACK_PERMITTED != 0)
             }
-            None => (None, false, false),
+            None => (None, false),
         };
         Some(CookieParams {
             mss,
             window_scale,
             sack_permitted,
             timestamps: tsecr.is_some(),
-            ecn,
         })
     }
 
@@ -468,12 +453,12 @@ mod tests {
         for tuple in [v4_tuple(), v6_tuple()] {
             for &mss in tuple.mss_table() {
                 for window_scale in [None, Some(0), Some(7), Some(14)] {
-                    for (sack_permitted, ecn) in [(false, false), (true, false), (true, true)] {
+                    for sack_permitted in [false, true] {
                         let isn = SeqNumber(0xffff_fffe); // the ACK's seq wraps to 0xffff_ffff
                         let (cookie, used) = jar.syn_ack_isn(&tuple, isn, mss, NOW);
                         assert_eq!(used, mss);
                         let tsval =
-                            CookieJar::timestamp_for(window_scale, sack_permitted, ecn, NOW as u32);
+                            CookieJar::timestamp_for(window_scale, sack_permitted, NOW as u32);
                         let (ack, seq) = ack_for(cookie, isn);
                         let params = jar.validate(&tuple, ack, seq, Some(tsval), NOW + 1_500);
                         assert_eq!(
@@ -483,7 +468,6 @@ mod tests {
                                 window_scale,
                                 sack_permitted,
                                 timestamps: true,
-                                ecn,
                             }),
                             "{tuple:?} mss {mss}"
                         );
@@ -507,7 +491,6 @@ mod tests {
                 window_scale: None,
                 sack_permitted: false,
                 timestamps: false,
-                ecn: false,
             })
         );
     }
@@ -618,10 +601,9 @@ mod tests {
                 shift => Some(shift as u8), // 15 is clamped to 14
             };
             let sack_permitted = rng.chance(50);
-            let ecn = rng.chance(50);
-            let tsval = CookieJar::timestamp_for(window_scale, sack_permitted, ecn, tsval_now);
+            let tsval = CookieJar::timestamp_for(window_scale, sack_permitted, tsval_now);
             let behind = tsval_now.wrapping_sub(tsval);
-            assert!(behind < 64, "{tsval} is {behind} ticks behind {tsval_now}");
+            assert!(behind < 32, "{tsval} is {behind} ticks behind {tsval_now}");
 
             let jar = CookieJar::new(SECRET);
             let isn = SeqNumber(rng.u32());
@@ -632,24 +614,12 @@ mod tests {
                 .unwrap();
             assert_eq!(params.window_scale, window_scale.map(|s| s.min(14)));
             assert_eq!(params.sack_permitted, sack_permitted);
-            assert_eq!(params.ecn, ecn);
             assert!(params.timestamps);
         }
-        // Shift 7 and SACK are 23; 960 + 23 is not ahead of 1000.
-        assert_eq!(
-            CookieJar::timestamp_for(Some(7), true, false, 1000),
-            960 + 23
-        );
-        // With ECN, 55: 960 + 55 would be ahead of 1000, so the block before.
-        assert_eq!(
-            CookieJar::timestamp_for(Some(7), true, true, 1000),
-            896 + 55
-        );
-        assert_eq!(
-            CookieJar::timestamp_for(None, false, false, 3),
-            0xffff_ffc0 + 15
-        );
-        assert_eq!(CookieJar::timestamp_for(None, true, false, 63), 31);
+        // Shift 7 and SACK are 23; 992 + 23 would be ahead of 1000, so the block before.
+        assert_eq!(CookieJar::timestamp_for(Some(7), true, 1000), 960 + 23);
+        assert_eq!(CookieJar::timestamp_for(None, false, 3), 0xffff_ffe0 + 15);
+        assert_eq!(CookieJar::timestamp_for(None, true, 31), 31);
     }
 
     #[test]

@@ -681,6 +681,16 @@ impl<P: Payload> Endpoint<P> {
         &self.negotiated
     }
 
+    /// Before the handshake is done: our SYN no longer asks for ECN, and a SYN-ACK accepting
+    /// our earlier ECN-setup SYN does not set it up (RFC 3168 §6.1.1: a host that sent a
+    /// non-ECN-setup SYN does not use ECN). The proxy's server leg follows a client that fell
+    /// back from ECN, so the two legs agree.
+    pub fn withdraw_ecn_offer(&mut self) {
+        if matches!(self.state, State::SynSent | State::Closed) {
+            self.offer.ecn = false;
+        }
+    }
+
     /// In TIME-WAIT, whether `syn` may start a new connection on these ports (RFC 6191, as
     /// Linux applies it): not when its timestamp is older than TS.Recent (PAWS), and then only
     /// when its timestamp is newer or its sequence number is past RCV.NXT, since otherwise it

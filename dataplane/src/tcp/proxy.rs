@@ -489,16 +489,14 @@ fn cookie_uses_timestamps(config: &ProxyConfig, client_offered_timestamps: bool)
     config.timestamps && client_offered_timestamps
 }
 
-/// Whether a cookie SYN-ACK accepts ECN: only with timestamps, which remember it (as Linux).
-fn cookie_uses_ecn(config: &ProxyConfig, timestamps: bool, client_offered_ecn: bool) -> bool {
-    config.ecn && timestamps && client_offered_ecn
-}
-
 /// The SYN-ACK answering `syn` with a SYN cookie, for a worker under SYN pressure: `cookie` from
 /// [`CookieJar::syn_ack_isn`], `clock` the client leg's timestamp clock, which
 /// [`TcpProxy::on_client_cookie_ack`] must be given again (the worker keeps no state, so it
-/// derives the clock from the flow, e.g. a keyed hash of the addresses). Window scale, SACK and
-/// ECN are offered only with timestamps, which are where the cookie remembers them.
+/// derives the clock from the flow, e.g. a keyed hash of the addresses). Window scale and SACK
+/// are offered only with timestamps, which are where the cookie remembers them. ECN is not
+/// accepted, unlike a host's own cookies: whether the server takes it is not known yet, and a
+/// client leg with ECN over a server leg without would, once handed over, send ECN-capable
+/// packets to a server that ignores congestion marks.
 pub fn cookie_syn_ack(
     config: &ProxyConfig,
     syn: &SegmentHeader,
@@ -512,7 +510,6 @@ pub fn cookie_syn_ack(
         .window_scale
         .filter(|_| timestamps && config.window_scaling);
     let sack_permitted = client.sack_permitted && config.sack && timestamps;
-    let ecn = cookie_uses_ecn(config, timestamps, offers_ecn(syn));
     let mut options = TcpOptions {
         mss: Some(config.mss),
         window_scale: window_scale.map(|_| config.cookie_window_scale.min(MAX_WINDOW_SCALE)),
@@ -520,19 +517,15 @@ pub fn cookie_syn_ack(
         ..TcpOptions::default()
     };
     if let (true, Some((tsval, _))) = (timestamps, client.timestamps) {
-        let ours = CookieJar::timestamp_for(window_scale, sack_permitted, ecn, clock.tsval(now));
+        let ours = CookieJar::timestamp_for(window_scale, sack_permitted, clock.tsval(now));
         options.timestamps = Some((ours, tsval));
-    }
-    let mut flags = TcpFlags::SYN | TcpFlags::ACK;
-    if ecn {
-        flags |= TcpFlags::ECE;
     }
     SegmentHeader {
         src_port: syn.dst_port,
         dst_port: syn.src_port,
         seq: cookie,
         ack: syn.seq + 1,
-        flags,
+        flags: TcpFlags::SYN | TcpFlags::ACK,
         window: config.syn_window(),
         urgent: 0,
         options,
@@ -619,18 +612,13 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
     ) -> Result<TcpProxy<P, I>, AcceptError> {
         let echoed = ack.options.timestamps.filter(|_| params.timestamps);
         let timestamps = cookie_uses_timestamps(&config, echoed.is_some());
-        let ecn = cookie_uses_ecn(&config, timestamps, params.ecn);
-        // The client's SYN as far as the cookie knows it.
-        let mut flags = TcpFlags::SYN;
-        if ecn {
-            flags |= TcpFlags::ECE | TcpFlags::CWR;
-        }
+        // The client's SYN as far as the cookie knows it (without ECN, which neither leg uses).
         let syn = SegmentHeader {
             src_port: ack.src_port,
             dst_port: ack.dst_port,
             seq: ack.seq - 1,
             ack: SeqNumber(0),
-            flags,
+            flags: TcpFlags::SYN,
             window: ack.window,
             urgent: 0,
             options: TcpOptions {
@@ -653,7 +641,7 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
                 .map(|_| config.cookie_window_scale.min(MAX_WINDOW_SCALE)),
             sack_permitted: syn.options.sack_permitted,
             timestamps: timestamps.then_some(clock),
-            ecn,
+            ecn: false,
         };
         let (client, _) = Endpoint::accept_cookie(
             config.leg_config(),
@@ -869,10 +857,15 @@ impl<P: Payload, I: Inspector> TcpProxy<P, I> {
         if is_syn(hdr) && hdr.seq == syn.seq {
             // The server leg retransmits its own SYN; the client's says nothing new, except
             // that a client falling back from ECN (Linux resends its SYN without ECE and CWR,
-            // RFC 3168 §6.1.1.1) must not be answered with an ECN-setup SYN-ACK.
+            // RFC 3168 §6.1.1.1) must not be answered with an ECN-setup SYN-ACK, and the server
+            // leg falls back too: legs that disagree would, once handed over, leave one end
+            // sending ECN-capable packets to a peer that ignores their marks.
             if !offers_ecn(hdr) {
                 if let Some(syn) = self.client_syn.as_mut() {
                     syn.flags.remove(TcpFlags::ECE | TcpFlags::CWR);
+                }
+                if let Some(server) = self.server.as_mut() {
+                    server.withdraw_ecn_offer();
                 }
             }
             return SegmentOutcome::Accepted;
@@ -3064,9 +3057,10 @@ mod tests {
             (false, true, true, false, (false, false)),
             (true, false, true, false, (false, false)),
             (true, true, false, false, (false, false)),
-            (true, true, true, true, (true, true)),
-            // With a cookie the client leg is settled before the server is asked.
-            (true, false, true, true, (true, false)),
+            // A cookie settles the client leg before the server is asked: without ECN on
+            // either leg, so that a hand-over never leaves ECN on one side only.
+            (true, true, true, true, (false, false)),
+            (true, false, true, true, (false, false)),
             (false, true, true, true, (false, false)),
             (true, true, false, true, (false, false)),
         ] {
@@ -3076,7 +3070,7 @@ mod tests {
             assert_eq!(server_syn.flags & (SYN | ACK), SYN);
             assert_eq!(
                 server_syn.flags.contains(ECE | CWR),
-                client && config,
+                client && config && !cookies,
                 "{case}: the server leg's SYN"
             );
             let client_syn_ack = net.wires[P2C].delivered[0].header;
@@ -3128,7 +3122,7 @@ mod tests {
     }
 
     #[test]
-    fn a_client_falling_back_from_ecn_gets_no_ecn_setup_syn_ack() {
+    fn a_client_falling_back_from_ecn_gets_no_ecn_on_either_leg() {
         let syn = |flags| SegmentHeader {
             src_port: CLIENT_PORT,
             dst_port: SERVER_PORT,
@@ -3145,8 +3139,15 @@ mod tests {
             TcpProxy::on_client_syn(config, NoInspection, &syn(SYN | ECE | CWR), 0).unwrap();
         let (leg, ours) = proxy.poll_transmit(0).unwrap();
         assert_eq!((leg, ours.header.flags), (Leg::Server, SYN | ECE | CWR));
-        // The server is slow; the client's SYN comes again, without ECN (Linux's fallback).
+        // The server is slow; the client's SYN comes again, without ECN (Linux's fallback),
+        // and so does the server leg's.
         proxy.on_segment(Leg::Client, &syn(SYN), none(), 1_000);
+        proxy.on_timer(1_005);
+        let resent: Vec<_> = std::iter::from_fn(|| proxy.poll_transmit(1_005)).collect();
+        assert!(!resent.is_empty());
+        assert!(resent
+            .iter()
+            .all(|(leg, out)| *leg == Leg::Server && out.header.flags == SYN));
         let syn_ack = SegmentHeader {
             src_port: SERVER_PORT,
             dst_port: CLIENT_PORT,
@@ -3160,7 +3161,10 @@ mod tests {
         let to_client = sent.iter().find(|(leg, _)| *leg == Leg::Client).unwrap();
         assert_eq!(to_client.1.header.flags, SYN | ACK);
         assert!(!proxy.leg(Leg::Client).unwrap().negotiated().ecn);
-        assert!(proxy.leg(Leg::Server).unwrap().negotiated().ecn);
+        assert!(
+            !proxy.leg(Leg::Server).unwrap().negotiated().ecn,
+            "the legs agree, whichever SYN the server answered"
+        );
     }
 
     #[test]

@@ -91,8 +91,31 @@ impl Daemon {
         d
     }
 
+    /// What became of the daemon, for a failure message: whether it still runs or how it ended
+    /// (the child is left unreaped, so `Drop` still reaps it), and its log.
+    fn post_mortem(&self) -> String {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let state = match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => "still runs".to_string(),
+            Ok(status) => format!("has ended: {status:?}"),
+            Err(e) => format!("is in an unknown state ({e})"),
+        };
+        format!(
+            "tollgate {state}; its log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
     fn call(&self, request: Value) -> Value {
-        let mut stream = UnixStream::connect(&self.socket).unwrap();
+        let mut stream = UnixStream::connect(&self.socket).unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to {}: {e}; {}",
+                self.socket.display(),
+                self.post_mortem()
+            )
+        });
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

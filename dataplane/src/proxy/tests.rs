@@ -460,6 +460,18 @@ fn feed(endpoint: &mut Endpoint<TestBytes>, bytes: &[u8], offset: &mut usize) {
 }
 
 fn transfer(lab: &mut Lab, up: &[u8], down: &[u8], limit_ms: u64) -> bool {
+    transfer_with(lab, up, down, limit_ms, |_| {})
+}
+
+/// `transfer`, with `during` run at each step after the endpoints were fed: what a test does to
+/// the flow while its bytes move.
+fn transfer_with(
+    lab: &mut Lab,
+    up: &[u8],
+    down: &[u8],
+    limit_ms: u64,
+    mut during: impl FnMut(&mut Lab),
+) -> bool {
     let (mut sent_up, mut sent_down) = (0, 0);
     lab.run_until(limit_ms, |lab| {
         if lab.client.state() == State::Established {
@@ -470,6 +482,7 @@ fn transfer(lab: &mut Lab, up: &[u8], down: &[u8], limit_ms: u64) -> bool {
                 feed(server, down, &mut sent_down);
             }
         }
+        during(lab);
         lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
     })
 }
@@ -998,17 +1011,8 @@ fn a_flow_moved_to_bypass_mid_transfer_is_handed_over_and_finishes_byte_exact() 
         };
         let mut lab = Lab::new(settings, Action::Proxy);
         let (up, down) = (data(400_000, 16), data(600_000, 17));
-        let (mut sent_up, mut sent_down) = (0, 0);
         let mut moved = false;
-        let done = lab.run_until(30_000, |lab| {
-            if lab.client.state() == State::Established {
-                feed(&mut lab.client, &up, &mut sent_up);
-            }
-            if let Some(server) = lab.server.as_mut() {
-                if server.state().is_synchronized() {
-                    feed(server, &down, &mut sent_down);
-                }
-            }
+        let done = transfer_with(&mut lab, &up, &down, 30_000, |lab| {
             if !moved && lab.server_got.len() > 100_000 {
                 moved = true;
                 lab.pipeline.set_policy(policy(Action::Bypass));
@@ -1021,7 +1025,6 @@ fn a_flow_moved_to_bypass_mid_transfer_is_handed_over_and_finishes_byte_exact() 
                 assert_eq!(changed, 1);
                 lab.route(out);
             }
-            lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
         });
         assert!(
             done,
@@ -1374,22 +1377,12 @@ fn detection_follows_the_rule_and_the_port() {
 fn draining_lets_proxied_flows_finish_and_passes_new_ones_through() {
     let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
     let (up, down) = (data(200_000, 31), data(300_000, 32));
-    let (mut sent_up, mut sent_down) = (0, 0);
     let mut drained = false;
-    let done = lab.run_until(20_000, |lab| {
-        if lab.client.state() == State::Established {
-            feed(&mut lab.client, &up, &mut sent_up);
-        }
-        if let Some(server) = lab.server.as_mut() {
-            if server.state().is_synchronized() {
-                feed(server, &down, &mut sent_down);
-            }
-        }
+    let done = transfer_with(&mut lab, &up, &down, 20_000, |lab| {
         if !drained && lab.server_got.len() > 50_000 {
             drained = true;
             lab.proxies.set_draining(true);
         }
-        lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
     });
     assert!(done && drained);
     assert_eq!(
@@ -1802,17 +1795,8 @@ fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
     assert_eq!(reply.kept[0].src, CLIENT.parse().unwrap());
 
     let (up, down) = (data(300_000, 43), data(900_000, 44));
-    let (mut sent_up, mut sent_down) = (0, 0);
     let mut handed_over = false;
-    let done = lab.run_until(30_000, |lab| {
-        if lab.client.state() == State::Established {
-            feed(&mut lab.client, &up, &mut sent_up);
-        }
-        if let Some(server) = lab.server.as_mut() {
-            if server.state().is_synchronized() {
-                feed(server, &down, &mut sent_down);
-            }
-        }
+    let done = transfer_with(&mut lab, &up, &down, 30_000, |lab| {
         if !handed_over && lab.client_got.len() > 200_000 {
             handed_over = true;
             let reply = lab.clear(the_server_port(), ClearAction::HandOver);
@@ -1833,7 +1817,6 @@ fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
                 assert_eq!(reply.bypass.forgotten, 1, "{reply:?}");
             }
         }
-        lab.server_got.len() == up.len() && lab.client_got.len() == down.len()
     });
     assert!(done, "the transfer did not finish");
     assert_eq!(lab.server_got, up);

@@ -3,11 +3,13 @@
 //! software steering must move them. The EAL initialises once per process, so
 //! this file holds one test that checks in stages.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk::{Burst, Eal, MbufRing, Mempool, RingPort};
+use dpdk::{Burst, MbufRing, Mempool, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
 use tollgate::flow::{FlowKey, FlowTable};
@@ -103,19 +105,7 @@ fn multiset(frames: &[Vec<u8>]) -> HashMap<Vec<u8>, usize> {
 
 #[test]
 fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
-    let prefix = format!("tg-dp-test-{}", std::process::id());
-    let _eal = Eal::init([
-        "dp-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--file-prefix",
-        &prefix,
-        "--log-level",
-        "lib.eal:warning",
-    ])
-    .unwrap();
+    let _eal = common::eal_without_hugepages("dp-test", 256);
 
     // A small pool: a leak of even a few mbufs per burst shows.
     let pool = Arc::new(Mempool::pktmbuf("dp_test_pool", 8191, 32, 2176, 0).unwrap());

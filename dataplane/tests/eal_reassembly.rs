@@ -5,11 +5,13 @@
 //! that is not proxied has its fragments forwarded as they came. The EAL initialises once per
 //! process, so this file holds one test.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk::{Burst, Eal, MbufRing, Mempool, RingPort};
+use dpdk::{Burst, MbufRing, Mempool, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
 use tollgate::flow::{FlowKey, FlowTable};
@@ -90,19 +92,7 @@ fn client_port(client: &str, server: SocketAddr) -> SocketAddr {
 
 #[test]
 fn a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
-    let prefix = format!("tg-frag-test-{}", std::process::id());
-    let _eal = Eal::init([
-        "frag-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--file-prefix",
-        &prefix,
-        "--log-level",
-        "lib.eal:warning",
-    ])
-    .unwrap();
+    let _eal = common::eal_without_hugepages("frag-test", 256);
     let pool = Arc::new(Mempool::pktmbuf("frag_test_pool", 4095, 32, 2176, 0).unwrap());
     let (inside, in_rings) = ring_port("in");
     let (outside, out_rings) = ring_port("out");

@@ -4,10 +4,12 @@
 //! that reads 0 after the traffic it is about really is 0. On a real EAL with two workers and
 //! ring ports; the EAL initialises once per process, so this file holds one test.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk::{Burst, Eal, MbufRing, Mempool, RingPort};
+use dpdk::{Burst, MbufRing, Mempool, RingPort};
 use serde_json::{json, Value};
 use tollgate::config::Config;
 use tollgate::control::ControlPlane;
@@ -36,19 +38,7 @@ fn ask(control: &mut ControlPlane, dp: &Dataplane, request: Value) -> Value {
 
 #[test]
 fn a_frame_a_worker_has_taken_is_in_the_very_next_stats_reply() {
-    let prefix = format!("tg-stats-test-{}", std::process::id());
-    let _eal = Eal::init([
-        "stats-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--file-prefix",
-        &prefix,
-        "--log-level",
-        "lib.eal:warning",
-    ])
-    .unwrap();
+    let _eal = common::eal_without_hugepages("stats-test", 256);
     let pool = Arc::new(Mempool::pktmbuf("stats_test_pool", 4095, 32, 2176, 0).unwrap());
     let (inside, in_rx, _in_tx) = ring_port("sin", 2);
     let (outside, _out_rx, out_tx) = ring_port("sout", 2);

@@ -4,10 +4,12 @@
 //! another worker that has handed over its last frames. Its own process: the EAL initialises
 //! once per process.
 
+mod common;
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
-use dpdk::{Burst, Eal, MbufRing, Mempool, Port, PortConfig, RingPort};
+use dpdk::{Burst, MbufRing, Mempool, Port, PortConfig, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::{flow_table_config, proxy_settings};
 use tollgate::pipeline::{Pipeline, PipelineConfig};
@@ -22,19 +24,7 @@ const FRAMES: usize = 100;
 
 #[test]
 fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
-    let prefix = format!("tg-shutdown-test-{}", std::process::id());
-    let _eal = Eal::init([
-        "shutdown-test",
-        "--no-huge",
-        "-m",
-        "128",
-        "--no-pci",
-        "--file-prefix",
-        &prefix,
-        "--log-level",
-        "lib.eal:warning",
-    ])
-    .unwrap();
+    let _eal = common::eal_without_hugepages("shutdown-test", 128);
     let pool = Arc::new(Mempool::pktmbuf("shutdown_pool", 2047, 0, 2176, 0).unwrap());
     let rings = |name: &str| {
         let rx = MbufRing::new(&format!("{name}_rx"), 1024).unwrap();

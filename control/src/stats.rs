@@ -345,6 +345,11 @@ pub struct ProxyCounters {
     /// Valid cookies whose handshake could not be rebuilt (options the proxy cannot take up);
     /// an ACK with no valid cookie is a flow picked up mid-stream (`midstream_passthrough`).
     pub syn_cookies_rejected: u64,
+    /// ACKs that no cookie validates from an address sent cookies in the last 10 s: dropped,
+    /// as a listener's cookie check drops them, since one may be a later segment of a client
+    /// whose cookie-completing segments were lost, and passed to the server it would draw a
+    /// RST that ends the client's connection. The client's retransmission completes the cookie.
+    pub syn_cookies_invalid: u64,
     /// Segments the client leg sent again (RTO, fast retransmit, SACK recovery).
     pub retransmissions_client_leg: u64,
     pub retransmissions_server_leg: u64,
@@ -432,6 +437,7 @@ impl ProxyCounters {
             syn_cookies_per_source,
             syn_cookies_accepted,
             syn_cookies_rejected,
+            syn_cookies_invalid,
             retransmissions_client_leg,
             retransmissions_server_leg,
             out_of_order_discarded,
@@ -479,6 +485,7 @@ impl ProxyCounters {
         self.syn_cookies_per_source += syn_cookies_per_source;
         self.syn_cookies_accepted += syn_cookies_accepted;
         self.syn_cookies_rejected += syn_cookies_rejected;
+        self.syn_cookies_invalid += syn_cookies_invalid;
         self.retransmissions_client_leg += retransmissions_client_leg;
         self.retransmissions_server_leg += retransmissions_server_leg;
         self.out_of_order_discarded += out_of_order_discarded;
@@ -544,6 +551,7 @@ impl ProxyCounters {
             syn_cookies_per_source,
             syn_cookies_accepted,
             syn_cookies_rejected,
+            syn_cookies_invalid,
             retransmissions_client_leg,
             retransmissions_server_leg,
             out_of_order_discarded,
@@ -589,7 +597,8 @@ impl ProxyCounters {
         let _ = writeln!(
             out,
             "proxy syn cookies: {syn_cookies_sent} sent ({syn_cookies_per_source} past the \
-             per-source bound), {syn_cookies_accepted} accepted, {syn_cookies_rejected} rejected"
+             per-source bound), {syn_cookies_accepted} accepted, {syn_cookies_rejected} rejected, \
+             {syn_cookies_invalid} invalid ACKs dropped"
         );
         let _ = writeln!(
             out,
@@ -1260,6 +1269,7 @@ mod tests {
                 syn_cookies_per_source: 134,
                 syn_cookies_accepted: 108,
                 syn_cookies_rejected: 109,
+                syn_cookies_invalid: 147,
                 retransmissions_client_leg: 110,
                 retransmissions_server_leg: 111,
                 stalls_wait: 112,
@@ -1306,7 +1316,7 @@ mod tests {
         assert!(!t.contains("no proxied connections"), "{t}");
         for line in [
             "proxy connections: 101 active (132 open), 102 opened, 103 established, 104 refused by the server, 105 connect timeouts, 106 reset\n",
-            "proxy syn cookies: 107 sent (134 past the per-source bound), 108 accepted, 109 rejected\n",
+            "proxy syn cookies: 107 sent (134 past the per-source bound), 108 accepted, 109 rejected, 147 invalid ACKs dropped\n",
             "proxy retransmissions: 110 on client legs, 111 on server legs\n",
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
             "proxy handovers: 135 bytes owed, 136 segments sent again; 137 delivered, 138 abandoned\n",

@@ -96,6 +96,8 @@ struct SourceBucket {
     half_open: u16,
     /// SYNs from here are answered with cookies until then.
     cookies_until_ms: u64,
+    /// When a cookie last went to an address here, for whatever reason (0: never).
+    cookie_sent_ms: u64,
 }
 
 impl SourceBudget {
@@ -132,6 +134,22 @@ impl SourceBudget {
             b.cookies_until_ms = now.saturating_add(Self::HOLD_MS);
         }
         over
+    }
+
+    /// How long after the last cookie sent to a source an ACK from it that no cookie
+    /// validates is taken for a segment of a cookie handshake whose completing segments were
+    /// lost, not for a flow picked up mid-stream: the client's retransmissions of its first
+    /// segment (backing off from about 200 ms) come well within it.
+    const COOKIE_ACK_GRACE_MS: u64 = 10_000;
+
+    fn cookie_sent(&mut self, bucket: u16, now: u64) {
+        self.buckets[usize::from(bucket)].cookie_sent_ms = now.max(1);
+    }
+
+    /// Whether a cookie went to an address of `bucket` within the grace.
+    fn cookies_lately(&self, bucket: u16, now: u64) -> bool {
+        let sent = self.buckets[usize::from(bucket)].cookie_sent_ms;
+        sent != 0 && now.saturating_sub(sent) <= Self::COOKIE_ACK_GRACE_MS
     }
 
     fn opened(&mut self, bucket: u16) {
@@ -700,6 +718,22 @@ impl<P: Payload> ProxyTable<P> {
             {
                 match self.complete_cookie(flows, target, seg, take_payload, options, now, sink) {
                     Some(disposition) => disposition,
+                    None if self
+                        .sources
+                        .cookies_lately(self.sources.bucket_of(seg.src), now) =>
+                    {
+                        // From an address sent cookies lately, this may be a later segment of
+                        // a client whose cookie-completing ones were lost (an ACK answering a
+                        // second SYN-ACK on its ports, say). The server, which never saw the
+                        // handshake, would answer it with a RST that the client takes, so it
+                        // is dropped, as a listener's cookie check drops it; the client sends
+                        // its first segment again. It earns no entry either.
+                        self.counters.syn_cookies_invalid += 1;
+                        if target.first {
+                            flows.remove(&key_of(seg), target.hash);
+                        }
+                        Disposition::Consumed
+                    }
                     None => self.midstream(flows, target, seg),
                 }
             }
@@ -914,6 +948,7 @@ impl<P: Payload> ProxyTable<P> {
             );
             self.counters.syn_cookies_sent += 1;
             self.cookie_sent_at = Some(now);
+            self.sources.cookie_sent(source, now);
             // The cookie is the whole state of this handshake: the SYN's flow entry goes, so
             // a SYN flood cannot fill the flow table; the client's ACK makes a new one.
             flows.remove(&key_of(seg), target.hash);

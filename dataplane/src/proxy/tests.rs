@@ -1825,3 +1825,120 @@ fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
     assert_eq!((c.handovers, c.handover_abandoned), (1, 0));
     assert!(lab.forwarded > 0, "the rest went through unproxied");
 }
+
+/// A SYN flood from the client's own address sweeps its source ports, so now and then one of
+/// its SYNs carries the 4-tuple of the client's live connection (hping3 --flood -S). Whenever
+/// it comes (handshake, transfer, close), the connection finishes byte-exact and neither end
+/// sees a RST.
+#[test]
+fn a_flood_syn_on_the_tuple_of_a_live_cookie_connection_leaves_it_alone() {
+    let mut rng = TestRng::new(9);
+    for at in 0..120u64 {
+        let settings = ProxySettings {
+            max_embryonic: 0,
+            ..ProxySettings::default()
+        };
+        let mut lab = Lab::new(settings, Action::Proxy);
+        let (up, down) = (data(300, 1), data(60_000, 2));
+        let seq = rng.u32();
+        let mut step = 0u64;
+        let flood_syn = |seq: u32| {
+            synth::tcp(
+                &Addressing::new(CLIENT.parse().unwrap(), SERVER.parse().unwrap()),
+                TcpHeader {
+                    flags: TCP_SYN,
+                    seq,
+                    window: 512,
+                    ..Default::default()
+                },
+                b"",
+            )
+        };
+        let done = transfer_with(&mut lab, &up, &down, 20_000, |lab| {
+            if step == at {
+                lab.into_inside.push_back(flood_syn(seq));
+            }
+            step += 1;
+        });
+        assert!(done, "SYN at {at} ms: transfer did not finish");
+        assert_eq!(lab.server_got, up, "SYN at {at} ms");
+        assert_eq!(lab.client_got, down, "SYN at {at} ms");
+        // And the close, with a flood SYN in it too.
+        lab.server.as_mut().unwrap().shutdown_write();
+        let closing_at = lab.now + (at % 12);
+        let closed = lab.run_until(5_000, |lab| {
+            if lab.now == closing_at {
+                lab.into_inside.push_back(flood_syn(seq ^ 0x5555_5555));
+            }
+            if lab.client.state() == State::CloseWait {
+                lab.client.shutdown_write();
+            }
+            lab.client.state() == State::Closed
+        });
+        assert!(closed, "SYN at {at} ms: the client never closed");
+        let resets_to_client = lab
+            .client_saw
+            .iter()
+            .filter(|f| f.contains(TcpFlags::RST))
+            .count();
+        assert_eq!(resets_to_client, 0, "SYN at {at} ms: RSTs to the client");
+        // The server closed first: TIME-WAIT, unless a RST cut it short.
+        assert_eq!(
+            lab.server.as_ref().unwrap().state(),
+            State::TimeWait,
+            "SYN at {at} ms: the server's end"
+        );
+    }
+}
+
+/// The client's first segments after a cookie SYN-ACK are lost (a flooded link drops them),
+/// and a flood SYN on its tuple draws a second cookie SYN-ACK, which the client answers with
+/// an ACK at the sequence number past its request: the first segment tollgate sees from the
+/// client is one no cookie validates. Passing it to the server as a flow picked up mid-stream
+/// would earn a RST from the server, which the client takes (it is at its RCV.NXT). Like a
+/// listener's cookie check, tollgate drops it; the client's retransmission completes the
+/// cookie and the connection works.
+#[test]
+fn an_ack_no_cookie_validates_from_a_source_just_sent_cookies_is_dropped_not_passed() {
+    let settings = ProxySettings {
+        max_embryonic: 0,
+        ..ProxySettings::default()
+    };
+    let mut lab = Lab::new(settings, Action::Proxy);
+    let (up, down) = (data(300, 5), data(20_000, 6));
+    let mut phase = 0;
+    let done = transfer_with(&mut lab, &up, &down, 20_000, |lab| match phase {
+        0 if lab.client.state() == State::Established => {
+            // The client's ACK and request are about to go: lost.
+            lab.loss = Lossy::ClientLeg;
+            lab.loss_percent = 100;
+            phase = 1;
+        }
+        1 => {
+            lab.loss = Lossy::Nowhere;
+            let syn = synth::tcp(
+                &Addressing::new(CLIENT.parse().unwrap(), SERVER.parse().unwrap()),
+                TcpHeader {
+                    flags: TCP_SYN,
+                    seq: 0x0bad_5eed,
+                    window: 512,
+                    ..Default::default()
+                },
+                b"",
+            );
+            lab.into_inside.push_back(syn);
+            phase = 2;
+        }
+        _ => {}
+    });
+    assert_eq!(phase, 2);
+    assert!(done, "transfer did not finish");
+    assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
+    assert!(
+        !lab.client_saw.iter().any(|f| f.contains(TcpFlags::RST)),
+        "the client was reset"
+    );
+    let c = lab.proxies.counters();
+    assert_eq!((c.syn_cookies_accepted, c.midstream_passthrough), (1, 0));
+    assert_eq!(c.syn_cookies_invalid, 1);
+}

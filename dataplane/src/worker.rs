@@ -492,7 +492,7 @@ impl Worker {
         };
         let first = &whole.fragments[whole.first].0;
         let ingress = ingress_of(first, &self.port_ids);
-        let prepared = self.pipeline.prepare(&frame, ingress, None, self.steer);
+        let prepared = self.pipeline.prepare_whole(&frame, ingress, self.steer);
         let verdict = self.pipeline.finish(&prepared, now_ms);
         let fragments = whole.fragments.into_iter().map(|f| f.0);
         match verdict {

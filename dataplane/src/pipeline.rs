@@ -673,8 +673,9 @@ mod tests {
                 });
             }
             assert_eq!(owners.len(), 1);
-            // Under a NIC's hash, and with reassembly off, they pass as they did: the first to
-            // the proxy (which cannot take it), the others untracked.
+            // Under a NIC's hash whose RSS the pipeline does not know, and with reassembly off,
+            // they pass as they did: the first to the proxy (which cannot take it), the others
+            // untracked.
             for (nic_hash, reassembly) in [(Some(1), true), (None, false)] {
                 p.reassembly = reassembly;
                 assert!(matches!(

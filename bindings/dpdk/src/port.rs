@@ -321,41 +321,44 @@ impl Port {
     }
 
     /// Programs the redirection table as entry `i` to queue `i % queues`, so that software knows
-    /// it rather than guess at the driver's default; where the driver refuses, reads the one it
-    /// has. None when it does neither.
+    /// it rather than guess at the driver's default, and reads back what the driver holds
+    /// (where it refuses ours, its own). None when it shows none: what it was given, if it took
+    /// that, or else nothing.
     fn program_reta(id: u16, size: u16, queues: u16) -> Option<Vec<u16>> {
         const GROUP: usize = dpdk_sys::RTE_ETH_RETA_GROUP_SIZE as usize;
         let size = usize::from(size);
         if size == 0 || queues == 0 {
             return None;
         }
-        let mut groups = vec![dpdk_sys::rte_eth_rss_reta_entry64::default(); size.div_ceil(GROUP)];
-        for (g, group) in groups.iter_mut().enumerate() {
-            for (j, entry) in group.reta.iter_mut().enumerate() {
-                let i = g * GROUP + j;
-                if i < size {
-                    group.mask |= 1 << j;
-                    *entry = (i % usize::from(queues)) as u16;
-                }
-            }
-        }
         let wanted: Vec<u16> = (0..size)
             .map(|i| (i % usize::from(queues)) as u16)
             .collect();
+        let mut groups = vec![dpdk_sys::rte_eth_rss_reta_entry64::default(); size.div_ceil(GROUP)];
+        for (i, &queue) in wanted.iter().enumerate() {
+            let group = &mut groups[i / GROUP];
+            group.mask |= 1 << (i % GROUP);
+            group.reta[i % GROUP] = queue;
+        }
         // SAFETY: `groups` holds `size` entries, in groups of RTE_ETH_RETA_GROUP_SIZE.
-        let ret =
-            unsafe { dpdk_sys::rte_eth_dev_rss_reta_update(id, groups.as_mut_ptr(), size as u16) };
-        if ret == 0 {
-            return Some(wanted);
+        let updated =
+            unsafe { dpdk_sys::rte_eth_dev_rss_reta_update(id, groups.as_mut_ptr(), size as u16) }
+                == 0;
+        for group in &mut groups {
+            group.reta = [u16::MAX; GROUP];
         }
         // SAFETY: as above; the masks ask for every entry.
-        let ret =
-            unsafe { dpdk_sys::rte_eth_dev_rss_reta_query(id, groups.as_mut_ptr(), size as u16) };
-        (ret == 0).then(|| {
-            (0..size)
-                .map(|i| groups[i / GROUP].reta[i % GROUP])
-                .collect()
-        })
+        let queried =
+            unsafe { dpdk_sys::rte_eth_dev_rss_reta_query(id, groups.as_mut_ptr(), size as u16) }
+                == 0;
+        if queried {
+            Some(
+                (0..size)
+                    .map(|i| groups[i / GROUP].reta[i % GROUP])
+                    .collect(),
+            )
+        } else {
+            updated.then_some(wanted)
+        }
     }
 
     /// Hands out every queue, once: queue `i` of each kind goes to worker `i`.

@@ -332,15 +332,18 @@ impl Pipeline {
     }
 
     /// [`Pipeline::prepare`] for a datagram reassembled on this worker. Under symmetric RSS it
-    /// takes the hash the NIC would have given it whole, so that its flow entry is the one the
-    /// flow's other packets find, and goes to the worker whose queue the redirection table names
-    /// for that hash. Under software steering it goes where its flow's hash says, as any frame.
+    /// goes to the worker whose queue the redirection table names for the hash the NIC would
+    /// have given it whole, and there takes that hash where the NIC hands its hashes over
+    /// (`nic_hashed`: its fragments came with one), so that its flow entry is the one the
+    /// flow's other packets find. Under software steering it goes where its flow's hash says,
+    /// as any frame.
     #[cold]
     pub fn prepare_whole(
         &mut self,
         frame: &[u8],
         ingress: PortSide,
         steer: Option<Steer>,
+        nic_hashed: bool,
     ) -> Prepared {
         let Some(rss) = &self.rss else {
             return self.prepare(frame, ingress, None, steer);
@@ -359,7 +362,7 @@ impl Pipeline {
             self.counters.handoff_out += 1;
             return Prepared::Decided(Verdict::HandOff(queue));
         }
-        self.prepare(frame, ingress, Some(hash), None)
+        self.prepare(frame, ingress, nic_hashed.then_some(hash), None)
     }
 
     /// Counts a frame the general parser rejected, and decides it as configured.
@@ -701,7 +704,8 @@ mod tests {
     /// Under symmetric RSS: fragments are reassembled where they arrive (the NIC hashed them on
     /// their addresses), and the whole datagram goes to the worker whose queue the redirection
     /// table names for the hash the NIC gives the flow's unfragmented segments; there it takes
-    /// that hash, so the flow's entry is the one those segments find.
+    /// that hash, so the flow's entry is the one those segments find. A NIC that steers by RSS
+    /// but hands no hashes over leaves the software hash to both.
     #[test]
     fn under_rss_a_reassembled_datagram_goes_to_the_worker_the_redirection_table_names() {
         use crate::ip_reassembly::{FragmentTable, Outcome, ReassemblyConfig};
@@ -734,13 +738,18 @@ mod tests {
             .collect();
         let mut handed = 0;
         let mut flows = 0;
-        for client in ["198.18.0.1", "[2001:db8::1]"] {
+        for (client, reports, ports) in [
+            ("198.18.0.1", true, 40000..40016u16),
+            ("[2001:db8::1]", true, 40000..40016),
+            ("198.18.0.1", false, 41000..41016),
+            ("[2001:db8::1]", false, 41000..41016),
+        ] {
             let server: std::net::SocketAddr = if client.starts_with('[') {
                 "[2001:db8:1::2]:8080".parse().unwrap()
             } else {
                 "198.18.1.2:8080".parse().unwrap()
             };
-            for port in 40000..40016u16 {
+            for port in ports {
                 let a = Addressing::new(format!("{client}:{port}").parse().unwrap(), server);
                 let (src, dst) = (a.src.ip(), a.dst.ip());
                 // What the NIC computes: fragments on addresses, segments with ports too.
@@ -770,7 +779,13 @@ mod tests {
 
                 // The handshake's SYN, unfragmented, on its queue.
                 assert!(matches!(
-                    workers[owner].handle(&syn(&a), PortSide::Inside, Some(segment_hash), None, 0),
+                    workers[owner].handle(
+                        &syn(&a),
+                        PortSide::Inside,
+                        reports.then_some(segment_hash),
+                        None,
+                        0
+                    ),
                     Verdict::Proxy(_)
                 ));
                 flows += 1;
@@ -788,7 +803,13 @@ mod tests {
                 for f in synth::fragments(&data, 800, u32::from(port)) {
                     let p = &mut workers[received];
                     assert_eq!(
-                        p.handle(&f, PortSide::Inside, Some(fragment_hash), None, 1),
+                        p.handle(
+                            &f,
+                            PortSide::Inside,
+                            reports.then_some(fragment_hash),
+                            None,
+                            1
+                        ),
                         Verdict::Reassemble,
                         "reassembled where the NIC put the fragments"
                     );
@@ -799,7 +820,8 @@ mod tests {
                     }
                 }
                 let whole = whole.expect("the datagram is whole");
-                let prepared = workers[received].prepare_whole(&whole, PortSide::Inside, None);
+                let prepared =
+                    workers[received].prepare_whole(&whole, PortSide::Inside, None, reports);
                 let prepared = if received == owner {
                     prepared
                 } else {
@@ -809,12 +831,17 @@ mod tests {
                     assert_eq!(to, owner, "{client}:{port}");
                     handed += 1;
                     // Put together again there, where it stays.
-                    workers[owner].prepare_whole(&whole, PortSide::Inside, None)
+                    workers[owner].prepare_whole(&whole, PortSide::Inside, None, reports)
                 };
                 let Verdict::Proxy(target) = workers[owner].finish(&prepared, 2) else {
                     panic!("{client}:{port}: the whole segment goes to the proxy");
                 };
-                assert_eq!(target.hash, FlowTable::spread_hash(segment_hash));
+                let hash = if reports {
+                    FlowTable::spread_hash(segment_hash)
+                } else {
+                    Pipeline::key_of(&whole).unwrap().software_hash()
+                };
+                assert_eq!(target.hash, hash, "{client}:{port}");
                 assert!(!target.first, "the flow its SYN created");
             }
         }

@@ -160,23 +160,29 @@ impl Dataplane {
         }
     }
 
-    /// What reassembly needs of the ports' symmetric RSS: both must hash alike, and software
+    /// What reassembly needs of the ports' symmetric RSS: both must hash TCP alike, and software
     /// must know their redirection table. None, with a warning, when it cannot be told where
     /// the NIC sends a reassembled datagram's flow.
     fn rss_steering(setups: [Option<&RssSetup>; 2]) -> Option<Arc<RssSteering>> {
         let [Some(inside), Some(outside)] = setups else {
             return None;
         };
-        let why = if inside != outside {
-            "the two ports' RSS differ"
-        } else if inside.reta.is_none() {
-            "the driver neither takes a redirection table nor shows its own"
-        } else {
-            let (tcp4, tcp6) = RssSteering::inputs_of(inside.flow_types);
-            match RssSteering::new(inside.key.clone(), tcp4, tcp6, inside.reta.clone()?) {
-                Some(steering) => return Some(Arc::new(steering)),
-                None => "the redirection table is empty",
-            }
+        // What hashing TCP uses: a key longer than the longest input (IPv6 addresses and ports,
+        // 36 bytes) and its 32-bit window changes nothing, nor do flow types other than TCP's.
+        let model = |setup: &RssSetup| {
+            let (tcp4, tcp6) = RssSteering::inputs_of(setup.flow_types);
+            let key = setup
+                .key
+                .iter()
+                .copied()
+                .take(RssSteering::KEY_USED)
+                .collect();
+            RssSteering::new(key, tcp4, tcp6, setup.reta.clone()?)
+        };
+        let why = match (model(inside), model(outside)) {
+            (Some(a), Some(b)) if a == b => return Some(Arc::new(a)),
+            (Some(_), Some(_)) => "the two ports' RSS differ",
+            _ => "a driver neither takes a redirection table nor shows its own",
         };
         tracing::warn!(
             "reassembly: off under symmetric RSS ({why}): TCP fragments pass as they are, and \
@@ -619,5 +625,43 @@ impl Drop for Dataplane {
                 let _ = t.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dpdk::sys::consts::{ETH_RSS_IP, ETH_RSS_IPV6_EX, ETH_RSS_TCP, ETH_RSS_UDP};
+
+    fn setup(key_len: usize, flow_types: u64, reta: Option<Vec<u16>>) -> RssSetup {
+        RssSetup {
+            key: dpdk::SYMMETRIC_RSS_KEY
+                .iter()
+                .copied()
+                .cycle()
+                .take(key_len)
+                .collect(),
+            flow_types,
+            reta,
+        }
+    }
+
+    #[test]
+    fn ports_that_hash_tcp_alike_and_show_their_table_let_software_steer_fragments() {
+        let reta = || Some((0..128).map(|i| i % 2).collect::<Vec<u16>>());
+        let all = ETH_RSS_IP | ETH_RSS_TCP | ETH_RSS_UDP;
+        // Two NIC models: a 40- and a 52-byte key, one without IPv6 extension headers.
+        let a = setup(40, all, reta());
+        let b = setup(52, all & !ETH_RSS_IPV6_EX, reta());
+        let steering = Dataplane::rss_steering([Some(&a), Some(&b)]).expect("alike for TCP");
+        assert_eq!(steering.queue(3), 1);
+
+        let other_table = setup(40, all, Some((0..128).map(|i| (i + 1) % 2).collect()));
+        let no_table = setup(40, all, None);
+        let no_tcp = setup(40, ETH_RSS_IP, reta());
+        for (x, y) in [(&a, &other_table), (&a, &no_table), (&a, &no_tcp)] {
+            assert!(Dataplane::rss_steering([Some(x), Some(y)]).is_none());
+        }
+        assert!(Dataplane::rss_steering([Some(&a), None]).is_none());
     }
 }

@@ -28,6 +28,10 @@ pub struct RssSteering {
 }
 
 impl RssSteering {
+    /// Key bytes the longest input uses: IPv6 addresses and ports (36 bytes), and a 32-bit
+    /// window past its last bit.
+    pub const KEY_USED: usize = 40;
+
     /// None for an empty redirection table, which sends nothing anywhere.
     pub fn new(
         key: Vec<u8>,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use crossbeam::channel::{bounded, Receiver, Sender};
-use dpdk::{LcoreTask, MbufRing, Mempool, Port, PortConfig, Steering};
+use dpdk::{LcoreTask, MbufRing, Mempool, Port, PortConfig, RssSetup, Steering};
 
 use crate::policy::stall_of;
 use crate::proxy::{ProxySettings, ProxyTable};
@@ -21,8 +21,9 @@ use crate::config::Config;
 use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
 use crate::ip_reassembly::FragmentTable;
 use crate::notice::Notices;
-use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Steer};
+use crate::pipeline::{Pipeline, PipelineConfig, PortSide, RssQueue, Steer};
 use crate::policy::{CompiledPolicy, PolicyBoard};
+use crate::rss::RssSteering;
 use crate::stats::{latch_port_counters, port_counters, snapshot, SnapshotInputs};
 use crate::steering::SplitAudit;
 use crate::worker::{HandoffsDone, Worker, WorkerCommand, WorkerReport};
@@ -159,6 +160,38 @@ impl Dataplane {
         }
     }
 
+    /// What reassembly needs of the ports' symmetric RSS: both must hash TCP alike, and software
+    /// must know their redirection table. None, with a warning, when it cannot be told where
+    /// the NIC sends a reassembled datagram's flow.
+    fn rss_steering(setups: [Option<&RssSetup>; 2]) -> Option<Arc<RssSteering>> {
+        let [Some(inside), Some(outside)] = setups else {
+            return None;
+        };
+        // What hashing TCP uses: a key longer than the longest input (IPv6 addresses and ports,
+        // 36 bytes) and its 32-bit window changes nothing, nor do flow types other than TCP's.
+        let model = |setup: &RssSetup| {
+            let (tcp4, tcp6) = RssSteering::inputs_of(setup.flow_types);
+            let key = setup
+                .key
+                .iter()
+                .copied()
+                .take(RssSteering::KEY_USED)
+                .collect();
+            RssSteering::new(key, tcp4, tcp6, setup.reta.clone()?)
+        };
+        let why = match (model(inside), model(outside)) {
+            (Some(a), Some(b)) if a == b => return Some(Arc::new(a)),
+            (Some(_), Some(_)) => "the two ports' RSS differ",
+            _ => "a driver neither takes a redirection table nor shows its own",
+        };
+        tracing::warn!(
+            "reassembly: off under symmetric RSS ({why}): TCP fragments pass as they are, and \
+             those of proxied flows are dropped (proxy_unusable); set ports.rss = false to \
+             steer in software"
+        );
+        None
+    }
+
     /// Configures both ports with one queue pair per worker, picks the
     /// steering, starts the ports and the pinned worker threads.
     pub fn start(
@@ -166,6 +199,19 @@ impl Dataplane {
         port_ids: [u16; 2],
         pool: Arc<Mempool>,
         policy: CompiledPolicy,
+    ) -> anyhow::Result<Dataplane> {
+        Self::start_with_rss(config, port_ids, pool, policy, None)
+    }
+
+    /// [`Dataplane::start`], taking both ports to hash as `assumed` says whatever they report:
+    /// for ports that cannot hash (ring ports in tests) fed frames whose RSS hash and queue
+    /// were set as a NIC with that setup would set them.
+    pub fn start_with_rss(
+        config: &Config,
+        port_ids: [u16; 2],
+        pool: Arc<Mempool>,
+        policy: CompiledPolicy,
+        assumed: Option<RssSetup>,
     ) -> anyhow::Result<Dataplane> {
         let workers = config.workers.cores.len();
         let queues = u16::try_from(workers).context("too many workers")?;
@@ -191,14 +237,27 @@ impl Dataplane {
 
         // The NIC's hash can stand in for ours only if both ports compute the
         // same symmetric one; otherwise the two directions would disagree.
-        let steering = if inside.steering() == Steering::SymmetricRss
-            && outside.steering() == Steering::SymmetricRss
+        let steering = if assumed.is_some()
+            || inside.steering() == Steering::SymmetricRss
+                && outside.steering() == Steering::SymmetricRss
         {
             Steering::SymmetricRss
         } else {
             Steering::Software
         };
         let software = steering == Steering::Software && workers > 1;
+        // Under RSS, a datagram reassembled from fragments (which the NIC hashed on their
+        // addresses) may belong to a flow another worker's queue receives.
+        let rss = match (&assumed, steering, config.reassembly.enabled) {
+            (Some(setup), _, true) => Self::rss_steering([Some(setup), Some(setup)]),
+            (None, Steering::SymmetricRss, true) => {
+                Self::rss_steering([inside.rss(), outside.rss()])
+            }
+            _ => None,
+        };
+        let reassembly =
+            config.reassembly.enabled && (steering == Steering::Software || rss.is_some());
+        let handoff = workers > 1 && (software || rss.is_some());
 
         let (in_rx, in_tx) = inside.take_queues()?;
         let (out_rx, out_tx) = outside.take_queues()?;
@@ -209,7 +268,7 @@ impl Dataplane {
             .collect();
         let mut consumers: Vec<Vec<dpdk::RingConsumer>> =
             (0..workers).map(|_| Vec::new()).collect();
-        if software {
+        if handoff {
             let tag = std::process::id();
             for (from, row) in producers.iter_mut().enumerate() {
                 for (to, slot) in row.iter_mut().enumerate() {
@@ -259,7 +318,11 @@ impl Dataplane {
                         on_table_full: config.flows.on_full,
                         audit_new_flows: workers > 1,
                         on_midstream: config.proxy.on_midstream,
-                        reassembly: config.reassembly.enabled && steering != Steering::SymmetricRss,
+                        reassembly,
+                        rss: rss.clone().map(|steering| RssQueue {
+                            steering,
+                            queue: id as u16,
+                        }),
                     },
                     board.current(),
                 ),
@@ -562,5 +625,43 @@ impl Drop for Dataplane {
                 let _ = t.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dpdk::sys::consts::{ETH_RSS_IP, ETH_RSS_IPV6_EX, ETH_RSS_TCP, ETH_RSS_UDP};
+
+    fn setup(key_len: usize, flow_types: u64, reta: Option<Vec<u16>>) -> RssSetup {
+        RssSetup {
+            key: dpdk::SYMMETRIC_RSS_KEY
+                .iter()
+                .copied()
+                .cycle()
+                .take(key_len)
+                .collect(),
+            flow_types,
+            reta,
+        }
+    }
+
+    #[test]
+    fn ports_that_hash_tcp_alike_and_show_their_table_let_software_steer_fragments() {
+        let reta = || Some((0..128).map(|i| i % 2).collect::<Vec<u16>>());
+        let all = ETH_RSS_IP | ETH_RSS_TCP | ETH_RSS_UDP;
+        // Two NIC models: a 40- and a 52-byte key, one without IPv6 extension headers.
+        let a = setup(40, all, reta());
+        let b = setup(52, all & !ETH_RSS_IPV6_EX, reta());
+        let steering = Dataplane::rss_steering([Some(&a), Some(&b)]).expect("alike for TCP");
+        assert_eq!(steering.queue(3), 1);
+
+        let other_table = setup(40, all, Some((0..128).map(|i| (i + 1) % 2).collect()));
+        let no_table = setup(40, all, None);
+        let no_tcp = setup(40, ETH_RSS_IP, reta());
+        for (x, y) in [(&a, &other_table), (&a, &no_table), (&a, &no_tcp)] {
+            assert!(Dataplane::rss_steering([Some(x), Some(y)]).is_none());
+        }
+        assert!(Dataplane::rss_steering([Some(&a), None]).is_none());
     }
 }

@@ -1,4 +1,4 @@
-//! Tollgate's data plane. `parse`, `flow`, `pipeline` and `steering` are the
+//! Tollgate's data plane. `parse`, `flow`, `pipeline`, `rss` and `steering` are the
 //! sans-IO core: plain Rust over byte slices, testable without DPDK. `worker`
 //! and `daemon` drive it with DPDK.
 
@@ -17,6 +17,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;
+pub mod rss;
 pub mod stats;
 pub mod steering;
 pub mod synth;

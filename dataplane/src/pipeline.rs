@@ -16,6 +16,7 @@ use crate::ip_reassembly::tcp_fragment;
 use crate::parse::{common_ipv4, parse_frame, Fragment, Malformed};
 use crate::policy::CompiledPolicy;
 use crate::proxy::{MidstreamAction, ProxyTarget};
+use crate::rss::RssSteering;
 
 const PROTO_TCP: u8 = 6;
 
@@ -137,6 +138,14 @@ pub struct Steer {
     pub workers: usize,
 }
 
+/// Symmetric RSS, as reassembly needs it: what the ports' RSS computes, and the queue this
+/// worker polls on each port.
+#[derive(Debug, Clone)]
+pub struct RssQueue {
+    pub steering: Arc<RssSteering>,
+    pub queue: u16,
+}
+
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
     pub flows: FlowTableConfig,
@@ -148,6 +157,9 @@ pub struct PipelineConfig {
     pub on_midstream: MidstreamAction,
     /// `reassembly.enabled`: TCP fragments go to reassembly rather than through as they are.
     pub reassembly: bool,
+    /// Under symmetric RSS: where the NIC sends a reassembled datagram's flow. Without it,
+    /// fragments that come with a NIC hash pass as they are.
+    pub rss: Option<RssQueue>,
 }
 
 pub struct Pipeline {
@@ -160,6 +172,7 @@ pub struct Pipeline {
     audit_new_flows: bool,
     on_midstream: MidstreamAction,
     reassembly: bool,
+    rss: Option<RssQueue>,
     new_flows: Vec<FlowKey>,
     pub counters: WorkerCounters,
 }
@@ -175,6 +188,7 @@ impl Pipeline {
             audit_new_flows: config.audit_new_flows,
             on_midstream: config.on_midstream,
             reassembly: config.reassembly,
+            rss: config.rss,
             new_flows: Vec::with_capacity(256),
             counters: WorkerCounters::default(),
         }
@@ -281,10 +295,13 @@ impl Pipeline {
         })
     }
 
-    /// A fragment of a TCP datagram goes to reassembly, on the worker its addresses steer it to:
-    /// later fragments have no ports, so all the fragments of a datagram meet only there. The
-    /// whole datagram then goes to its flow's worker. Under a NIC's hash a worker cannot tell
-    /// which queue the whole datagram's flow is on, so fragments pass as they are.
+    /// A fragment of a TCP datagram goes to reassembly, where all the fragments of its datagram
+    /// meet: later fragments have no ports, so they are steered by addresses alone. In software,
+    /// that is the worker the address pair picks; under symmetric RSS, the NIC hashed them on
+    /// their addresses too (fragments are RSS's IP flow types, never TCP), so it is the worker
+    /// that received them. The whole datagram then goes to its flow's worker
+    /// ([`Pipeline::prepare_whole`]). With a NIC hash but no knowledge of the port's RSS
+    /// ([`PipelineConfig::rss`]), the flow's worker cannot be told: fragments pass as they are.
     #[cold]
     fn fragment(
         &mut self,
@@ -292,10 +309,17 @@ impl Pipeline {
         nic_hash: Option<u32>,
         steer: Option<Steer>,
     ) -> Option<Prepared> {
-        if !self.reassembly || nic_hash.is_some() {
+        if !self.reassembly {
             return None;
         }
         let info = tcp_fragment(frame)?;
+        if nic_hash.is_some() {
+            let rss = self.rss.as_ref()?;
+            return rss
+                .steering
+                .hashes(info.key.src)
+                .then_some(Prepared::Decided(Verdict::Reassemble));
+        }
         if let Some(steer) = steer {
             let (key, _) = FlowKey::from_packet(info.key.src, info.key.dst, PROTO_TCP, 0, 0);
             let owner = FlowTable::shard_of(key.software_hash(), steer.workers);
@@ -305,6 +329,40 @@ impl Pipeline {
             }
         }
         Some(Prepared::Decided(Verdict::Reassemble))
+    }
+
+    /// [`Pipeline::prepare`] for a datagram reassembled on this worker. Under symmetric RSS it
+    /// goes to the worker whose queue the redirection table names for the hash the NIC would
+    /// have given it whole, and there takes that hash where the NIC hands its hashes over
+    /// (`nic_hashed`: its fragments came with one), so that its flow entry is the one the
+    /// flow's other packets find. Under software steering it goes where its flow's hash says,
+    /// as any frame.
+    #[cold]
+    pub fn prepare_whole(
+        &mut self,
+        frame: &[u8],
+        ingress: PortSide,
+        steer: Option<Steer>,
+        nic_hashed: bool,
+    ) -> Prepared {
+        let Some(rss) = &self.rss else {
+            return self.prepare(frame, ingress, None, steer);
+        };
+        let hash = parse_frame(frame).ok().and_then(|summary| {
+            let ip = summary.ip?;
+            let (src_port, dst_port) = ip.ports?;
+            rss.steering.tcp_hash(ip.src, ip.dst, src_port, dst_port)
+        });
+        let Some(hash) = hash else {
+            // Not a TCP segment after all: nothing here names its flow.
+            return self.prepare(frame, ingress, None, None);
+        };
+        let queue = usize::from(rss.steering.queue(hash));
+        if queue != usize::from(rss.queue) {
+            self.counters.handoff_out += 1;
+            return Prepared::Decided(Verdict::HandOff(queue));
+        }
+        self.prepare(frame, ingress, nic_hashed.then_some(hash), None)
     }
 
     /// Counts a frame the general parser rejected, and decides it as configured.
@@ -536,6 +594,7 @@ mod tests {
                 on_table_full: on_full,
                 audit_new_flows: true,
                 reassembly: true,
+                rss: None,
                 on_midstream: MidstreamAction::Bypass,
             },
             // Forwarding alone: the proxy's frames are the proxy module's tests.
@@ -617,8 +676,9 @@ mod tests {
                 });
             }
             assert_eq!(owners.len(), 1);
-            // Under a NIC's hash, and with reassembly off, they pass as they did: the first to
-            // the proxy (which cannot take it), the others untracked.
+            // Under a NIC's hash whose RSS the pipeline does not know, and with reassembly off,
+            // they pass as they did: the first to the proxy (which cannot take it), the others
+            // untracked.
             for (nic_hash, reassembly) in [(Some(1), true), (None, false)] {
                 p.reassembly = reassembly;
                 assert!(matches!(
@@ -639,6 +699,155 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Under symmetric RSS: fragments are reassembled where they arrive (the NIC hashed them on
+    /// their addresses), and the whole datagram goes to the worker whose queue the redirection
+    /// table names for the hash the NIC gives the flow's unfragmented segments; there it takes
+    /// that hash, so the flow's entry is the one those segments find. A NIC that steers by RSS
+    /// but hands no hashes over leaves the software hash to both.
+    #[test]
+    fn under_rss_a_reassembled_datagram_goes_to_the_worker_the_redirection_table_names() {
+        use crate::ip_reassembly::{FragmentTable, Outcome, ReassemblyConfig};
+        use crate::rss::{toeplitz, HashInput, RssSteering};
+
+        const WORKERS: u16 = 4;
+        // Not the hash modulo the workers: the table decides.
+        let reta: Vec<u16> = (0..128u16)
+            .map(|i| (WORKERS - 1) - (i / 3) % WORKERS)
+            .collect();
+        let steering = Arc::new(
+            RssSteering::new(
+                dpdk::SYMMETRIC_RSS_KEY.to_vec(),
+                Some(HashInput::AddressesAndPorts),
+                Some(HashInput::AddressesAndPorts),
+                reta.clone(),
+            )
+            .unwrap(),
+        );
+        let mut workers: Vec<Pipeline> = (0..WORKERS)
+            .map(|queue| {
+                let mut p = pipeline(64, FrameAction::Drop, FrameAction::Forward);
+                p.rss = Some(RssQueue {
+                    steering: steering.clone(),
+                    queue,
+                });
+                p.set_policy(policy(&[]));
+                p
+            })
+            .collect();
+        let mut handed = 0;
+        let mut flows = 0;
+        for (client, reports, ports) in [
+            ("198.18.0.1", true, 40000..40016u16),
+            ("[2001:db8::1]", true, 40000..40016),
+            ("198.18.0.1", false, 41000..41016),
+            ("[2001:db8::1]", false, 41000..41016),
+        ] {
+            let server: std::net::SocketAddr = if client.starts_with('[') {
+                "[2001:db8:1::2]:8080".parse().unwrap()
+            } else {
+                "198.18.1.2:8080".parse().unwrap()
+            };
+            for port in ports {
+                let a = Addressing::new(format!("{client}:{port}").parse().unwrap(), server);
+                let (src, dst) = (a.src.ip(), a.dst.ip());
+                // What the NIC computes: fragments on addresses, segments with ports too.
+                let addresses = |s: std::net::IpAddr, d: std::net::IpAddr| {
+                    let mut input = Vec::new();
+                    for ip in [s, d] {
+                        match ip {
+                            std::net::IpAddr::V4(v4) => input.extend(v4.octets()),
+                            std::net::IpAddr::V6(v6) => input.extend(v6.octets()),
+                        }
+                    }
+                    toeplitz(&dpdk::SYMMETRIC_RSS_KEY, &input)
+                };
+                let fragment_hash = addresses(src, dst);
+                let mut input_with_ports = Vec::new();
+                for ip in [src, dst] {
+                    match ip {
+                        std::net::IpAddr::V4(v4) => input_with_ports.extend(v4.octets()),
+                        std::net::IpAddr::V6(v6) => input_with_ports.extend(v6.octets()),
+                    }
+                }
+                input_with_ports.extend(a.src.port().to_be_bytes());
+                input_with_ports.extend(a.dst.port().to_be_bytes());
+                let segment_hash = toeplitz(&dpdk::SYMMETRIC_RSS_KEY, &input_with_ports);
+                let at = |hash: u32| usize::from(reta[hash as usize % reta.len()]);
+                let (received, owner) = (at(fragment_hash), at(segment_hash));
+
+                // The handshake's SYN, unfragmented, on its queue.
+                assert!(matches!(
+                    workers[owner].handle(
+                        &syn(&a),
+                        PortSide::Inside,
+                        reports.then_some(segment_hash),
+                        None,
+                        0
+                    ),
+                    Verdict::Proxy(_)
+                ));
+                flows += 1;
+
+                let data = synth::tcp(
+                    &a,
+                    TcpHeader {
+                        flags: TCP_ACK,
+                        ..Default::default()
+                    },
+                    &[9; 2000],
+                );
+                let mut table = FragmentTable::new(ReassemblyConfig::default());
+                let mut whole = None;
+                for f in synth::fragments(&data, 800, u32::from(port)) {
+                    let p = &mut workers[received];
+                    assert_eq!(
+                        p.handle(
+                            &f,
+                            PortSide::Inside,
+                            reports.then_some(fragment_hash),
+                            None,
+                            1
+                        ),
+                        Verdict::Reassemble,
+                        "reassembled where the NIC put the fragments"
+                    );
+                    if let Outcome::Complete(w) = table.insert(tcp_fragment(&f).unwrap(), f, 1) {
+                        let mut frame = Vec::new();
+                        w.write_frame(&mut frame);
+                        whole = Some(frame);
+                    }
+                }
+                let whole = whole.expect("the datagram is whole");
+                let prepared =
+                    workers[received].prepare_whole(&whole, PortSide::Inside, None, reports);
+                let prepared = if received == owner {
+                    prepared
+                } else {
+                    let Prepared::Decided(Verdict::HandOff(to)) = prepared else {
+                        panic!("{client}:{port}: {prepared:?}, not a hand-off to {owner}");
+                    };
+                    assert_eq!(to, owner, "{client}:{port}");
+                    handed += 1;
+                    // Put together again there, where it stays.
+                    workers[owner].prepare_whole(&whole, PortSide::Inside, None, reports)
+                };
+                let Verdict::Proxy(target) = workers[owner].finish(&prepared, 2) else {
+                    panic!("{client}:{port}: the whole segment goes to the proxy");
+                };
+                let hash = if reports {
+                    FlowTable::spread_hash(segment_hash)
+                } else {
+                    Pipeline::key_of(&whole).unwrap().software_hash()
+                };
+                assert_eq!(target.hash, hash, "{client}:{port}");
+                assert!(!target.first, "the flow its SYN created");
+            }
+        }
+        assert!(handed > 0, "some datagrams belong to another worker's flow");
+        let entries: usize = workers.iter().map(|p| p.flows().len()).sum();
+        assert_eq!(entries, flows, "one entry a flow");
     }
 
     fn flow(port: u16) -> Addressing {

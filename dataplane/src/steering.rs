@@ -2,7 +2,10 @@
 //!
 //! With symmetric RSS the NIC does the steering; otherwise each worker sends
 //! frames whose flow another worker owns over a single-producer ring to that
-//! worker ([`crate::flow::FlowTable::shard_of`]). Either way, the [`SplitAudit`]
+//! worker ([`crate::flow::FlowTable::shard_of`]). Under RSS the rings carry only
+//! IP fragments, which the NIC steers by their addresses: once their datagram
+//! is whole, they go to the worker whose queue the NIC picks for its flow
+//! ([`crate::rss`]). Either way, the [`SplitAudit`]
 //! checks the result: workers report each flow they create, and a flow
 //! reported by two workers is one whose directions (or packets) were split.
 

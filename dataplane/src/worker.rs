@@ -492,7 +492,10 @@ impl Worker {
         };
         let first = &whole.fragments[whole.first].0;
         let ingress = ingress_of(first, &self.port_ids);
-        let prepared = self.pipeline.prepare(&frame, ingress, None, self.steer);
+        let nic_hashed = self.use_nic_hash && first.rss_hash().is_some();
+        let prepared = self
+            .pipeline
+            .prepare_whole(&frame, ingress, self.steer, nic_hashed);
         let verdict = self.pipeline.finish(&prepared, now_ms);
         let fragments = whole.fragments.into_iter().map(|f| f.0);
         match verdict {

@@ -83,6 +83,7 @@ fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
                 on_table_full: config.flows.on_full,
                 audit_new_flows: false,
                 reassembly: config.reassembly.enabled,
+                rss: None,
                 on_midstream: config.proxy.on_midstream,
             },
             board.current(),

@@ -37,6 +37,7 @@ fn pipeline() -> Pipeline {
             on_table_full: config.flows.on_full,
             audit_new_flows: false,
             reassembly: config.reassembly.enabled,
+            rss: None,
             on_midstream: config.proxy.on_midstream,
         },
         Arc::new(policy),

@@ -28,7 +28,7 @@ pub use lcore::{
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub use port::{
-    DeviceInfo, Link, Port, PortConfig, PortStats, RingPort, RxQueue, Steering, TxQueue,
+    DeviceInfo, Link, Port, PortConfig, PortStats, RingPort, RssSetup, RxQueue, Steering, TxQueue,
     SYMMETRIC_RSS_KEY,
 };
 pub use ring::{MbufRing, RingConsumer, RingProducer};

@@ -111,6 +111,17 @@ impl Mbuf {
         }
     }
 
+    /// Gives the frame an RSS hash as a driver would: for frames that reach a port from
+    /// software (a ring port in a test) as if a NIC had hashed them.
+    pub fn set_rss_hash(&mut self, hash: u32) {
+        // SAFETY: we own the mbuf; the flag says which member of the union is written.
+        unsafe {
+            let m = self.0.as_mut();
+            m.__bindgen_anon_2.hash.rss = hash;
+            m.ol_flags |= consts::MBUF_F_RX_RSS_HASH;
+        }
+    }
+
     /// Pointer to the first byte of packet data, for prefetching.
     #[inline(always)]
     pub fn data_ptr(&self) -> *const u8 {

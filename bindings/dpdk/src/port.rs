@@ -23,6 +23,20 @@ pub const SYMMETRIC_RSS_KEY: [u8; 52] = {
     key
 };
 
+/// What a port's RSS computes and where it sends each hash, as programmed: enough for software
+/// to tell which queue the NIC would pick for a packet it never saw whole (a datagram
+/// reassembled from fragments, which the NIC hashed on their addresses alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RssSetup {
+    /// The Toeplitz key given to the port.
+    pub key: Vec<u8>,
+    /// The flow types hashed (`RTE_ETH_RSS_*` bits, [`consts`]).
+    pub flow_types: u64,
+    /// The redirection table: entry `hash % len` names the queue. None when the driver would
+    /// neither take ours nor show its own.
+    pub reta: Option<Vec<u16>>,
+}
+
 /// How frames are spread over a port's RX queues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Steering {
@@ -96,6 +110,7 @@ pub struct Port {
     id: u16,
     name: String,
     steering: Steering,
+    rss: Option<RssSetup>,
     tx_multi_seg: bool,
     rx_queues: u16,
     tx_queues: u16,
@@ -275,10 +290,16 @@ impl Port {
             )?;
         }
 
+        let rss = (steering == Steering::SymmetricRss).then(|| RssSetup {
+            reta: Self::program_reta(id, info.reta_size, cfg.rx_queues),
+            key,
+            flow_types: rss_hf,
+        });
         let port = Port {
             id,
             name: name.to_owned(),
             steering,
+            rss,
             tx_multi_seg,
             rx_queues: cfg.rx_queues,
             tx_queues: cfg.tx_queues,
@@ -297,6 +318,47 @@ impl Port {
             }
         }
         Ok(port)
+    }
+
+    /// Programs the redirection table as entry `i` to queue `i % queues`, so that software knows
+    /// it rather than guess at the driver's default, and reads back what the driver holds
+    /// (where it refuses ours, its own). None when it shows none: what it was given, if it took
+    /// that, or else nothing.
+    fn program_reta(id: u16, size: u16, queues: u16) -> Option<Vec<u16>> {
+        const GROUP: usize = dpdk_sys::RTE_ETH_RETA_GROUP_SIZE as usize;
+        let size = usize::from(size);
+        if size == 0 || queues == 0 {
+            return None;
+        }
+        let wanted: Vec<u16> = (0..size)
+            .map(|i| (i % usize::from(queues)) as u16)
+            .collect();
+        let mut groups = vec![dpdk_sys::rte_eth_rss_reta_entry64::default(); size.div_ceil(GROUP)];
+        for (i, &queue) in wanted.iter().enumerate() {
+            let group = &mut groups[i / GROUP];
+            group.mask |= 1 << (i % GROUP);
+            group.reta[i % GROUP] = queue;
+        }
+        // SAFETY: `groups` holds `size` entries, in groups of RTE_ETH_RETA_GROUP_SIZE.
+        let updated =
+            unsafe { dpdk_sys::rte_eth_dev_rss_reta_update(id, groups.as_mut_ptr(), size as u16) }
+                == 0;
+        for group in &mut groups {
+            group.reta = [u16::MAX; GROUP];
+        }
+        // SAFETY: as above; the masks ask for every entry.
+        let queried =
+            unsafe { dpdk_sys::rte_eth_dev_rss_reta_query(id, groups.as_mut_ptr(), size as u16) }
+                == 0;
+        if queried {
+            Some(
+                (0..size)
+                    .map(|i| groups[i / GROUP].reta[i % GROUP])
+                    .collect(),
+            )
+        } else {
+            updated.then_some(wanted)
+        }
     }
 
     /// Hands out every queue, once: queue `i` of each kind goes to worker `i`.
@@ -354,6 +416,11 @@ impl Port {
 
     pub fn steering(&self) -> Steering {
         self.steering
+    }
+
+    /// What the port's symmetric RSS computes, under [`Steering::SymmetricRss`].
+    pub fn rss(&self) -> Option<&RssSetup> {
+        self.rss.as_ref()
     }
 
     /// Whether the port sends multi-segment frames (those built with

@@ -161,6 +161,7 @@ impl Lab {
                 on_table_full: FrameAction::Forward,
                 audit_new_flows: false,
                 reassembly: true,
+                rss: None,
                 on_midstream: settings.on_midstream,
             },
             policy(default_tcp),

@@ -1,0 +1,293 @@
+//! IP fragments of a proxied TCP flow on a real EAL under symmetric RSS: two workers on ring
+//! ports taken to hash as a NIC with our key and redirection table would. Every frame arrives
+//! with the hash such a NIC gives it, on the queue the table names: segments hashed with their
+//! ports, fragments on their addresses alone, so the fragments of the client's data segment
+//! arrive on the worker that does not own its flow. They are reassembled there, and the whole
+//! segment goes to the flow's worker, whose proxy relays its bytes exactly, where without
+//! reassembly the proxy could not use the fragments (proxy_unusable). The EAL initialises
+//! once per process, so this file holds one test.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dpdk::{Burst, MbufRing, Mempool, RingPort, RssSetup};
+use tollgate::config::Config;
+use tollgate::daemon::Dataplane;
+use tollgate::ip_reassembly::tcp_fragment;
+use tollgate::policy::CompiledPolicy;
+use tollgate::proxy::Inbound;
+use tollgate::rss::{HashInput, RssSteering};
+use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate::tcp::segment::TcpFlags;
+use tollgate_control::policy::PolicySet;
+
+const WORKERS: usize = 2;
+
+struct Rings {
+    rx: Vec<Arc<MbufRing>>,
+    tx: Vec<Arc<MbufRing>>,
+}
+
+fn ring_port(name: &str) -> (RingPort, Rings) {
+    let rx: Vec<_> = (0..WORKERS)
+        .map(|q| MbufRing::new(&format!("{name}_rx{q}"), 1024).unwrap())
+        .collect();
+    let tx: Vec<_> = (0..WORKERS)
+        .map(|q| MbufRing::new(&format!("{name}_tx{q}"), 1024).unwrap())
+        .collect();
+    (RingPort::new(name, &rx, &tx).unwrap(), Rings { rx, tx })
+}
+
+/// What the NIC does: its hashes for TCP segments (with ports) and for IP fragments (addresses
+/// alone), and its redirection table.
+struct Nic {
+    segments: RssSteering,
+    fragments: RssSteering,
+    setup: RssSetup,
+}
+
+impl Nic {
+    fn new() -> Nic {
+        let reta: Vec<u16> = (0..128).map(|i| i % WORKERS as u16).collect();
+        let key = dpdk::SYMMETRIC_RSS_KEY.to_vec();
+        let steering =
+            |input| RssSteering::new(key.clone(), Some(input), Some(input), reta.clone()).unwrap();
+        use dpdk::sys::consts::{ETH_RSS_IP, ETH_RSS_TCP, ETH_RSS_UDP};
+        Nic {
+            segments: steering(HashInput::AddressesAndPorts),
+            fragments: steering(HashInput::Addresses),
+            setup: RssSetup {
+                key: key.clone(),
+                flow_types: ETH_RSS_IP | ETH_RSS_TCP | ETH_RSS_UDP,
+                reta: Some(reta.clone()),
+            },
+        }
+    }
+
+    /// The hash and queue of a TCP segment of `a`, whole or in fragments.
+    fn steer(&self, a: &Addressing, fragment: bool) -> (u32, usize) {
+        let rss = if fragment {
+            &self.fragments
+        } else {
+            &self.segments
+        };
+        let hash = rss
+            .tcp_hash(a.src.ip(), a.dst.ip(), a.src.port(), a.dst.port())
+            .unwrap();
+        (hash, usize::from(rss.queue(hash)))
+    }
+}
+
+/// Receives `frames` of `a`, each on the port's queue the NIC picks for it, with its hash.
+fn inject(pool: &Mempool, nic: &Nic, rings: &Rings, a: &Addressing, frames: &[Vec<u8>]) {
+    for f in frames {
+        let (hash, queue) = nic.steer(a, tcp_fragment(f).is_some());
+        let mut m = pool.alloc().unwrap();
+        m.append(f).unwrap();
+        m.set_rss_hash(hash);
+        let mut b = Burst::new();
+        b.push(m).unwrap();
+        assert_eq!(rings.rx[queue].enqueue_burst(&mut b), 1);
+    }
+}
+
+/// Waits for frames on these rings until `done` says it has what it needs.
+fn wait_for(what: &str, rings: &Rings, mut done: impl FnMut(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    loop {
+        for r in &rings.tx {
+            let mut b = Burst::new();
+            while r.dequeue_burst(&mut b) > 0 {
+                // The proxy's data segments are chains: headers, then the payload.
+                got.extend(b.drain().map(|m| m.to_vec()));
+            }
+        }
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn with_flags(frames: &[Vec<u8>], flags: TcpFlags) -> Option<Inbound> {
+    frames
+        .iter()
+        .filter_map(|f| Inbound::read(f).ok())
+        .find(|s| s.header.flags.contains(flags))
+}
+
+/// A client port whose flow's queue is not the one the NIC picks for its fragments.
+fn client_port(nic: &Nic, client: &str, server: SocketAddr) -> SocketAddr {
+    for port in 40000u16.. {
+        let c: SocketAddr = format!("{client}:{port}").parse().unwrap();
+        let a = Addressing::new(c, server);
+        if nic.steer(&a, false).1 != nic.steer(&a, true).1 {
+            return c;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn under_rss_a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
+    let _eal = common::eal_without_hugepages("rss-frag-test", 256);
+    let pool = Arc::new(Mempool::pktmbuf("rss_frag_pool", 4095, 32, 2176, 0).unwrap());
+    let nic = Nic::new();
+    let (inside, in_rings) = ring_port("in");
+    let (outside, out_rings) = ring_port("out");
+    let mut config = Config::default();
+    config.ports.inside = inside.name.clone();
+    config.ports.outside = outside.name.clone();
+    config.ports.rx_descriptors = 64;
+    config.ports.tx_descriptors = 64;
+    config.ports.mbufs = 4095;
+    config.ports.mbuf_cache = 32;
+    config.workers.cores = vec![0, 1];
+    config.validate(&[]).unwrap();
+    let policy = CompiledPolicy::compile(&PolicySet::default(), config.policy_defaults(), 1);
+    let mut dp = Dataplane::start_with_rss(
+        &config,
+        [inside.id, outside.id],
+        pool.clone(),
+        policy,
+        Some(nic.setup.clone()),
+    )
+    .unwrap();
+    assert_eq!(dp.steering(), dpdk::Steering::SymmetricRss);
+
+    let families = [
+        ("198.18.0.1", "198.18.1.2:8080"),
+        ("[2001:db8::1]", "[2001:db8:1::2]:8080"),
+    ];
+    for (round, (client, server)) in families.into_iter().enumerate() {
+        let server: SocketAddr = server.parse().unwrap();
+        let a = Addressing::new(client_port(&nic, client, server), server);
+        let tcp = |a: &Addressing, flags, seq: u32, ack: u32, payload: &[u8]| {
+            synth::tcp(
+                a,
+                TcpHeader {
+                    flags,
+                    seq,
+                    ack,
+                    window: 65535,
+                },
+                payload,
+            )
+        };
+        // The handshake, through the proxy.
+        inject(&pool, &nic, &in_rings, &a, &[tcp(&a, TCP_SYN, 100, 0, b"")]);
+        let to_server = wait_for("the SYN to the server", &out_rings, |f| {
+            with_flags(f, TcpFlags::SYN).is_some()
+        });
+        let syn = with_flags(&to_server, TcpFlags::SYN).unwrap();
+        let syn_ack = tcp(
+            &a.reversed(),
+            TCP_SYN | TCP_ACK,
+            5000,
+            syn.header.seq.0.wrapping_add(1),
+            b"",
+        );
+        inject(&pool, &nic, &out_rings, &a.reversed(), &[syn_ack]);
+        let to_client = wait_for("the SYN-ACK to the client", &in_rings, |f| {
+            with_flags(f, TcpFlags::SYN | TcpFlags::ACK).is_some()
+        });
+        let client_isn = with_flags(&to_client, TcpFlags::SYN | TcpFlags::ACK)
+            .unwrap()
+            .header
+            .seq
+            .0;
+        inject(
+            &pool,
+            &nic,
+            &in_rings,
+            &a,
+            &[tcp(&a, TCP_ACK, 101, client_isn + 1, b"")],
+        );
+
+        // 2000 bytes of data in three fragments, last first, on the queue of their addresses.
+        let payload: Vec<u8> = (0..2000u32)
+            .map(|i| (i * 13 + round as u32) as u8)
+            .collect();
+        let segment = tcp(&a, TCP_ACK, 101, client_isn + 1, &payload);
+        let mut fragments = synth::fragments(&segment, 800, 77 + round as u32);
+        assert_eq!(fragments.len(), 3);
+        fragments.reverse();
+        inject(&pool, &nic, &in_rings, &a, &fragments);
+
+        // The server receives the bytes, in segments of the proxy's own making.
+        let server_isn = syn.header.seq.0.wrapping_add(1);
+        let mut relayed = vec![None; payload.len()];
+        wait_for("the data at the server", &out_rings, |frames| {
+            for f in frames {
+                let Ok(s) = Inbound::read(f) else { continue };
+                let at = s.header.seq.0.wrapping_sub(server_isn) as usize;
+                for (i, b) in f[s.payload_offset..][..s.payload_len].iter().enumerate() {
+                    if let Some(slot) = relayed.get_mut(at + i) {
+                        *slot = Some(*b);
+                    }
+                }
+            }
+            relayed.iter().all(Option::is_some)
+        });
+        let relayed: Vec<u8> = relayed.into_iter().map(Option::unwrap).collect();
+        assert!(
+            relayed == payload,
+            "the server got the bytes the client sent"
+        );
+        // And the client hears them acknowledged.
+        wait_for("the client's ACK", &in_rings, |frames| {
+            frames
+                .iter()
+                .filter_map(|f| Inbound::read(f).ok())
+                .any(|s| s.header.ack.0 == 101 + payload.len() as u32)
+        });
+    }
+
+    // A flow picked up mid-stream is not proxied (`proxy.on_midstream = "bypass"`): its
+    // fragments leave as they came, once all are there.
+    let server: SocketAddr = "198.18.1.2:8081".parse().unwrap();
+    let a = Addressing::new(client_port(&nic, "198.18.0.1", server), server);
+    let segment = synth::tcp(
+        &a,
+        TcpHeader {
+            flags: TCP_ACK,
+            seq: 7,
+            ack: 9,
+            window: 512,
+        },
+        &[5; 1780],
+    );
+    let mut fragments = synth::fragments(&segment, 600, 99);
+    fragments.swap(0, 2);
+    inject(&pool, &nic, &in_rings, &a, &fragments);
+    assert_eq!(fragments.len(), 3);
+    let mut passed = wait_for("the fragments at the server", &out_rings, |f| f.len() >= 3);
+    passed.sort();
+    fragments.sort();
+    assert!(passed == fragments, "the original fragments, unchanged");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let snap = loop {
+        let snap = dp.snapshot_now();
+        if snap.reassembly.reassembled == 3 || Instant::now() > deadline {
+            break snap;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let r = snap.reassembly;
+    assert_eq!((r.fragments, r.reassembled), (9, 3), "{r:?}");
+    assert_eq!(snap.drops["fragment"], 0);
+    assert_eq!(snap.drops["proxy_unusable"], 0);
+    assert_eq!(snap.proxy.connections_established, 2);
+    assert_eq!(snap.proxy.midstream_passthrough, 1);
+    assert!(
+        snap.totals.handoff_out >= 3,
+        "fragments moved between workers"
+    );
+    dp.stop().unwrap();
+}

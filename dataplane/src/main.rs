@@ -433,6 +433,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let interval = Duration::from_secs(config.stats.interval_secs);
     let mut last_stats = Instant::now();
+    let mut links = PortSide::BOTH.map(|side| dataplane.port(side).link().up);
+    let mut unmaps = dpdk::deferred_unmaps();
     // What the log last reported on: each interval logs what moved since.
     let mut logged = control.stats(&dataplane);
     let drain_timeout = Duration::from_secs(config.daemon.drain_timeout_secs);
@@ -469,6 +471,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = reply.send(control.handle(request, uid, &dataplane));
         }
         dataplane.poll_audit();
+        for side in PortSide::BOTH {
+            let up = dataplane.port(side).link().up;
+            if up != links[side.index()] {
+                links[side.index()] = up;
+                if up {
+                    info!("{}: link up", side.name());
+                } else {
+                    warn!("{}: link down: nothing arrives on it until it is up again (on memif: its peer left, and frames it had queued and tollgate had not yet received went with its rings)", side.name());
+                }
+            }
+        }
+        let now = dpdk::deferred_unmaps();
+        if now != unmaps {
+            info!(
+                "the interrupt thread unmapped port memory after the workers left their bursts: {} time(s), the longest wait {} us",
+                now.count,
+                now.longest_wait.as_micros()
+            );
+            unmaps = now;
+        }
         for (worker, notices) in dataplane.take_notices() {
             log::notices(worker, &notices);
         }

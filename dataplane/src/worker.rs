@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
 use dpdk::{
-    prefetch, tsc, tsc_hz, Burst, Mbuf, MbufSlice, Mempool, RingConsumer, RingProducer, RxQueue,
-    TxQueue, BURST_SIZE,
+    prefetch, tsc, tsc_hz, Burst, Mbuf, MbufSlice, Mempool, Poller, RingConsumer, RingProducer,
+    RxQueue, TxQueue, BURST_SIZE,
 };
 use tollgate_control::protocol::{FlowFilter, FlowView, FlowsClearReply, RuleHits};
 use tollgate_control::{LimitCounters, ProxyCounters, ReassemblyCounters};
@@ -267,8 +267,12 @@ impl Worker {
         let mut idle_polls = 0u32;
         let mut handing_over = HandoffsDoneOnDrop(Some(self.handoffs_done.clone()));
         let clock = move || ((tsc() - start) as u128 * 1000 / hz as u128) as u64;
+        // The interrupt thread unmaps a memif port's rings once every poller has been
+        // between bursts since its peer left (`dpdk::Poller`).
+        let poller = Poller::register();
 
         while self.running.load(Ordering::Relaxed) {
+            poller.quiescent();
             let now_ms = clock();
             let mut work = 0usize;
 
@@ -321,6 +325,7 @@ impl Worker {
                 idle_polls = idle_polls.saturating_add(1);
                 if let Some(pause) = self.idle_sleep {
                     if idle_polls >= IDLE_POLLS_BEFORE_SLEEP {
+                        poller.quiescent();
                         std::thread::sleep(pause);
                     }
                 }
@@ -333,6 +338,7 @@ impl Worker {
         // Frames handed over are never handed on (they are processed without steering), so
         // once every worker is done handing over, one last pass empties the rings for good.
         loop {
+            poller.quiescent();
             let all_done = self.handoffs_done.all();
             while self.take_handoffs(&mut rx, clock(), &mut out) > 0 {}
             self.flush(&mut out);

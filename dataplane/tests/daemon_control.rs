@@ -550,6 +550,21 @@ fn port_counters_outlast_a_memif_peer_that_leaves() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // The driver unmapped the links' rings on its interrupt thread, and only once the
+    // worker was between bursts: without that wait it could fault mid-copy.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&d.log)
+        .unwrap_or_default()
+        .contains("unmapped port memory after the workers left their bursts")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the rings were not unmapped through tollgate's wait for its workers:\n{}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let after = inside_port(&d.ok(json!({"version": 1, "op": "stats"})));
     for counter in ["ipackets", "ibytes"] {
         assert!(

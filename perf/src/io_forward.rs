@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dpdk::{prefetch, Burst, RxQueue, TxQueue};
+use dpdk::{prefetch, Burst, Poller, RxQueue, TxQueue};
 use tollgate::worker::PREFETCH_AHEAD;
 
 pub struct IoForward {
@@ -51,7 +51,10 @@ impl IoForward {
         let mut report = IoForwardReport::default();
         let mut burst = Burst::new();
         let mut idle_polls = 0u32;
+        // A memif peer that leaves gets its rings unmapped only between this loop's bursts.
+        let poller = Poller::register();
         while self.running.load(Ordering::Relaxed) {
+            poller.quiescent();
             if let Some(pause) = self.idle_sleep {
                 if idle_polls >= IDLE_POLLS_BEFORE_SLEEP {
                     std::thread::sleep(pause);

@@ -15,6 +15,7 @@ mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+mod quiescent;
 mod ring;
 mod slice;
 mod telemetry;
@@ -31,6 +32,7 @@ pub use port::{
     DeviceInfo, Link, Port, PortConfig, PortStats, RingPort, RssSetup, RxQueue, Steering, TxQueue,
     SYMMETRIC_RSS_KEY,
 };
+pub use quiescent::{deferred_unmaps, DeferredUnmaps, Poller};
 pub use ring::{MbufRing, RingConsumer, RingProducer};
 pub use slice::{ChainError, MbufSlice};
 pub use telemetry::{register_telemetry, TelemetryReply, TelemetryValue};

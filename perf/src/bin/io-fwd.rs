@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use clap::Parser;
-use dpdk::{Burst, Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
+use dpdk::{Burst, Eal, Mempool, Poller, Port, PortConfig, RxQueue, TxQueue};
 
 /// Plain io-forward between two DPDK ports, one pinned thread per core,
 /// idle threads sleeping as tollgate's workers do.
@@ -193,7 +193,10 @@ fn forward(
     let mut burst = Burst::new();
     let mut idle_polls = 0u32;
     let (mut n_rx, mut n_tx, mut n_drop) = (0u64, 0u64, 0u64);
+    // A memif peer that leaves gets its rings unmapped only between this loop's bursts.
+    let poller = Poller::register();
     loop {
+        poller.quiescent();
         let mut work = 0;
         for side in 0..2 {
             let n = rx[side].rx_burst(&mut burst);

@@ -9,11 +9,13 @@
 
 mod common;
 
+use common::{ring_port, wait_for, with_flags, Rings};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk::{Burst, MbufRing, Mempool, RingPort, RssSetup};
+use dpdk::{Burst, Mempool, RssSetup};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
 use tollgate::ip_reassembly::tcp_fragment;
@@ -25,21 +27,6 @@ use tollgate::tcp::segment::TcpFlags;
 use tollgate_control::policy::PolicySet;
 
 const WORKERS: usize = 2;
-
-struct Rings {
-    rx: Vec<Arc<MbufRing>>,
-    tx: Vec<Arc<MbufRing>>,
-}
-
-fn ring_port(name: &str) -> (RingPort, Rings) {
-    let rx: Vec<_> = (0..WORKERS)
-        .map(|q| MbufRing::new(&format!("{name}_rx{q}"), 1024).unwrap())
-        .collect();
-    let tx: Vec<_> = (0..WORKERS)
-        .map(|q| MbufRing::new(&format!("{name}_tx{q}"), 1024).unwrap())
-        .collect();
-    (RingPort::new(name, &rx, &tx).unwrap(), Rings { rx, tx })
-}
 
 /// What the NIC does: its hashes for TCP segments (with ports) and for IP fragments (addresses
 /// alone), and its redirection table.
@@ -94,33 +81,6 @@ fn inject(pool: &Mempool, nic: &Nic, rings: &Rings, a: &Addressing, frames: &[Ve
     }
 }
 
-/// Waits for frames on these rings until `done` says it has what it needs.
-fn wait_for(what: &str, rings: &Rings, mut done: impl FnMut(&[Vec<u8>]) -> bool) -> Vec<Vec<u8>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut got = Vec::new();
-    loop {
-        for r in &rings.tx {
-            let mut b = Burst::new();
-            while r.dequeue_burst(&mut b) > 0 {
-                // The proxy's data segments are chains: headers, then the payload.
-                got.extend(b.drain().map(|m| m.to_vec()));
-            }
-        }
-        if done(&got) {
-            return got;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn with_flags(frames: &[Vec<u8>], flags: TcpFlags) -> Option<Inbound> {
-    frames
-        .iter()
-        .filter_map(|f| Inbound::read(f).ok())
-        .find(|s| s.header.flags.contains(flags))
-}
-
 /// A client port whose flow's queue is not the one the NIC picks for its fragments.
 fn client_port(nic: &Nic, client: &str, server: SocketAddr) -> SocketAddr {
     for port in 40000u16.. {
@@ -138,8 +98,8 @@ fn under_rss_a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
     let _eal = common::eal_without_hugepages("rss-frag-test", 256);
     let pool = Arc::new(Mempool::pktmbuf("rss_frag_pool", 4095, 32, 2176, 0).unwrap());
     let nic = Nic::new();
-    let (inside, in_rings) = ring_port("in");
-    let (outside, out_rings) = ring_port("out");
+    let (inside, in_rings) = ring_port("in", WORKERS);
+    let (outside, out_rings) = ring_port("out", WORKERS);
     let mut config = Config::default();
     config.ports.inside = inside.name.clone();
     config.ports.outside = outside.name.clone();

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk::{Burst, MbufRing, Mempool, RingPort};
+use dpdk::{Burst, Mempool};
 use serde_json::{json, Value};
 use tollgate::config::Config;
 use tollgate::control::ControlPlane;
@@ -18,16 +18,6 @@ use tollgate::synth::{self, Addressing};
 use tollgate_control::protocol::{Request, Response};
 
 const FRAMES: u64 = 20;
-
-fn ring_port(name: &str, queues: usize) -> (RingPort, Vec<Arc<MbufRing>>, Vec<Arc<MbufRing>>) {
-    let rx: Vec<_> = (0..queues)
-        .map(|q| MbufRing::new(&format!("{name}_rx{q}"), 1024).unwrap())
-        .collect();
-    let tx: Vec<_> = (0..queues)
-        .map(|q| MbufRing::new(&format!("{name}_tx{q}"), 1024).unwrap())
-        .collect();
-    (RingPort::new(name, &rx, &tx).unwrap(), rx, tx)
-}
 
 fn ask(control: &mut ControlPlane, dp: &Dataplane, request: Value) -> Value {
     let request: Request = serde_json::from_value(request).unwrap();
@@ -40,8 +30,8 @@ fn ask(control: &mut ControlPlane, dp: &Dataplane, request: Value) -> Value {
 fn a_frame_a_worker_has_taken_is_in_the_very_next_stats_reply() {
     let _eal = common::eal_without_hugepages("stats-test", 256);
     let pool = Arc::new(Mempool::pktmbuf("stats_test_pool", 4095, 32, 2176, 0).unwrap());
-    let (inside, in_rx, _in_tx) = ring_port("sin", 2);
-    let (outside, _out_rx, out_tx) = ring_port("sout", 2);
+    let (inside, in_rings) = common::ring_port("sin", 2);
+    let (outside, out_rings) = common::ring_port("sout", 2);
 
     let mut config = Config::default();
     config.ports.inside = inside.name.clone();
@@ -81,12 +71,12 @@ fn a_frame_a_worker_has_taken_is_in_the_very_next_stats_reply() {
         m.append(&frame).unwrap();
         let mut b = Burst::new();
         b.push(m).unwrap();
-        assert_eq!(in_rx[i as usize % 2].enqueue_burst(&mut b), 1);
+        assert_eq!(in_rings.rx[i as usize % 2].enqueue_burst(&mut b), 1);
 
         // Once the frame has left by the outside port, its worker has counted it.
         let deadline = Instant::now() + Duration::from_secs(10);
         'crossed: loop {
-            for ring in &out_tx {
+            for ring in &out_rings.tx {
                 let mut b = Burst::new();
                 if ring.dequeue_burst(&mut b) > 0 {
                     assert_eq!(b.as_slice()[0].data(), &frame[..]);

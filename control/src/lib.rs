@@ -1,13 +1,16 @@
-//! Tollgate's control-plane model, shared by the daemon and `tollgatectl`:
-//! the policy model, the wire protocol and the counters snapshot.
+//! Tollgate's control plane, shared by the daemon and `tollgatectl`: the wire protocol, the
+//! counters snapshot, the socket server and client, and policy persistence. The policy model
+//! itself is the core's ([`policy`]), which the protocol carries.
 
-pub mod classifier;
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod persist;
-pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod stats;
+
+pub use tollgate_core::policy;
 
 pub use stats::{
     ControlSocketCounters, LimitCounters, MempoolStats, PortCounters, Prometheus, ProxyCounters,

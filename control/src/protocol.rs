@@ -11,8 +11,16 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Action, FlowFields, Ingress, Prefix, Protocol, Rule, RuleSpec};
+use crate::policy::{Action, FlowFields, Ingress, Protocol, Rule, RuleSpec};
 use crate::stats::{LimitCounters, StatsSnapshot};
+
+// What the workers report, as the core defines it.
+pub use tollgate_core::flow::view::{
+    ClearCounts, FilterError, FlowFilter, FlowView, FlowsClearReply, KeptFlow, KeptReason, LegView,
+    ProxyFlowView, MAX_KEPT_LISTED,
+};
+pub use tollgate_core::policy::{PolicyDefaults, RuleHits};
+pub use tollgate_core::proxy::LimitNow;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request or reply line, newline included.
@@ -128,116 +136,6 @@ impl ExplainQuery {
 
 fn default_ingress() -> Ingress {
     Ingress::Inside
-}
-
-/// Selects flows; absent fields match everything, and a flow must match every field given.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FlowFilter {
-    /// Either endpoint's address is in this prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<Prefix>,
-    /// Either endpoint's port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proto: Option<Protocol>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<Action>,
-    /// Flows classified by this rule.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<u32>,
-    /// With `dst`: one connection, by its two endpoints (address and port; port 0 for
-    /// protocols without ports), in either direction: `src` may be the initiator or the
-    /// responder. Both or neither.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub src: Option<SocketAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dst: Option<SocketAddr>,
-}
-
-/// A filter that selects nothing sensible, and why; `field` is the filter's JSON field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("filter.{field}: {message}")]
-pub struct FilterError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl FlowFilter {
-    /// Refuses what could only ever match nothing by mistake: one end of a connection without
-    /// the other, ends of different address families, ports where the protocol has none or
-    /// none where it has them.
-    pub fn check(&self) -> Result<(), FilterError> {
-        let invalid = |field, message: String| Err(FilterError { field, message });
-        let (src, dst) = match (self.src, self.dst) {
-            (None, None) => return Ok(()),
-            (Some(src), Some(dst)) => (src, dst),
-            (Some(_), None) => {
-                return invalid(
-                    "dst",
-                    "src names one end of a connection; give dst, the other end, too".into(),
-                )
-            }
-            (None, Some(_)) => {
-                return invalid(
-                    "src",
-                    "dst names one end of a connection; give src, the other end, too".into(),
-                )
-            }
-        };
-        if src.is_ipv4() != dst.is_ipv4() {
-            return invalid(
-                "dst",
-                format!("{src} and {dst} are of different address families: no flow joins them"),
-            );
-        }
-        if let Some(proto) = self.proto {
-            for (field, end) in [("src", src), ("dst", dst)] {
-                if proto.has_ports() && end.port() == 0 {
-                    return invalid(
-                        field,
-                        format!("{end} has no port, and {proto} flows have ports (IP:PORT)"),
-                    );
-                }
-                if !proto.has_ports() && end.port() != 0 {
-                    return invalid(
-                        field,
-                        format!(
-                            "{end} has a port, and {proto} flows have none: give the bare address"
-                        ),
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the flow of `proto` between `a` and `b` (in either order), in `mode` and
-    /// classified by `rule` (None: a protocol default), is selected.
-    pub fn matches(
-        &self,
-        proto: Protocol,
-        a: SocketAddr,
-        b: SocketAddr,
-        mode: Action,
-        rule: Option<u32>,
-    ) -> bool {
-        let same = |x: SocketAddr, y: SocketAddr| x.ip() == y.ip() && x.port() == y.port();
-        self.proto.is_none_or(|p| p == proto)
-            && self.port.is_none_or(|p| a.port() == p || b.port() == p)
-            && self
-                .prefix
-                .is_none_or(|p| p.contains(a.ip()) || p.contains(b.ip()))
-            && self.mode.is_none_or(|m| m == mode)
-            && self.rule.is_none_or(|r| rule == Some(r))
-            && match (self.src, self.dst) {
-                (Some(src), Some(dst)) => {
-                    (same(src, a) && same(dst, b)) || (same(src, b) && same(dst, a))
-                }
-                _ => true,
-            }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -357,14 +255,6 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 
 // Replies, by operation.
 
-/// Hit counters of one rule, summed over workers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleHits {
-    pub flows: u64,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleView {
     #[serde(flatten)]
@@ -381,13 +271,6 @@ pub struct PolicyListReply {
     pub rules: Vec<RuleView>,
     /// What flows matching no rule get, per protocol.
     pub defaults: PolicyDefaults,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyDefaults {
-    pub tcp: Action,
-    pub udp: Action,
-    pub other: Action,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -421,95 +304,6 @@ pub struct ExplainReply {
     pub limits: Vec<LimitNow>,
 }
 
-/// One connection limit of a rule, now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LimitNow {
-    /// "conn-max", "embryonic-max" or "per-client-max".
-    pub limit: String,
-    pub max: u64,
-    /// Connections it counts now: all of the rule's, those in their handshakes, or the
-    /// client's (over every client whose address shares its bucket: see `per_client_max`).
-    pub current: u64,
-    /// Reached: a new flow of the rule would meet its `on_limit` action now.
-    pub reached: bool,
-}
-
-/// One flow as the workers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowView {
-    pub worker: u16,
-    pub proto: Protocol,
-    /// The initiator (the side that sent the first frame seen).
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub ingress: Ingress,
-    pub mode: Action,
-    /// Why the flow has its mode: "rule 3 (ctcp)", "default for tcp".
-    pub reason: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<u32>,
-    pub packets_original: u64,
-    pub packets_reply: u64,
-    pub bytes_original: u64,
-    pub bytes_reply: u64,
-    pub age_ms: u64,
-    pub idle_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_state: Option<String>,
-    /// The proxy's view of a proxied flow (both legs), while the proxy holds it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<ProxyFlowView>,
-    /// Why a flow the proxy held passes through now: "stall", "policy", "detection" or
-    /// "operator" (`flows.clear` with `hand_over`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handed_over: Option<String>,
-    /// What detection recognised in the flow's first payload ("ctcp-ike", "ctcp-esp",
-    /// "rfc8229", "framed-ike", "framed-esp").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detected: Option<String>,
-}
-
-/// A proxied flow as `flows list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ProxyFlowView {
-    /// "connecting", "relaying", "time-wait", "closed" or "pass-through".
-    pub state: String,
-    /// The connection with the real client (tollgate plays the server), once it exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_leg: Option<LegView>,
-    /// The connection with the real server (tollgate plays the client).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_leg: Option<LegView>,
-    /// In-order bytes from the client not yet acknowledged by the server.
-    pub buffered_client_to_server: u64,
-    pub buffered_server_to_client: u64,
-    /// Holes a peer left unfilled (see the rule's `on-stall`).
-    pub stalls: u64,
-    /// Why the flow left the proxy for pass-through, when it did: "stall", "policy",
-    /// "detection" or "operator".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handed_over: Option<String>,
-}
-
-/// One leg of a proxied flow.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LegView {
-    /// The RFC 9293 state name, e.g. "ESTABLISHED", "FIN-WAIT-2".
-    pub state: String,
-    pub retransmissions: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub srtt_ms: Option<u64>,
-    pub rto_ms: u64,
-    pub cwnd: u64,
-    /// Bytes queued to send on this leg, not yet acknowledged by its peer.
-    pub send_buffered: u64,
-    /// Segments that arrived above a hole and were held.
-    pub out_of_order_received: u64,
-    /// The leg's handshake set up ECN (RFC 3168).
-    #[serde(default)]
-    pub ecn: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowsListReply {
     /// Flows matching the filter, over all workers.
@@ -517,125 +311,6 @@ pub struct FlowsListReply {
     pub page: u32,
     pub page_size: u32,
     pub flows: Vec<FlowView>,
-}
-
-/// What `flows.clear` did, by the mode each flow it selected was in.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowsClearReply {
-    /// Flows reset, handed over or forgotten (the ones kept are not counted).
-    pub cleared: u64,
-    /// Flows in proxy mode: connections reset at both ends (their entries stay, closed, for
-    /// the closed timeout, so that segments still in flight are recognised and ignored), or
-    /// handed over to pass-through (`hand_over`), or kept when they cannot be; entries holding
-    /// no connection (picked up mid-stream, or finished) forgotten.
-    #[serde(default)]
-    pub proxy: ClearCounts,
-    /// Flows in bypass mode: forgotten (the next frame makes a new entry, classified by the
-    /// policy), or kept when handed over from the proxy earlier and still held by it.
-    #[serde(default)]
-    pub bypass: ClearCounts,
-    /// Flows in drop mode: forgotten.
-    #[serde(default)]
-    pub drop: ClearCounts,
-    /// The flows kept, with why: at most [`MAX_KEPT_LISTED`] (the counts are complete).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kept: Vec<KeptFlow>,
-}
-
-/// Most kept flows one `flows.clear` reply lists.
-pub const MAX_KEPT_LISTED: usize = 1000;
-
-impl FlowsClearReply {
-    /// Adds another worker's reply to this one, listing at most [`MAX_KEPT_LISTED`] kept flows.
-    pub fn absorb(&mut self, other: FlowsClearReply) {
-        self.cleared += other.cleared;
-        self.proxy.absorb(other.proxy);
-        self.bypass.absorb(other.bypass);
-        self.drop.absorb(other.drop);
-        let room = MAX_KEPT_LISTED.saturating_sub(self.kept.len());
-        self.kept.extend(other.kept.into_iter().take(room));
-    }
-}
-
-/// What became of the flows of one mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClearCounts {
-    /// Proxied connections reset at both ends.
-    #[serde(default)]
-    pub reset: u64,
-    /// Proxied connections handed over to pass-through.
-    #[serde(default)]
-    pub handed_over: u64,
-    /// Entries removed: the flow's next frame makes a new one.
-    #[serde(default)]
-    pub forgotten: u64,
-    /// Left as they were (see `FlowsClearReply::kept`).
-    #[serde(default)]
-    pub kept: u64,
-}
-
-impl ClearCounts {
-    pub fn absorb(&mut self, other: ClearCounts) {
-        self.reset += other.reset;
-        self.handed_over += other.handed_over;
-        self.forgotten += other.forgotten;
-        self.kept += other.kept;
-    }
-
-    pub fn total(&self) -> u64 {
-        self.reset + self.handed_over + self.forgotten + self.kept
-    }
-}
-
-/// A flow `flows.clear` selected and left as it was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeptFlow {
-    pub worker: u16,
-    pub proto: Protocol,
-    /// The initiator.
-    pub src: SocketAddr,
-    pub dst: SocketAddr,
-    pub mode: Action,
-    pub reason: KeptReason,
-}
-
-/// Why `flows.clear` left a flow as it was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeptReason {
-    /// A proxied connection still in its handshake (`hand_over`): the two legs' sequence
-    /// numbers cannot be related yet. It stays proxied; clear it again once established.
-    HandshakeInProgress,
-    /// A proxied connection one end has closed for good (`hand_over`): that end would reset
-    /// the other's segments. It stays proxied until it ends, moments later.
-    Closing,
-    /// Handed over to pass-through earlier, and the proxy still delivers bytes it owes an
-    /// endpoint or translates sequence numbers and timestamps between the two legs' spaces:
-    /// forgetting it would break the connection.
-    PassThrough,
-}
-
-impl KeptReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            KeptReason::HandshakeInProgress => "handshake-in-progress",
-            KeptReason::Closing => "closing",
-            KeptReason::PassThrough => "pass-through",
-        }
-    }
-
-    /// In words, for people.
-    pub fn explanation(self) -> &'static str {
-        match self {
-            KeptReason::HandshakeInProgress => {
-                "handshake in progress, cannot be handed over yet: still proxied"
-            }
-            KeptReason::Closing => "one end has closed, cannot be handed over: proxied until it ends",
-            KeptReason::PassThrough => {
-                "handed over earlier; tollgate still delivers bytes it owes or translates sequence numbers, so forgetting it would break the connection"
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use tollgate_core::pipeline::FrameAction;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {file}: cannot read: {reason}")]
@@ -24,36 +26,6 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.into(),
-    }
-}
-
-/// What to do with a frame that cannot be handled as asked: pass it on (a
-/// bump in the wire that fails open) or drop it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FrameAction {
-    #[default]
-    Forward,
-    Drop,
-}
-
-impl std::str::FromStr for FrameAction {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "forward" => Ok(FrameAction::Forward),
-            "drop" => Ok(FrameAction::Drop),
-            other => Err(format!("{other:?} is not an action: use forward or drop")),
-        }
-    }
-}
-
-impl std::fmt::Display for FrameAction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FrameAction::Forward => "forward",
-            FrameAction::Drop => "drop",
-        })
     }
 }
 
@@ -172,7 +144,7 @@ pub struct ReassemblySection {
 
 impl Default for ReassemblySection {
     fn default() -> Self {
-        let d = crate::ip_reassembly::ReassemblyConfig::default();
+        let d = tollgate_core::ip_reassembly::ReassemblyConfig::default();
         ReassemblySection {
             enabled: true,
             timeout_ms: d.timeout_ms,
@@ -186,8 +158,8 @@ impl Default for ReassemblySection {
 }
 
 impl ReassemblySection {
-    pub fn table_config(&self) -> crate::ip_reassembly::ReassemblyConfig {
-        crate::ip_reassembly::ReassemblyConfig {
+    pub fn table_config(&self) -> tollgate_core::ip_reassembly::ReassemblyConfig {
+        tollgate_core::ip_reassembly::ReassemblyConfig {
             timeout_ms: self.timeout_ms,
             max_datagrams: self.max_datagrams,
             max_held_bytes: self.max_held_kib * 1024,
@@ -487,16 +459,16 @@ pub struct ProxySection {
     pub max_embryonic_per_source: usize,
     /// A TCP flow under proxy policy whose first packet is not a SYN: `bypass` forwards it
     /// unproxied, `drop` drops it (drop reason `tcp_not_syn`) and keeps no entry for it.
-    pub on_midstream: crate::proxy::MidstreamAction,
+    pub on_midstream: tollgate_core::proxy::MidstreamAction,
     /// Payload bytes all proxied flows may hold together, in MiB (each worker gets its share).
     pub memory_budget_mib: usize,
     /// What a new flow gets when the proxy cannot take it, per condition: `bypass` forwards
     /// it unproxied for its whole life, `reset` refuses it with a RST. At `max_flows`...
-    pub on_flow_limit: crate::proxy::BudgetAction,
+    pub on_flow_limit: tollgate_core::proxy::BudgetAction,
     /// ...at `memory_budget_mib`...
-    pub on_memory_budget: crate::proxy::BudgetAction,
+    pub on_memory_budget: tollgate_core::proxy::BudgetAction,
     /// ...and when fewer than an eighth of the packet buffers are free.
-    pub on_buffer_shortage: crate::proxy::BudgetAction,
+    pub on_buffer_shortage: tollgate_core::proxy::BudgetAction,
     /// What a stall does when the flow's rule has no `on-stall`: wait, reset or bypass.
     pub on_stall: tollgate_control::policy::StallAction,
     /// Server ports whose proxied flows are watched for IPsec over TCP (handed over to
@@ -510,7 +482,7 @@ pub struct ProxySection {
     pub ecn: bool,
     /// Byte patterns that reset a proxied connection when its stream carries them.
     #[serde(rename = "signature")]
-    pub signatures: Vec<crate::tcp::inspect::SignatureConfig>,
+    pub signatures: Vec<tollgate_core::tcp::inspect::SignatureConfig>,
 }
 
 impl Default for ProxySection {
@@ -525,11 +497,11 @@ impl Default for ProxySection {
             // from one address is past what a host needs, and a NAT's users still connect
             // past it, through their cookies.
             max_embryonic_per_source: 64,
-            on_midstream: crate::proxy::MidstreamAction::Bypass,
+            on_midstream: tollgate_core::proxy::MidstreamAction::Bypass,
             memory_budget_mib: 1024,
-            on_flow_limit: crate::proxy::BudgetAction::Bypass,
-            on_memory_budget: crate::proxy::BudgetAction::Bypass,
-            on_buffer_shortage: crate::proxy::BudgetAction::Bypass,
+            on_flow_limit: tollgate_core::proxy::BudgetAction::Bypass,
+            on_memory_budget: tollgate_core::proxy::BudgetAction::Bypass,
+            on_buffer_shortage: tollgate_core::proxy::BudgetAction::Bypass,
             on_stall: tollgate_control::policy::StallAction::Wait,
             // Cisco's IPsec over TCP default.
             detect_ipsec_over_tcp_ports: vec![10_000],
@@ -792,7 +764,7 @@ impl Config {
                 "0 is not a TCP port a server listens on",
             ));
         }
-        if let Err(e) = crate::tcp::inspect::SignatureInspector::new(&p.signatures) {
+        if let Err(e) = tollgate_core::tcp::inspect::SignatureInspector::new(&p.signatures) {
             return Err(invalid("proxy.signature", e.to_string()));
         }
         if self.workers.idle_sleep_us > 1_000_000 {

@@ -10,24 +10,24 @@ use anyhow::{bail, Context};
 use crossbeam::channel::{bounded, Receiver, Sender};
 use dpdk::{LcoreTask, MbufRing, Mempool, Port, PortConfig, RssSetup, Steering};
 
-use crate::policy::stall_of;
-use crate::proxy::{ProxySettings, ProxyTable};
-use crate::tcp::inspect::SignatureInspector;
-use crate::tcp::proxy::ProxyConfig;
-use crate::tcp::reassembly::ReassemblyLimits;
 use tollgate_control::{LimitCounters, MempoolStats, PortCounters, StatsSnapshot};
+use tollgate_core::policy::stall_of;
+use tollgate_core::proxy::{ProxySettings, ProxyTable};
+use tollgate_core::tcp::inspect::SignatureInspector;
+use tollgate_core::tcp::proxy::ProxyConfig;
+use tollgate_core::tcp::reassembly::ReassemblyLimits;
 
 use crate::config::Config;
-use crate::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
-use crate::ip_reassembly::FragmentTable;
-use crate::notice::Notices;
-use crate::pipeline::{Pipeline, PipelineConfig, PortSide, RssQueue, Steer};
-use crate::policy::{CompiledPolicy, PolicyBoard};
-use crate::rss::RssSteering;
-use crate::stats::{latch_port_counters, port_counters, snapshot, SnapshotInputs};
-use crate::steering::SplitAudit;
+use crate::snapshot::{latch_port_counters, port_counters, snapshot, SnapshotInputs};
 use crate::worker::{HandoffsDone, Worker, WorkerCommand, WorkerReport};
 use tollgate_control::protocol::RuleHits;
+use tollgate_core::flow::{FlowKey, FlowTableConfig, FlowTimeouts};
+use tollgate_core::ip_reassembly::FragmentTable;
+use tollgate_core::notice::Notices;
+use tollgate_core::pipeline::{Pipeline, PipelineConfig, PortSide, RssQueue, Steer};
+use tollgate_core::policy::{CompiledPolicy, PolicyBoard};
+use tollgate_core::rss::{HashInput, RssSteering};
+use tollgate_core::steering::SplitAudit;
 
 /// Commands waiting per worker; a full queue means the worker is stuck, and
 /// the control plane says so rather than wait.
@@ -170,7 +170,7 @@ impl Dataplane {
         // What hashing TCP uses: a key longer than the longest input (IPv6 addresses and ports,
         // 36 bytes) and its 32-bit window changes nothing, nor do flow types other than TCP's.
         let model = |setup: &RssSetup| {
-            let (tcp4, tcp6) = RssSteering::inputs_of(setup.flow_types);
+            let (tcp4, tcp6) = rss_inputs(setup.flow_types);
             let key = setup
                 .key
                 .iter()
@@ -628,6 +628,27 @@ impl Drop for Dataplane {
     }
 }
 
+/// The port's RSS for TCP over each IP version, from its `RTE_ETH_RSS_*` flow types: with
+/// ports where it hashes non-fragmented TCP, on addresses where it hashes only IP.
+fn rss_inputs(flow_types: u64) -> (Option<HashInput>, Option<HashInput>) {
+    use dpdk::sys::consts::{
+        ETH_RSS_IPV4, ETH_RSS_IPV6, ETH_RSS_NONFRAG_IPV4_TCP, ETH_RSS_NONFRAG_IPV6_TCP,
+    };
+    let input = |tcp: u64, ip: u64| {
+        if flow_types & tcp != 0 {
+            Some(HashInput::AddressesAndPorts)
+        } else if flow_types & ip != 0 {
+            Some(HashInput::Addresses)
+        } else {
+            None
+        }
+    };
+    (
+        input(ETH_RSS_NONFRAG_IPV4_TCP, ETH_RSS_IPV4),
+        input(ETH_RSS_NONFRAG_IPV6_TCP, ETH_RSS_IPV6),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,5 +684,18 @@ mod tests {
             assert!(Dataplane::rss_steering([Some(x), Some(y)]).is_none());
         }
         assert!(Dataplane::rss_steering([Some(&a), None]).is_none());
+    }
+
+    #[test]
+    fn flow_types_say_what_is_hashed() {
+        use dpdk::sys::consts::*;
+        assert_eq!(
+            rss_inputs(ETH_RSS_IP | ETH_RSS_TCP),
+            (
+                Some(HashInput::AddressesAndPorts),
+                Some(HashInput::AddressesAndPorts)
+            )
+        );
+        assert_eq!(rss_inputs(ETH_RSS_IPV4), (Some(HashInput::Addresses), None));
     }
 }

@@ -1,27 +1,13 @@
-//! Tollgate's data plane. `parse`, `flow`, `pipeline`, `rss` and `steering` are the
-//! sans-IO core: plain Rust over byte slices, testable without DPDK. `worker`
-//! and `daemon` drive it with DPDK.
+//! The `tollgate` daemon: the configuration, the DPDK worker loop (bursts, mbufs, ports, TX)
+//! that drives the I/O-free core (`tollgate-core`), the control-socket handler, stats,
+//! exporters and logs.
+
+#![forbid(unsafe_code)]
 
 pub mod config;
-pub mod control;
-pub mod counters;
+pub mod control_socket;
 pub mod daemon;
-pub mod detect;
 pub mod exporter;
-pub mod flow;
-pub mod flow_view;
-pub mod ip_reassembly;
 pub mod log;
-pub mod notice;
-pub mod parse;
-pub mod pipeline;
-pub mod policy;
-pub mod proxy;
-pub mod rss;
-pub mod stats;
-pub mod steering;
-pub mod synth;
-pub mod tcp;
-#[cfg(test)]
-mod test_rng;
+pub mod snapshot;
 pub mod worker;

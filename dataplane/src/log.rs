@@ -16,7 +16,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tollgate_control::StatsSnapshot;
 
 use crate::config::{LogConfig, LogFormat, LogLevel};
-use crate::notice::{NoticeKind, Notices};
+use tollgate_core::notice::{NoticeKind, Notices};
 
 impl LogLevel {
     fn filter(self) -> tracing::level_filters::LevelFilter {
@@ -190,8 +190,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::flow::FlowKey;
-    use crate::notice::Notice;
+    use tollgate_core::flow::FlowKey;
+    use tollgate_core::notice::Notice;
 
     /// Collects what the subscriber writes.
     #[derive(Clone, Default)]

@@ -1,5 +1,7 @@
 //! `tollgate`: the data-plane daemon.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,13 +10,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use dpdk::{Eal, Mempool, Port};
 use tollgate::config::{device_name, parse_core_list, Config, FrameAction, LogFormat, LogLevel};
-use tollgate::control::{ControlPlane, ToMainThread};
+use tollgate::control_socket::{ControlPlane, ToMainThread};
 use tollgate::daemon::Dataplane;
 use tollgate::exporter::{self, MetricsEndpoint};
-use tollgate::pipeline::PortSide;
-use tollgate::{log, stats};
+use tollgate::{log, snapshot};
 use tollgate_control::server::{ControlServer, SocketAccess};
 use tollgate_control::Prometheus;
+use tollgate_core::pipeline::PortSide;
 use tracing::{info, warn};
 
 #[global_allocator]
@@ -500,7 +502,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log::counter_changes(&logged, &snapshot);
             logged.clone_from(&snapshot);
             if let Some(file) = &config.stats.file {
-                if let Err(e) = stats::write_file(file, &snapshot) {
+                if let Err(e) = snapshot::write_file(file, &snapshot) {
                     warn!("stats.file {}: {e}", file.display());
                 }
             }
@@ -528,7 +530,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     final_stats.control_socket = last.control_socket;
     eprint!("{}", final_stats.render_table());
     if let Some(file) = &config.stats.file {
-        stats::write_file(file, &final_stats)
+        snapshot::write_file(file, &final_stats)
             .map_err(|e| anyhow::anyhow!("stats.file {}: {e}", file.display()))?;
     }
     if let Some(pid_file) = &config.daemon.pid_file {

@@ -15,17 +15,18 @@ use dpdk::{
 use tollgate_control::protocol::{FlowFilter, FlowView, FlowsClearReply, RuleHits};
 use tollgate_control::{LimitCounters, ProxyCounters, ReassemblyCounters};
 
-use crate::counters::{DropReason, WorkerCounters};
-use crate::flow::{FlowKey, FlowTable};
-use crate::flow_view;
-use crate::ip_reassembly::{tcp_fragment, FragmentTable, Outcome};
-use crate::notice::Notices;
-use crate::parse::parse_frame;
-use crate::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
-use crate::policy::PolicyBoard;
-use crate::proxy::{
+use tollgate_core::counters::{DropReason, WorkerCounters};
+use tollgate_core::flow::view;
+use tollgate_core::flow::{FlowKey, FlowTable};
+use tollgate_core::ip_reassembly::{tcp_fragment, FragmentTable, Outcome};
+use tollgate_core::notice::Notices;
+use tollgate_core::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
+use tollgate_core::policy::PolicyBoard;
+use tollgate_core::proxy::{
     ClearAction, Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable,
 };
+use tollgate_core::tcp::payload::Payload;
+use tollgate_core::wire::parse_frame;
 
 /// Requests from the control plane, answered between bursts. The queue is
 /// bounded and the control plane waits with a timeout, so neither side can
@@ -153,7 +154,7 @@ pub struct Worker {
     pub policy: Arc<PolicyBoard>,
     pub commands: Receiver<WorkerCommand>,
     /// This worker's proxied flows.
-    pub proxies: ProxyTable<MbufSlice>,
+    pub proxies: ProxyTable<MbufPayload>,
     /// Where the proxy's frames get their buffers (the ports' pool).
     pub pool: Arc<Mempool>,
     /// Both ports take multi-segment frames, so relayed payload is chained, not copied.
@@ -189,8 +190,30 @@ struct TxSink<'a> {
     refused: u64,
 }
 
-impl FrameSink<MbufSlice> for TxSink<'_> {
-    fn send(&mut self, side: PortSide, headers: &[u8], payload: Option<&MbufSlice>) -> bool {
+/// The proxy's payload in the data plane: a received segment's bytes, kept in the mbuf they
+/// arrived in and chained, not copied, behind the headers of each frame that relays them.
+#[derive(Clone)]
+pub struct MbufPayload(pub MbufSlice);
+
+impl Payload for MbufPayload {
+    #[inline]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    #[inline]
+    fn slice(&self, start: usize, end: usize) -> Self {
+        MbufPayload(self.0.slice(start, end))
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+impl FrameSink<MbufPayload> for TxSink<'_> {
+    fn send(&mut self, side: PortSide, headers: &[u8], payload: Option<&MbufPayload>) -> bool {
         let Some(mut m) = Mbuf::alloc(self.pool) else {
             return false;
         };
@@ -199,9 +222,9 @@ impl FrameSink<MbufSlice> for TxSink<'_> {
         }
         if let Some(payload) = payload {
             let attached = if self.chain {
-                m.chain_slice(payload, self.pool).is_ok()
+                m.chain_slice(&payload.0, self.pool).is_ok()
             } else {
-                m.append_slice_copy(payload).is_ok()
+                m.append_slice_copy(&payload.0).is_ok()
             };
             if !attached {
                 return false;
@@ -672,7 +695,12 @@ impl Worker {
             .rule_options(target.rule, target.may_open(&seg));
         let mut frame = Some(m);
         let (offset, len) = (seg.payload_offset, seg.payload_len);
-        let take_payload = || frame.take().and_then(|m| m.into_slice(offset, len).ok());
+        let take_payload = || {
+            frame
+                .take()
+                .and_then(|m| m.into_slice(offset, len).ok())
+                .map(MbufPayload)
+        };
         let disposition = self.with_proxies(out, |proxies, flows, sink| {
             proxies.on_frame(flows, target, &seg, take_payload, options, now_ms, sink)
         });
@@ -753,7 +781,7 @@ impl Worker {
     fn with_proxies<R>(
         &mut self,
         out: &mut Outbox,
-        f: impl FnOnce(&mut ProxyTable<MbufSlice>, &mut FlowTable, &mut TxSink<'_>) -> R,
+        f: impl FnOnce(&mut ProxyTable<MbufPayload>, &mut FlowTable, &mut TxSink<'_>) -> R,
     ) -> R {
         let mut sink = TxSink::new(
             &self.pool,
@@ -794,10 +822,10 @@ impl Worker {
                 let mut total = 0u64;
                 let mut flows = Vec::new();
                 for e in self.pipeline.flows().iter() {
-                    if flow_view::matches(&filter, e) {
+                    if view::matches(&filter, e) {
                         total += 1;
                         if flows.len() < limit {
-                            let mut view = flow_view::view(self.id as u16, e, now_ms);
+                            let mut view = view::view(self.id as u16, e, now_ms);
                             view.proxy = e.proxy_slot().and_then(|slot| self.proxies.view(slot));
                             flows.push(view);
                         }
@@ -812,7 +840,7 @@ impl Worker {
             } => {
                 let worker = self.id as u16;
                 let report = self.with_proxies(out, |proxies, flows, sink| {
-                    flow_view::clear(flows, proxies, &filter, action, worker, now_ms, sink)
+                    view::clear(flows, proxies, &filter, action, worker, now_ms, sink)
                 });
                 let _ = reply.send(report);
             }

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use dpdk::{Burst, MbufRing, Mempool, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
-use tollgate::flow::{FlowKey, FlowTable};
-use tollgate::policy::CompiledPolicy;
-use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 use tollgate_control::policy::PolicySet;
+use tollgate_core::flow::{FlowKey, FlowTable};
+use tollgate_core::policy::CompiledPolicy;
+use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 
 const FLOWS: u16 = 300;
 

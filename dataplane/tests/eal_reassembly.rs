@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use dpdk::{Burst, MbufRing, Mempool};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
-use tollgate::flow::{FlowKey, FlowTable};
-use tollgate::policy::CompiledPolicy;
-use tollgate::proxy::Inbound;
-use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
-use tollgate::tcp::segment::TcpFlags;
 use tollgate_control::policy::PolicySet;
+use tollgate_core::flow::{FlowKey, FlowTable};
+use tollgate_core::policy::CompiledPolicy;
+use tollgate_core::proxy::Inbound;
+use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate_core::tcp::segment::TcpFlags;
 
 const WORKERS: usize = 2;
 

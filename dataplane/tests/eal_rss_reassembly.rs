@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 use dpdk::{Burst, Mempool, RssSetup};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
-use tollgate::ip_reassembly::tcp_fragment;
-use tollgate::policy::CompiledPolicy;
-use tollgate::proxy::Inbound;
-use tollgate::rss::{HashInput, RssSteering};
-use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
-use tollgate::tcp::segment::TcpFlags;
 use tollgate_control::policy::PolicySet;
+use tollgate_core::ip_reassembly::tcp_fragment;
+use tollgate_core::policy::CompiledPolicy;
+use tollgate_core::proxy::Inbound;
+use tollgate_core::rss::{HashInput, RssSteering};
+use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate_core::tcp::segment::TcpFlags;
 
 const WORKERS: usize = 2;
 

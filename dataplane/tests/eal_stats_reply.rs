@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use dpdk::{Burst, Mempool};
 use serde_json::{json, Value};
 use tollgate::config::Config;
-use tollgate::control::ControlPlane;
+use tollgate::control_socket::ControlPlane;
 use tollgate::daemon::Dataplane;
-use tollgate::synth::{self, Addressing};
 use tollgate_control::protocol::{Request, Response};
+use tollgate_core::synth::{self, Addressing};
 
 const FRAMES: u64 = 20;
 

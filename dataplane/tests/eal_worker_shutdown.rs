@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use dpdk::{Burst, MbufRing, Mempool, Port, PortConfig, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::{flow_table_config, proxy_settings};
-use tollgate::pipeline::{Pipeline, PipelineConfig};
-use tollgate::policy::{CompiledPolicy, PolicyBoard};
-use tollgate::proxy::ProxyTable;
-use tollgate::synth::{self, Addressing};
-use tollgate::tcp::inspect::SignatureInspector;
 use tollgate::worker::{HandoffsDone, Worker, WorkerReport};
 use tollgate_control::policy::PolicySet;
+use tollgate_core::pipeline::{Pipeline, PipelineConfig};
+use tollgate_core::policy::{CompiledPolicy, PolicyBoard};
+use tollgate_core::proxy::ProxyTable;
+use tollgate_core::synth::{self, Addressing};
+use tollgate_core::tcp::inspect::SignatureInspector;
 
 const FRAMES: usize = 100;
 
@@ -114,7 +114,9 @@ fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
         pool: pool.clone(),
         tx_multi_seg: false,
         released: Vec::new(),
-        fragments: tollgate::ip_reassembly::FragmentTable::new(config.reassembly.table_config()),
+        fragments: tollgate_core::ip_reassembly::FragmentTable::new(
+            config.reassembly.table_config(),
+        ),
         large_pool: None,
     };
     let report = worker.run();

@@ -10,12 +10,14 @@
 //! port range (1024-65535), 10% esp (IPv6 /48) and gre (source /24) rules;
 //! then a `tcp` catch-all with `proxy` and a final catch-all.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_control::classifier::Classifier;
+use tollgate_control::policy::Classifier;
 use tollgate_control::policy::{Action, FlowFields, Ingress, Match, PolicySet, RuleSpec};
 
 /// A rule from its match fields in `tollgatectl` notation, "" for any.

@@ -6,14 +6,16 @@
 //! packet.
 //! Figures in `perf/RESULTS.md`.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::config::Config;
-use tollgate::flow::{FlowKey, FlowTable, FlowTableConfig, PacketMeta};
-use tollgate::synth::TCP_ACK;
+use tollgate_core::flow::{FlowKey, FlowTable, FlowTableConfig, PacketMeta};
+use tollgate_core::synth::TCP_ACK;
 use tollgate_perf::frames::flow;
 
 const NOW_MS: u64 = 1_000;
@@ -90,7 +92,7 @@ fn observe(c: &mut Criterion) {
                 }
                 // The hit's entry, so the lookup cannot be optimised away.
                 match table.observe(black_box(p), NOW_MS) {
-                    tollgate::flow::Observation::Existing(e) => e.last_seen_ms(),
+                    tollgate_core::flow::Observation::Existing(e) => e.last_seen_ms(),
                     other => panic!("flow {next} should exist: {other:?}"),
                 }
             })

@@ -2,12 +2,14 @@
 //! worker sees most: IPv4/TCP, IPv6/UDP, and IPv4/TCP behind an 802.1Q tag.
 //! Figures in `perf/RESULTS.md`.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate::parse::parse_frame;
-use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK};
+use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK};
+use tollgate_core::wire::parse_frame;
 
 fn frames() -> [(&'static str, Vec<u8>); 3] {
     let v4 = Addressing::new(

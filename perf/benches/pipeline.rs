@@ -7,6 +7,8 @@
 //! reported time over 32 (criterion's throughput line gives frames per second).
 //! Figures in `perf/RESULTS.md`.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +16,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tollgate::config::Config;
 use tollgate::daemon::flow_table_config;
-use tollgate::pipeline::{Pipeline, PipelineConfig, PortSide, Prepared, Verdict};
-use tollgate::policy::CompiledPolicy;
 use tollgate_control::policy::{Action, PolicySet};
+use tollgate_core::pipeline::{Pipeline, PipelineConfig, PortSide, Prepared, Verdict};
+use tollgate_core::policy::CompiledPolicy;
 use tollgate_perf::frames::{FrameTable, Way};
 
 const BURST: usize = 32;

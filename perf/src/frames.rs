@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK};
+use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK};
 
 /// A minimum-size Ethernet frame as software sees it: 64 bytes on the wire
 /// less the 4-byte FCS the NIC adds and strips.
@@ -102,7 +102,7 @@ impl FrameTable {
 mod tests {
     use super::*;
     use std::collections::HashSet;
-    use tollgate::pipeline::Pipeline;
+    use tollgate_core::pipeline::Pipeline;
 
     #[test]
     fn frames_are_minimum_size_valid_and_both_ways_share_a_flow() {

@@ -10,6 +10,8 @@
 //!
 //! The `bench-fwd` binary (`scripts/bench fwd`) puts the first three together.
 
+#![forbid(unsafe_code)]
+
 pub mod frames;
 pub mod io_forward;
 pub mod ipsec_over_tcp;

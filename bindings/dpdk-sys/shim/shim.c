@@ -17,7 +17,6 @@ const uint32_t TG_LCORE_ID_ANY = LCORE_ID_ANY;
 int tg_errno(void) { return rte_errno; }
 unsigned tg_lcore_id(void) { return rte_lcore_id(); }
 uint64_t tg_rdtsc(void) { return rte_rdtsc(); }
-void tg_prefetch0(const void *p) { rte_prefetch0(p); }
 
 uint16_t tg_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n)
 {

@@ -38,7 +38,6 @@ extern const uint32_t TG_LCORE_ID_ANY;
 int tg_errno(void);
 unsigned tg_lcore_id(void);
 uint64_t tg_rdtsc(void);
-void tg_prefetch0(const void *p);
 
 uint16_t tg_eth_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t tg_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

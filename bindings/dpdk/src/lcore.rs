@@ -26,22 +26,7 @@ pub fn tsc_hz() -> u64 {
     unsafe { dpdk_sys::rte_get_tsc_hz() }
 }
 
-/// Asks the CPU to bring the cache line at `ptr` closer. Never faults, even for
-/// an address that is not mapped.
-#[inline(always)]
-pub fn prefetch<T>(ptr: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it does not dereference in the language
-    // sense and cannot fault.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(ptr as *const i8, std::arch::x86_64::_MM_HINT_T0)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    // SAFETY: as above; the shim's rte_prefetch0 is a hint.
-    unsafe {
-        dpdk_sys::tg_prefetch0(ptr as *const std::ffi::c_void)
-    };
-}
+pub use hw::prefetch;
 
 /// A closure running on an EAL worker lcore, launched by [`launch_on_lcore`].
 pub struct LcoreTask<T> {

@@ -9,19 +9,7 @@ use crate::error::{DpdkError, Result};
 use crate::mempool::Mempool;
 use crate::ring::MbufRing;
 
-/// A Toeplitz key made of one repeated 16-bit pattern: swapping source and
-/// destination (addresses and ports) leaves the hash unchanged, so both
-/// directions of a flow land on the same queue (Woo and Park, "Scalable TCP
-/// Session Monitoring with Symmetric Receive-side Scaling", 2012).
-pub const SYMMETRIC_RSS_KEY: [u8; 52] = {
-    let mut key = [0u8; 52];
-    let mut i = 0;
-    while i < 52 {
-        key[i] = if i % 2 == 0 { 0x6d } else { 0x5a };
-        i += 1;
-    }
-    key
-};
+pub use hw::SYMMETRIC_RSS_KEY;
 
 /// What a port's RSS computes and where it sends each hash, as programmed: enough for software
 /// to tell which queue the NIC would pick for a packet it never saw whole (a datagram

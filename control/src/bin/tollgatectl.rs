@@ -4,6 +4,8 @@
 //! `tollgatectl: <what went wrong>`, and exits 1 (2 for a malformed command
 //! line), so scripts can tell a refused request from a typo.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};

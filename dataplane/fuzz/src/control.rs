@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tollgate_control::classifier::Classifier;
+use tollgate_control::policy::Classifier;
 use tollgate_control::policy::{FlowFields, Ingress, PolicySet, Prefix, Protocol};
 use tollgate_control::protocol::{
     decode_request, encode, ExplainReply, FlowsClearReply, FlowsListReply, HealthReply, Op,

@@ -1,7 +1,7 @@
 //! The sequence space one side has sent, to check that the proxy relays and acknowledges only
 //! bytes that side really sent.
 
-use tollgate::tcp::seq::SeqNumber;
+use tollgate_core::tcp::seq::SeqNumber;
 
 /// Ranges of sequence numbers, kept as offsets from an anchor so that they order and merge
 /// without modular comparisons; a range that wraps past the anchor is split in two.

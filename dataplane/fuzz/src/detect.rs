@@ -6,7 +6,7 @@
 //! each payload alone and the state before it, nothing learnt from an empty payload, and a
 //! decision within a handful of segments, so a flow is not watched for ever.
 
-use tollgate::detect::{Detection, IpsecDetector, IpsecFraming};
+use tollgate_core::detect::{Detection, IpsecDetector, IpsecFraming};
 
 use crate::cursor::Cursor;
 

@@ -27,23 +27,23 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use tollgate::tcp::cookie::{CookieJar, FourTuple};
-use tollgate::tcp::endpoint::{
+use tollgate_core::tcp::cookie::{CookieJar, FourTuple};
+use tollgate_core::tcp::endpoint::{
     AcceptError, EndpointConfig, KeepaliveConfig, Reject, SegmentOutcome, State, Transmit,
     DEFAULT_PEER_MSS,
 };
-use tollgate::tcp::inspect::{
+use tollgate_core::tcp::inspect::{
     Direction, Inspector, NoInspection, SignatureConfig, SignatureInspector,
 };
-use tollgate::tcp::payload::{Payload, TestBytes};
-use tollgate::tcp::proxy::{
+use tollgate_core::tcp::payload::{Payload, TestBytes};
+use tollgate_core::tcp::proxy::{
     cookie_syn_ack, Handover, Leg, OnStall, ProxyConfig, ProxyEvent, ProxyState, StallConfig,
     TcpProxy,
 };
-use tollgate::tcp::reassembly::ReassemblyLimits;
-use tollgate::tcp::rtt::TimestampClock;
-use tollgate::tcp::segment::{Ecn, SackList, SegmentHeader, TcpFlags, TcpOptions};
-use tollgate::tcp::seq::SeqNumber;
+use tollgate_core::tcp::reassembly::ReassemblyLimits;
+use tollgate_core::tcp::rtt::TimestampClock;
+use tollgate_core::tcp::segment::{Ecn, SackList, SegmentHeader, TcpFlags, TcpOptions};
+use tollgate_core::tcp::seq::SeqNumber;
 
 use crate::coverage::SeqCoverage;
 use crate::cursor::Cursor;
@@ -1023,7 +1023,7 @@ impl<I: Inspector> Harness<I> {
         bytes: &[u8],
         len: usize,
     ) -> Option<(SegmentHeader, TestBytes)> {
-        let segment = tollgate::parse::TcpSegment::new_checked(bytes).ok()?;
+        let segment = tollgate_core::wire::TcpSegment::new_checked(bytes).ok()?;
         let mut header = SegmentHeader::parse(&segment).ok()?;
         let peer = &self.peers[from];
         header.src_port = if from == 0 { CLIENT_PORT } else { SERVER_PORT };
@@ -1360,7 +1360,7 @@ pub(crate) fn check_header_round_trip(header: &SegmentHeader) {
     let len = header
         .emit(&mut bytes)
         .unwrap_or_else(|e| panic!("an emitted header does not fit a TCP header: {e}"));
-    let segment = tollgate::parse::TcpSegment::new_checked(&bytes[..len])
+    let segment = tollgate_core::wire::TcpSegment::new_checked(&bytes[..len])
         .unwrap_or_else(|e| panic!("an emitted header does not parse: {e:?}: {header:?}"));
     let parsed = SegmentHeader::parse(&segment)
         .unwrap_or_else(|e| panic!("an emitted header's options do not parse: {e:?}"));

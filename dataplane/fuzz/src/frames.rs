@@ -19,21 +19,21 @@
 
 use std::net::IpAddr;
 
-use tollgate::parse::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use tollgate::parse::ip::{PROTO_TCP, PROTO_UDP};
-use tollgate::parse::{
+use tollgate_core::proxy::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
+use tollgate_core::tcp::proxy::{Leg, Translation};
+use tollgate_core::tcp::segment::{fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader};
+use tollgate_core::tcp::seq::SeqNumber;
+use tollgate_core::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use tollgate_core::wire::ip::{PROTO_TCP, PROTO_UDP};
+use tollgate_core::wire::{
     parse_frame, EthernetFrame, Fragment, FrameSummary, IpSummary, TcpSegment, UdpDatagram,
 };
-use tollgate::proxy::{FlowAddressing, Inbound, Unusable, MAX_HEADERS_LEN};
-use tollgate::tcp::proxy::{Leg, Translation};
-use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader};
-use tollgate::tcp::seq::SeqNumber;
 
-use tollgate::ip_reassembly::{
+use tollgate_core::ip_reassembly::{
     tcp_fragment, FragmentDrop, FragmentTable, Outcome, ReassemblyConfig,
 };
-use tollgate::parse::exercise::{common_shape_agrees, exercise_views};
-use tollgate::synth;
+use tollgate_core::synth;
+use tollgate_core::wire::exercise::{common_shape_agrees, exercise_views};
 
 use crate::engine::check_header_round_trip;
 
@@ -317,7 +317,7 @@ fn check_translation(macs: &[u8], tcp_bytes: &[u8], src: IpAddr, dst: IpAddr) {
         after.seq_number(),
         before.seq_number().wrapping_add(translation.seq_delta)
     );
-    let ack = if before.flags() & tollgate::parse::tcp::flags::ACK != 0 {
+    let ack = if before.flags() & tollgate_core::wire::tcp::flags::ACK != 0 {
         before.ack_number().wrapping_add(translation.ack_delta)
     } else {
         before.ack_number()
@@ -344,7 +344,7 @@ fn check_translation(macs: &[u8], tcp_bytes: &[u8], src: IpAddr, dst: IpAddr) {
         });
         assert_eq!(new.options.timestamps, timestamps);
         let window = match translation.window_scale {
-            Some((from, to)) if before.flags() & tollgate::parse::tcp::flags::SYN == 0 => {
+            Some((from, to)) if before.flags() & tollgate_core::wire::tcp::flags::SYN == 0 => {
                 let bytes = u64::from(old.window) << from.min(14);
                 (bytes >> to.min(14)).min(u64::from(u16::MAX)) as u16
             }

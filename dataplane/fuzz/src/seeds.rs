@@ -3,14 +3,16 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use tollgate::parse::checksum;
-use tollgate::tcp::proxy::OnStall;
-use tollgate::tcp::segment::{fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader, TcpFlags};
-use tollgate::tcp::seq::SeqNumber;
 use tollgate_control::protocol::{
     encode, ErrorCode, ExplainReply, FlowView, FlowsListReply, HealthReply, PolicyChangeReply,
     Response, StatsReply,
 };
+use tollgate_core::tcp::proxy::OnStall;
+use tollgate_core::tcp::segment::{
+    fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader, TcpFlags,
+};
+use tollgate_core::tcp::seq::SeqNumber;
+use tollgate_core::wire::checksum;
 
 use crate::engine::{Ack, Offer, Script, SegmentOp, Seq, Setup, SIGNATURE_AT};
 

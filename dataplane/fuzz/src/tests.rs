@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tollgate::detect::{Detection, IpsecFraming};
-use tollgate::tcp::proxy::{OnStall, ProxyEvent, ProxyState};
+use tollgate_core::detect::{Detection, IpsecFraming};
+use tollgate_core::tcp::proxy::{OnStall, ProxyEvent, ProxyState};
 
 use crate::seeds;
 
@@ -111,7 +111,7 @@ fn an_unfilled_hole_is_a_stall_handed_over() {
     let outcome = crate::engine::run(&seed("tcp_engine", "stall-bypass"));
     assert!(
         outcome.events.contains(&ProxyEvent::Stalled {
-            leg: tollgate::tcp::proxy::Leg::Client,
+            leg: tollgate_core::tcp::proxy::Leg::Client,
             action: OnStall::Bypass
         }),
         "{outcome:?}"
@@ -150,7 +150,7 @@ fn the_other_engine_seeds_reach_their_paths() {
     let reset = crate::engine::run(&seed("tcp_engine", "syn-retransmit-reset"));
     assert!(
         reset.events.contains(&ProxyEvent::Reset {
-            leg: tollgate::tcp::proxy::Leg::Client
+            leg: tollgate_core::tcp::proxy::Leg::Client
         }),
         "{reset:?}"
     );
@@ -190,7 +190,7 @@ fn the_frame_seeds_parse() {
     for (target, name, bytes) in seeds::all() {
         if target == "parse_frame" {
             assert!(
-                tollgate::parse::parse_frame(&bytes).is_ok(),
+                tollgate_core::wire::parse_frame(&bytes).is_ok(),
                 "{name} does not parse"
             );
         }

@@ -87,10 +87,10 @@ pub fn wait_for(
 #[allow(dead_code)]
 pub fn with_flags(
     frames: &[Vec<u8>],
-    flags: tollgate::tcp::segment::TcpFlags,
-) -> Option<tollgate::proxy::Inbound> {
+    flags: tollgate_core::tcp::segment::TcpFlags,
+) -> Option<tollgate_core::proxy::Inbound> {
     frames
         .iter()
-        .filter_map(|f| tollgate::proxy::Inbound::read(f).ok())
+        .filter_map(|f| tollgate_core::proxy::Inbound::read(f).ok())
         .find(|s| s.header.flags.contains(flags))
 }

@@ -84,6 +84,8 @@
 //! have been created once and on one worker only, and the mempool must be
 //! back where it started; the exit status is 1 if any of that fails.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,9 +97,9 @@ use clap::Parser;
 use dpdk::{Eal, MbufRing, Mempool, Port, PortConfig, RingPort};
 use tollgate::config::Config;
 use tollgate::daemon::Dataplane;
-use tollgate::policy::CompiledPolicy;
 use tollgate_control::policy::PolicySet;
 use tollgate_control::WorkerStats;
+use tollgate_core::policy::CompiledPolicy;
 use tollgate_perf::frames::{FrameTable, Way, MAX_FLOWS};
 use tollgate_perf::io_forward::{IoForward, IoForwardReport};
 use tollgate_perf::wire::{self, Lane, Wire, WireHandle, WireStats};

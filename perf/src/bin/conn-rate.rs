@@ -17,6 +17,8 @@
 //! client by `--seconds` (plus one connect/IO timeout), the server by
 //! `--max-seconds`.
 
+#![forbid(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;

@@ -13,6 +13,8 @@
 //! `pcap-gen`), as pure functions with their tests; this file is the command line, the raw
 //! socket, the nftables rule that keeps the kernel's TCP quiet, and the event loop.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};

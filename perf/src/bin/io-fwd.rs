@@ -12,6 +12,8 @@
 //! `--in-memory`, so nothing is left behind) or `--max-seconds`. Every
 //! `--report-seconds` it prints the frames forwarded and dropped on stderr.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

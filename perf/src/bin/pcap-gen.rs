@@ -9,6 +9,8 @@
 //! own `synth` module and the cTCP datagrams by the emulator's `ipsec_over_tcp` module, so the
 //! checksums are right and the shapes are the ones the rest of the project tests against.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
-use tollgate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_PSH, TCP_SYN};
+use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_PSH, TCP_SYN};
 use tollgate_perf::ipsec_over_tcp::{self as ipsec, IkeHeader, Mode, Outgoing};
 use tollgate_perf::pcap::PcapWriter;
 
@@ -719,9 +721,9 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
     use std::collections::HashSet;
-    use tollgate::detect::{Detection, IpsecDetector, IpsecFraming};
-    use tollgate::parse::{checksum, parse_frame, Ipv4Packet};
-    use tollgate::pipeline::Pipeline;
+    use tollgate_core::detect::{Detection, IpsecDetector, IpsecFraming};
+    use tollgate_core::pipeline::Pipeline;
+    use tollgate_core::wire::{checksum, parse_frame, Ipv4Packet};
     use tollgate_perf::pcap;
 
     fn cli(args: &[&str]) -> Cli {

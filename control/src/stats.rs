@@ -832,6 +832,7 @@ mod tests {
                 handover_retransmissions: 136,
                 handover_delivered: 137,
                 handover_abandoned: 138,
+                handover_untranslated: 148,
                 out_of_order_discarded: 141,
                 out_of_order_discarded_bytes: 142,
                 ecn_legs: 143,
@@ -842,7 +843,7 @@ mod tests {
             ..Default::default()
         };
         let t = s.render_table();
-        for n in 101..=146 {
+        for n in 101..=148 {
             assert!(t.contains(&n.to_string()), "{n} missing from:\n{t}");
         }
         assert!(!t.contains("no proxied connections"), "{t}");
@@ -851,7 +852,7 @@ mod tests {
             "proxy syn cookies: 107 sent (134 past the per-source bound), 108 accepted, 109 rejected, 147 invalid ACKs dropped\n",
             "proxy retransmissions: 110 on client legs, 111 on server legs\n",
             "proxy stalls: 112 waited, 113 reset, 114 bypassed; 115 handovers to pass-through, 116 inspector resets\n",
-            "proxy handovers: 135 bytes owed, 136 segments sent again; 137 delivered, 138 abandoned\n",
+            "proxy handovers: 135 bytes owed, 136 segments sent again; 137 delivered, 138 abandoned; 148 segments passed untranslated\n",
             "proxy budget: 119 bytes buffered now; new flows not proxied: 123 at the flow limit, 124 at the memory budget, 125 short of packet buffers; 117 bypassed, 118 reset; 133 bypassed while draining\n",
             "proxy segments: 120 flows picked up mid-stream (passed through), 121 segments rejected (139 with data on client legs, 140 on server legs), 122 emit failures (no mbuf), 141 held out of order dropped at the timeout (142 bytes)
 ",

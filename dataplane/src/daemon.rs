@@ -27,6 +27,7 @@ use tollgate_core::notice::Notices;
 use tollgate_core::pipeline::{Pipeline, PipelineConfig, PortSide, RssQueue, Steer};
 use tollgate_core::policy::{CompiledPolicy, PolicyBoard};
 use tollgate_core::rss::{HashInput, RssSteering};
+use tollgate_core::shard::Shard;
 use tollgate_core::steering::SplitAudit;
 
 /// Commands waiting per worker; a full queue means the worker is stuck, and
@@ -311,20 +312,27 @@ impl Dataplane {
             let worker = Worker {
                 id,
                 core: Some(core),
-                pipeline: Pipeline::new(
-                    PipelineConfig {
-                        flows: flow_table_config(config),
-                        malformed: config.malformed.action,
-                        on_table_full: config.flows.on_full,
-                        audit_new_flows: workers > 1,
-                        on_midstream: config.proxy.on_midstream,
-                        reassembly,
-                        rss: rss.clone().map(|steering| RssQueue {
-                            steering,
-                            queue: id as u16,
-                        }),
-                    },
-                    board.current(),
+                shard: Shard::new(
+                    Pipeline::new(
+                        PipelineConfig {
+                            flows: flow_table_config(config),
+                            malformed: config.malformed.action,
+                            on_table_full: config.flows.on_full,
+                            audit_new_flows: workers > 1,
+                            on_midstream: config.proxy.on_midstream,
+                            reassembly,
+                            rss: rss.clone().map(|steering| RssQueue {
+                                steering,
+                                queue: id as u16,
+                            }),
+                        },
+                        board.current(),
+                    ),
+                    ProxyTable::new(
+                        proxy_settings(config),
+                        inspector.clone(),
+                        cookie_secret().context("drawing the SYN-cookie secret")?,
+                    ),
                 ),
                 rx: [in_rxq, out_rxq],
                 tx: [in_txq, out_txq],
@@ -345,14 +353,8 @@ impl Dataplane {
                 audit: (workers > 1).then(|| audit_tx.clone()),
                 policy: board.clone(),
                 commands: command_rx,
-                proxies: ProxyTable::new(
-                    proxy_settings(config),
-                    inspector.clone(),
-                    cookie_secret().context("drawing the SYN-cookie secret")?,
-                ),
                 pool: pool.clone(),
                 tx_multi_seg: inside.tx_multi_seg() && outside.tx_multi_seg(),
-                released: Vec::new(),
                 fragments: FragmentTable::new(config.reassembly.table_config()),
                 large_pool: large.clone(),
             };

@@ -1,7 +1,7 @@
-//! The poll-mode worker: a thin DPDK driver around [`Pipeline`]. Each worker
-//! owns one RX and one TX queue on each port and its own flow table; it
-//! receives, decides, and transmits in bursts, and between bursts it ages
-//! flows, publishes counters and reports new flows to the split audit.
+//! The poll-mode worker: a thin DPDK driver around its [`Shard`]. Each worker owns one RX and
+//! one TX queue on each port and its shard of the flow table; it receives, lets the shard
+//! decide, and transmits in bursts, and between bursts it runs the shard's timers and expiry,
+//! answers the control plane, publishes counters and reports new flows to the split audit.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,17 +16,14 @@ use tollgate_control::protocol::{FlowFilter, FlowView, FlowsClearReply, RuleHits
 use tollgate_control::{LimitCounters, ProxyCounters, ReassemblyCounters};
 
 use tollgate_core::counters::{DropReason, WorkerCounters};
-use tollgate_core::flow::view;
-use tollgate_core::flow::{FlowKey, FlowTable};
+use tollgate_core::flow::FlowKey;
 use tollgate_core::ip_reassembly::{tcp_fragment, FragmentTable, Outcome};
 use tollgate_core::notice::Notices;
-use tollgate_core::pipeline::{Pipeline, PortSide, Prepared, Steer, Verdict};
+use tollgate_core::pipeline::{PortSide, Prepared, Steer, Verdict};
 use tollgate_core::policy::PolicyBoard;
-use tollgate_core::proxy::{
-    ClearAction, Disposition, FrameSink, Inbound, ProxyTable, ProxyTarget, Unusable,
-};
+use tollgate_core::proxy::{ClearAction, FrameSink};
+use tollgate_core::shard::{Dispatch, RxFrame, Shard};
 use tollgate_core::tcp::payload::Payload;
-use tollgate_core::wire::parse_frame;
 
 /// Requests from the control plane, answered between bursts. The queue is
 /// bounded and the control plane waits with a timeout, so neither side can
@@ -129,7 +126,8 @@ impl Drop for HandoffsDoneOnDrop {
 pub struct Worker {
     pub id: usize,
     pub core: Option<usize>,
-    pub pipeline: Pipeline,
+    /// This worker's flows, proxied connections and what they do to frames.
+    pub shard: Shard<MbufPayload>,
     /// Indexed by [`PortSide`].
     pub rx: [RxQueue; 2],
     pub tx: [TxQueue; 2],
@@ -153,14 +151,10 @@ pub struct Worker {
     pub audit: Option<Sender<(u16, Vec<FlowKey>)>>,
     pub policy: Arc<PolicyBoard>,
     pub commands: Receiver<WorkerCommand>,
-    /// This worker's proxied flows.
-    pub proxies: ProxyTable<MbufPayload>,
     /// Where the proxy's frames get their buffers (the ports' pool).
     pub pool: Arc<Mempool>,
     /// Both ports take multi-segment frames, so relayed payload is chained, not copied.
     pub tx_multi_seg: bool,
-    /// Flows whose entries expired, whose proxy slots are to be released.
-    pub released: Vec<u32>,
     /// TCP datagrams whose fragments are arriving (`[reassembly]`).
     pub fragments: FragmentTable<HeldFragment>,
     /// For reassembled datagrams longer than a buffer of `pool` holds.
@@ -177,17 +171,30 @@ impl AsRef<[u8]> for HeldFragment {
 /// A fragment's frame, held until its datagram is whole.
 pub struct HeldFragment(Mbuf);
 
-/// The proxy's frames, onto this worker's TX bursts: a fresh mbuf for the headers, the
-/// payload chained after it from the mbuf it arrived in (or copied, for devices that cannot
-/// send chains).
-struct TxSink<'a> {
-    pool: &'a Mempool,
-    bursts: &'a mut [Burst; 2],
-    queues: &'a mut [TxQueue; 2],
-    retries: u32,
-    chain: bool,
-    sent: u64,
-    refused: u64,
+/// A received frame as the shard takes it: the mbuf, whose payload the proxy keeps as a slice.
+struct Received(Mbuf);
+
+impl RxFrame for Received {
+    type Payload = MbufPayload;
+
+    #[inline]
+    fn data(&self) -> &[u8] {
+        self.0.data()
+    }
+
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        self.0.data_mut()
+    }
+
+    #[inline]
+    fn is_contiguous(&self) -> bool {
+        self.0.segments() == 1
+    }
+
+    fn into_payload(self, offset: usize, len: usize) -> Option<MbufPayload> {
+        self.0.into_slice(offset, len).ok().map(MbufPayload)
+    }
 }
 
 /// The proxy's payload in the data plane: a received segment's bytes, kept in the mbuf they
@@ -212,7 +219,22 @@ impl Payload for MbufPayload {
     }
 }
 
+/// This worker's TX side for a while (a burst, a round of timers, a command): the frames the
+/// shard forwards and the ones its proxy makes, onto the TX bursts, sent when a burst fills;
+/// what was sent and what the driver refused are counted when it is settled.
+struct TxSink<'a> {
+    pool: &'a Mempool,
+    bursts: &'a mut [Burst; 2],
+    queues: &'a mut [TxQueue; 2],
+    retries: u32,
+    chain: bool,
+    sent: u64,
+    refused: u64,
+}
+
 impl FrameSink<MbufPayload> for TxSink<'_> {
+    /// A frame of the proxy's: a fresh mbuf for the headers, the payload chained after it
+    /// from the mbuf it arrived in (or copied, for devices that cannot send chains).
     fn send(&mut self, side: PortSide, headers: &[u8], payload: Option<&MbufPayload>) -> bool {
         let Some(mut m) = Mbuf::alloc(self.pool) else {
             return false;
@@ -230,14 +252,7 @@ impl FrameSink<MbufPayload> for TxSink<'_> {
                 return false;
             }
         }
-        let burst = &mut self.bursts[side.index()];
-        if burst.is_full() {
-            let (sent, refused) =
-                Worker::transmit(&mut self.queues[side.index()], burst, self.retries);
-            self.sent += sent;
-            self.refused += refused;
-        }
-        let _ = burst.push(m);
+        self.forward(m, side);
         true
     }
 }
@@ -261,10 +276,40 @@ impl<'a> TxSink<'a> {
         }
     }
 
+    /// Once per forwarded frame: inlined, like the rest of the burst's last stage.
+    #[inline(always)]
+    fn forward(&mut self, m: Mbuf, egress: PortSide) {
+        let burst = &mut self.bursts[egress.index()];
+        if burst.is_full() {
+            let (sent, refused) =
+                Worker::transmit(&mut self.queues[egress.index()], burst, self.retries);
+            self.sent += sent;
+            self.refused += refused;
+        }
+        // Cannot fail: the burst was just emptied if it was full.
+        let _ = burst.push(m);
+    }
+
+    /// Sends what the bursts hold.
+    fn flush(&mut self) {
+        for side in PortSide::BOTH {
+            let burst = &mut self.bursts[side.index()];
+            if !burst.is_empty() {
+                let (sent, refused) =
+                    Worker::transmit(&mut self.queues[side.index()], burst, self.retries);
+                self.sent += sent;
+                self.refused += refused;
+            }
+        }
+    }
+
     /// Adds what was sent and what the driver refused to the worker's counters.
+    #[inline]
     fn settle(self, counters: &mut WorkerCounters) {
         counters.tx_packets += self.sent;
-        counters.drop(DropReason::TxFull, self.refused);
+        if self.refused > 0 {
+            counters.drop(DropReason::TxFull, self.refused);
+        }
     }
 }
 
@@ -272,6 +317,8 @@ impl<'a> TxSink<'a> {
 struct Outbox {
     tx: [Burst; 2],
     handoff: Vec<Burst>,
+    /// IP fragments a burst brought, for reassembly once it is through.
+    fragments: Burst,
 }
 
 impl Worker {
@@ -283,6 +330,7 @@ impl Worker {
         let mut out = Outbox {
             tx: [Burst::new(), Burst::new()],
             handoff: (0..self.handoff_out.len()).map(|_| Burst::new()).collect(),
+            fragments: Burst::new(),
         };
         let mut rx = Burst::new();
         let mut last_ms = 0u64;
@@ -303,7 +351,7 @@ impl Worker {
                 let n = self.rx[side.index()].rx_burst(&mut rx);
                 if n > 0 {
                     work += n;
-                    self.pipeline.counters.rx_packets += n as u64;
+                    self.counters().rx_packets += n as u64;
                     self.process(&mut rx, Some(side), self.steer, now_ms, &mut out);
                 }
             }
@@ -311,7 +359,7 @@ impl Worker {
             if now_ms != last_ms {
                 self.proxy_timers(now_ms, &mut out);
                 if !self.fragments.is_empty() {
-                    let counters = &mut self.pipeline.counters;
+                    let counters = &mut self.shard.pipeline_mut().counters;
                     self.fragments
                         .expire(now_ms, |_| counters.drop(DropReason::Fragment, 1));
                 }
@@ -320,11 +368,9 @@ impl Worker {
 
             if let Some(policy) = self
                 .policy
-                .update(self.id, self.pipeline.policy().generation)
+                .update(self.id, self.shard.pipeline().policy().generation)
             {
-                self.proxies
-                    .retain_limit_hits(|rule| policy.limits(rule).is_some());
-                self.pipeline.set_policy(policy);
+                self.shard.set_policy(policy);
             }
             while let Ok(command) = self.commands.try_recv() {
                 self.execute(command, now_ms, &mut out);
@@ -333,8 +379,8 @@ impl Worker {
             // Once a millisecond, and between every two bursts while a budget's worth was not
             // enough: expiry must keep pace with a flood's new flows (one budget a
             // millisecond is 64,000 flows a second, which an ACK flood outruns).
-            if now_ms != last_ms || self.pipeline.expiry_behind() {
-                self.expire(now_ms, &mut out);
+            if now_ms != last_ms || self.shard.expiry_behind() {
+                self.with_sink(&mut out, |shard, sink| shard.expire(now_ms, sink));
             }
             if now_ms != last_ms {
                 last_ms = now_ms;
@@ -374,6 +420,29 @@ impl Worker {
         self.snapshot()
     }
 
+    fn counters(&mut self) -> &mut WorkerCounters {
+        &mut self.shard.pipeline_mut().counters
+    }
+
+    /// Runs `f` on the shard with a sink onto this worker's TX bursts, then counts what was
+    /// sent and what the driver refused.
+    fn with_sink<R>(
+        &mut self,
+        out: &mut Outbox,
+        f: impl FnOnce(&mut Shard<MbufPayload>, &mut TxSink<'_>) -> R,
+    ) -> R {
+        let mut sink = TxSink::new(
+            &self.pool,
+            &mut out.tx,
+            &mut self.tx,
+            self.tx_retries,
+            self.tx_multi_seg,
+        );
+        let result = f(&mut self.shard, &mut sink);
+        sink.settle(&mut self.shard.pipeline_mut().counters);
+        result
+    }
+
     /// Processes a burst from each ring of frames other workers handed over; returns how many.
     fn take_handoffs(&mut self, rx: &mut Burst, now_ms: u64, out: &mut Outbox) -> usize {
         let mut taken = 0;
@@ -381,7 +450,7 @@ impl Worker {
             let n = self.handoff_in[i].dequeue_burst(rx);
             if n > 0 {
                 taken += n;
-                self.pipeline.counters.handoff_in += n as u64;
+                self.counters().handoff_in += n as u64;
                 self.process(rx, None, None, now_ms, out);
             }
         }
@@ -406,7 +475,7 @@ impl Worker {
     ) {
         // Read per burst, not with the timers, which a descheduled worker runs only after
         // the frames it finds waiting: a SYN that arrives after the drain began is not proxied.
-        self.proxies
+        self.shard
             .set_draining(self.draining.load(Ordering::Relaxed));
         let n = rx.len();
         let mut prepared = [Prepared::NONE; BURST_SIZE];
@@ -438,73 +507,99 @@ impl Worker {
                     None
                 };
                 rx_bytes += u64::from(m.pkt_len());
-                prepared[i] = self.pipeline.prepare(m.data(), ingress[i], nic_hash, steer);
+                prepared[i] = self.shard.prepare(m.data(), ingress[i], nic_hash, steer);
             }
             if side.is_some() {
-                self.pipeline.counters.rx_bytes += rx_bytes;
+                self.counters().rx_bytes += rx_bytes;
             }
         }
         for p in &mut prepared[..n] {
-            self.pipeline.prefetch_entry(p);
+            self.shard.prefetch_entry(p);
         }
-        for ((mut m, p), ingress) in rx.drain().zip(&prepared).zip(ingress) {
-            match self.pipeline.finish(p, now_ms) {
-                Verdict::Forward(egress) => self.forward(m, egress, out),
-                Verdict::Drop(reason) => {
-                    self.pipeline.counters.drop(reason, 1);
-                    drop(m);
+        let mut sink = TxSink::new(
+            &self.pool,
+            &mut out.tx,
+            &mut self.tx,
+            self.tx_retries,
+            self.tx_multi_seg,
+        );
+        for ((m, p), ingress) in rx.drain().zip(&prepared).zip(ingress) {
+            match self.shard.dispatch(Received(m), p, now_ms, &mut sink) {
+                Dispatch::Forward(Received(m), egress) => sink.forward(m, egress),
+                Dispatch::Done => {}
+                Dispatch::HandOff(Received(m), worker) => Self::hand_off(
+                    &mut out.handoff,
+                    &mut self.handoff_out,
+                    &mut self.shard.pipeline_mut().counters,
+                    m,
+                    worker,
+                    self.port_ids[ingress.index()],
+                ),
+                Dispatch::Reassemble(Received(mut m)) => {
+                    // Each fragment keeps its port for the whole datagram's decision and for
+                    // a hand-off; taken once the burst is through.
+                    m.set_port(self.port_ids[ingress.index()]);
+                    let _ = out.fragments.push(m);
                 }
-                Verdict::Proxy(target) => self.proxy_frame(m, target, now_ms, out),
-                Verdict::Reassemble => self.reassemble(m, ingress, now_ms, out),
-                Verdict::Translate {
-                    slot,
-                    from_client,
-                    egress,
-                } => {
-                    self.pass_through_frame(&mut m, slot, from_client, now_ms, out);
-                    self.forward(m, egress, out);
-                }
-                Verdict::HandOff(worker) => self.hand_off(m, worker, ingress, out),
             }
+        }
+        sink.settle(&mut self.shard.pipeline_mut().counters);
+        if !out.fragments.is_empty() {
+            let mut fragments = std::mem::take(&mut out.fragments);
+            for m in fragments.drain() {
+                self.reassemble(m, now_ms, out);
+            }
+            out.fragments = fragments;
         }
     }
 
-    fn hand_off(&mut self, mut m: Mbuf, worker: usize, ingress: PortSide, out: &mut Outbox) {
-        match out.handoff.get_mut(worker) {
+    /// Puts a frame on the burst to `worker`, with the DPDK id of the port it arrived on (the
+    /// owner learns the ingress port from the mbuf); a full ring's frames are dropped, counted.
+    fn hand_off(
+        bursts: &mut [Burst],
+        rings: &mut [Option<RingProducer>],
+        counters: &mut WorkerCounters,
+        mut m: Mbuf,
+        worker: usize,
+        port: u16,
+    ) {
+        match bursts.get_mut(worker) {
             Some(burst) => {
-                // The owner learns the ingress port from the mbuf.
-                m.set_port(self.port_ids[ingress.index()]);
+                m.set_port(port);
                 if burst.is_full() {
-                    Self::hand_over(
-                        self.handoff_out[worker].as_mut(),
-                        burst,
-                        &mut self.pipeline.counters,
-                    );
+                    Self::hand_over(rings[worker].as_mut(), burst, counters);
                 }
                 let _ = burst.push(m);
             }
             None => {
-                self.pipeline.counters.drop(DropReason::HandoffFull, 1);
+                counters.drop(DropReason::HandoffFull, 1);
                 drop(m);
             }
         }
     }
 
-    /// A fragment of a TCP datagram: held until the datagram is whole, which then goes where
-    /// its flow says, as one segment to the proxy, or as the fragments it came in otherwise.
+    fn ingress_of(&self, m: &Mbuf) -> PortSide {
+        if m.port() == self.port_ids[PortSide::Outside.index()] {
+            PortSide::Outside
+        } else {
+            PortSide::Inside
+        }
+    }
+
+    /// A fragment of a TCP datagram (its mbuf names its port): held until the datagram is
+    /// whole, which then goes where its flow says, as one segment to the proxy, or as the
+    /// fragments it came in otherwise.
     #[cold]
-    fn reassemble(&mut self, mut m: Mbuf, ingress: PortSide, now_ms: u64, out: &mut Outbox) {
+    fn reassemble(&mut self, m: Mbuf, now_ms: u64, out: &mut Outbox) {
         // A frame spread over several buffers is not read whole here: it passes as it came.
         let Some(info) = tcp_fragment(m.data()).filter(|_| m.segments() == 1) else {
-            return self.forward(m, ingress.other(), out);
+            let egress = self.ingress_of(&m).other();
+            return self.with_sink(out, |_, sink| sink.forward(m, egress));
         };
-        // Each fragment keeps its port for the whole datagram's decision and for a hand-off.
-        m.set_port(self.port_ids[ingress.index()]);
         let whole = match self.fragments.insert(info, HeldFragment(m), now_ms) {
             Outcome::Held => return,
             Outcome::Dropped(_, frames) => {
-                self.pipeline
-                    .counters
+                self.counters()
                     .drop(DropReason::Fragment, frames.len() as u64);
                 return;
             }
@@ -512,20 +607,13 @@ impl Worker {
         };
         let mut frame = Vec::with_capacity(whole.frame_len());
         whole.write_frame(&mut frame);
-        let ingress_of = |m: &Mbuf, ports: &[u16; 2]| {
-            if m.port() == ports[PortSide::Outside.index()] {
-                PortSide::Outside
-            } else {
-                PortSide::Inside
-            }
-        };
         let first = &whole.fragments[whole.first].0;
-        let ingress = ingress_of(first, &self.port_ids);
+        let ingress = self.ingress_of(first);
         let nic_hashed = self.use_nic_hash && first.rss_hash().is_some();
-        let prepared = self
-            .pipeline
-            .prepare_whole(&frame, ingress, self.steer, nic_hashed);
-        let verdict = self.pipeline.finish(&prepared, now_ms);
+        let verdict = self
+            .shard
+            .decide_whole(&frame, ingress, self.steer, nic_hashed, now_ms);
+        let first = whole.first;
         let fragments = whole.fragments.into_iter().map(|f| f.0);
         match verdict {
             // Its flow is another worker's: the fragments go there, to be put together again.
@@ -535,10 +623,17 @@ impl Worker {
                 c.fragments -= fragments.len() as u64;
                 c.reassembled -= 1;
                 // The decision counted one frame handed off.
-                self.pipeline.counters.handoff_out += fragments.len() as u64 - 1;
+                self.counters().handoff_out += fragments.len() as u64 - 1;
                 for m in fragments {
-                    let ingress = ingress_of(&m, &self.port_ids);
-                    self.hand_off(m, worker, ingress, out);
+                    let port = m.port();
+                    Self::hand_off(
+                        &mut out.handoff,
+                        &mut self.handoff_out,
+                        &mut self.shard.pipeline_mut().counters,
+                        m,
+                        worker,
+                        port,
+                    );
                 }
             }
             Verdict::Proxy(target) => {
@@ -554,66 +649,58 @@ impl Worker {
                     Some(m) => {
                         let n = fragments.len() as u64;
                         // What the proxy lets pass leaves as it came, in its fragments.
-                        if self.proxy_segment(m, target, now_ms, out, n).is_some() {
-                            for m in fragments {
-                                self.forward(m, target.ingress.other(), out);
+                        let egress = target.ingress.other();
+                        self.with_sink(out, |shard, sink| {
+                            if shard.proxy(Received(m), target, now_ms, sink, n).is_some() {
+                                for m in fragments {
+                                    sink.forward(m, egress);
+                                }
                             }
-                        }
+                        });
                     }
                     _ => {
                         self.fragments.counters.too_big += 1;
-                        self.pipeline
-                            .counters
+                        self.counters()
                             .drop(DropReason::Fragment, fragments.len() as u64);
                     }
                 }
             }
-            Verdict::Forward(egress) => {
+            Verdict::Forward(egress) => self.with_sink(out, |_, sink| {
                 for m in fragments {
-                    self.forward(m, egress, out);
+                    sink.forward(m, egress);
                 }
-            }
+            }),
             Verdict::Translate {
                 slot,
                 from_client,
                 egress,
-            } => {
+            } => self.with_sink(out, |shard, sink| {
                 // The TCP header is in the first fragment.
-                let first = whole.first;
                 for (i, mut m) in fragments.enumerate() {
                     if i == first {
-                        self.pass_through_frame(&mut m, slot, from_client, now_ms, out);
+                        shard.translate(m.data_mut(), slot, from_client, now_ms, sink);
                     }
-                    self.forward(m, egress, out);
+                    sink.forward(m, egress);
                 }
-            }
+            }),
             Verdict::Drop(reason) => {
-                self.pipeline.counters.drop(reason, fragments.len() as u64);
+                self.counters().drop(reason, fragments.len() as u64);
             }
             Verdict::Reassemble => {
-                self.pipeline
-                    .counters
+                self.counters()
                     .drop(DropReason::Fragment, fragments.len() as u64);
             }
         }
     }
 
     fn flush(&mut self, out: &mut Outbox) {
-        for side in PortSide::BOTH {
-            let burst = &mut out.tx[side.index()];
-            if !burst.is_empty() {
-                let (sent, refused) =
-                    Self::transmit(&mut self.tx[side.index()], burst, self.tx_retries);
-                self.pipeline.counters.tx_packets += sent;
-                self.pipeline.counters.drop(DropReason::TxFull, refused);
-            }
-        }
+        self.with_sink(out, |_, sink| sink.flush());
         for (worker, burst) in out.handoff.iter_mut().enumerate() {
             if !burst.is_empty() {
                 Self::hand_over(
                     self.handoff_out[worker].as_mut(),
                     burst,
-                    &mut self.pipeline.counters,
+                    &mut self.shard.pipeline_mut().counters,
                 );
             }
         }
@@ -640,159 +727,13 @@ impl Worker {
         }
     }
 
-    /// Once per forwarded frame: inlined, like the rest of the burst's last stage.
-    #[inline(always)]
-    fn forward(&mut self, m: Mbuf, egress: PortSide, out: &mut Outbox) {
-        let burst = &mut out.tx[egress.index()];
-        if burst.is_full() {
-            let (sent, refused) =
-                Self::transmit(&mut self.tx[egress.index()], burst, self.tx_retries);
-            self.pipeline.counters.tx_packets += sent;
-            self.pipeline.counters.drop(DropReason::TxFull, refused);
-        }
-        // Cannot fail: the burst was just emptied if it was full.
-        let _ = burst.push(m);
-    }
-
-    /// A segment of a proxied flow: the proxy table takes it, keeping its payload in the mbuf.
-    fn proxy_frame(&mut self, m: Mbuf, target: ProxyTarget, now_ms: u64, out: &mut Outbox) {
-        if let Some(m) = self.proxy_segment(m, target, now_ms, out, 1) {
-            self.forward(m, target.ingress.other(), out);
-        }
-    }
-
-    /// [`Worker::proxy_frame`], returning the frame when the proxy lets it pass rather than
-    /// forwarding it; a drop counts `frames` (the fragments a reassembled segment came in).
-    fn proxy_segment(
-        &mut self,
-        m: Mbuf,
-        target: ProxyTarget,
-        now_ms: u64,
-        out: &mut Outbox,
-        frames: u64,
-    ) -> Option<Mbuf> {
-        let counters = &mut self.pipeline.counters;
-        let seg = match Inbound::read(m.data()) {
-            Ok(seg) if m.segments() == 1 => seg,
-            Ok(_) => {
-                // Received frames fit one mbuf at the MTUs the pool is sized for; a chain
-                // (jumbo frames with scatter) is not something the proxy can keep sliced.
-                counters.drop(DropReason::ProxyUnusable, frames);
-                return None;
-            }
-            Err(Unusable::BadChecksum) => {
-                counters.drop(DropReason::TcpChecksum, frames);
-                return None;
-            }
-            Err(_) => {
-                counters.drop(DropReason::ProxyUnusable, frames);
-                return None;
-            }
-        };
-        let options = self
-            .pipeline
-            .policy()
-            .rule_options(target.rule, target.may_open(&seg));
-        let mut frame = Some(m);
-        let (offset, len) = (seg.payload_offset, seg.payload_len);
-        let take_payload = || {
-            frame
-                .take()
-                .and_then(|m| m.into_slice(offset, len).ok())
-                .map(MbufPayload)
-        };
-        let disposition = self.with_proxies(out, |proxies, flows, sink| {
-            proxies.on_frame(flows, target, &seg, take_payload, options, now_ms, sink)
-        });
-        let counters = &mut self.pipeline.counters;
-        match disposition {
-            // A frame the proxy consumed without keeping its payload is freed here.
-            Disposition::Consumed => drop(frame),
-            Disposition::Forward => return frame,
-            Disposition::Unusable => counters.drop(DropReason::ProxyUnusable, frames),
-            Disposition::NotSyn => counters.drop(DropReason::TcpNotSyn, frames),
-        }
-        None
-    }
-
-    /// A segment of a flow handed over to pass-through whose proxy still owes either endpoint
-    /// bytes, or whose legs' numbers differ (after a SYN cookie): the proxy sees it, and its
-    /// numbers are moved into the receiving endpoint's space.
-    fn pass_through_frame(
-        &mut self,
-        m: &mut Mbuf,
-        slot: u32,
-        from_client: bool,
-        now_ms: u64,
-        out: &mut Outbox,
-    ) {
-        let Some((start, end)) = parse_frame(m.data()).ok().and_then(|summary| {
-            let ip = summary.ip?;
-            let end = (usize::from(summary.l3_offset) + usize::from(ip.ip_len)).min(m.data().len());
-            Some((usize::from(ip.l4_offset), end))
-        }) else {
-            return;
-        };
-        if let Some(tcp) = m.data_mut().get_mut(start..end) {
-            self.with_proxies(out, |proxies, flows, sink| {
-                proxies.pass_through(flows, slot, from_client, tcp, now_ms, sink)
-            });
-        }
-    }
-
     /// The proxies' timers, and the packet-buffer pressure that stops new proxied flows.
     fn proxy_timers(&mut self, now_ms: u64, out: &mut Outbox) {
         // Proxied payload sits in the pool; past seven eighths in use, what is left is kept
         // for forwarding and for the flows already proxied.
-        self.proxies
-            .set_pressure(self.pool.available() < self.pool.size() / 8);
-        self.with_proxies(out, |proxies, flows, sink| {
-            proxies.on_timers(flows, now_ms, sink)
-        });
-    }
-
-    /// Ages flows out; the proxied ones among them have their connections reset.
-    fn expire(&mut self, now_ms: u64, out: &mut Outbox) {
-        let released = &mut self.released;
-        self.pipeline.expire_with(now_ms, |entry| {
-            if let Some(slot) = entry.proxy_slot() {
-                released.push(slot);
-            }
-        });
-        self.release_proxies(now_ms, out);
-    }
-
-    fn release_proxies(&mut self, now_ms: u64, out: &mut Outbox) {
-        if self.released.is_empty() {
-            return;
-        }
-        let mut released = std::mem::take(&mut self.released);
-        self.with_proxies(out, |proxies, flows, sink| {
-            for slot in released.drain(..) {
-                proxies.release(flows, slot, now_ms, sink);
-            }
-        });
-        // Keeps the allocation for the next time.
-        self.released = released;
-    }
-
-    /// Runs `f` on the proxy table and the flow table with a sink onto this worker's TX
-    /// bursts, then counts what the sink sent and what the driver refused.
-    fn with_proxies<R>(
-        &mut self,
-        out: &mut Outbox,
-        f: impl FnOnce(&mut ProxyTable<MbufPayload>, &mut FlowTable, &mut TxSink<'_>) -> R,
-    ) -> R {
-        let mut sink = TxSink::new(
-            &self.pool,
-            &mut out.tx,
-            &mut self.tx,
-            self.tx_retries,
-            self.tx_multi_seg,
-        );
-        let result = f(&mut self.proxies, self.pipeline.flows_mut(), &mut sink);
-        sink.settle(&mut self.pipeline.counters);
-        result
+        let pressure = self.pool.available() < self.pool.size() / 8;
+        self.shard.set_pressure(pressure);
+        self.with_sink(out, |shard, sink| shard.on_timers(now_ms, sink));
     }
 
     #[inline]
@@ -813,42 +754,28 @@ impl Worker {
     fn execute(&mut self, command: WorkerCommand, now_ms: u64, out: &mut Outbox) {
         // A control plane that gave up waiting has dropped its receiver; the
         // failed send is of no consequence.
+        let worker = self.id as u16;
         match command {
             WorkerCommand::ListFlows {
                 filter,
                 limit,
                 reply,
             } => {
-                let mut total = 0u64;
-                let mut flows = Vec::new();
-                for e in self.pipeline.flows().iter() {
-                    if view::matches(&filter, e) {
-                        total += 1;
-                        if flows.len() < limit {
-                            let mut view = view::view(self.id as u16, e, now_ms);
-                            view.proxy = e.proxy_slot().and_then(|slot| self.proxies.view(slot));
-                            flows.push(view);
-                        }
-                    }
-                }
-                let _ = reply.send((total, flows));
+                let _ = reply.send(self.shard.list_flows(&filter, limit, worker, now_ms));
             }
             WorkerCommand::ClearFlows {
                 filter,
                 action,
                 reply,
             } => {
-                let worker = self.id as u16;
-                let report = self.with_proxies(out, |proxies, flows, sink| {
-                    view::clear(flows, proxies, &filter, action, worker, now_ms, sink)
+                let report = self.with_sink(out, |shard, sink| {
+                    shard.clear_flows(&filter, action, worker, now_ms, sink)
                 });
                 let _ = reply.send(report);
             }
             WorkerCommand::Reclassify { reply } => {
-                let changed = self.pipeline.reclassify();
-                self.with_proxies(out, |proxies, flows, sink| {
-                    proxies.reclassify(flows, now_ms, sink)
-                });
+                let changed =
+                    self.with_sink(out, |shard, sink| shard.reclassify(now_ms, sink).flows);
                 let _ = reply.send(changed);
             }
             WorkerCommand::Ping { reply } => {
@@ -862,17 +789,17 @@ impl Worker {
 
     fn snapshot(&mut self) -> WorkerReport {
         WorkerReport {
-            counters: self.pipeline.counters.clone(),
-            flows_active: self.pipeline.flows().len(),
-            flow_capacity: self.pipeline.flows().capacity(),
-            hits: self.pipeline.hits().to_vec(),
-            proxy: self.proxies.counters(),
+            counters: self.shard.pipeline().counters.clone(),
+            flows_active: self.shard.pipeline().flows().len(),
+            flow_capacity: self.shard.pipeline().flows().capacity(),
+            hits: self.shard.pipeline().hits().to_vec(),
+            proxy: self.shard.proxies_mut().counters(),
             reassembly: self.fragments.counters,
-            signature_hits: self.proxies.signature_hits().to_vec(),
-            limit_hits: self.proxies.limit_hits().to_vec(),
+            signature_hits: self.shard.proxies().signature_hits().to_vec(),
+            limit_hits: self.shard.proxies().limit_hits().to_vec(),
             notices: {
                 let mut notices = Notices::default();
-                self.proxies.take_notices(&mut notices);
+                self.shard.proxies_mut().take_notices(&mut notices);
                 notices
             },
         }
@@ -882,35 +809,35 @@ impl Worker {
     /// published before.
     fn publish(&mut self) -> bool {
         if let Some(audit) = &self.audit {
-            if self.pipeline.has_new_flows() {
-                let keys = self.pipeline.take_new_flows();
+            if self.shard.pipeline().has_new_flows() {
+                let keys = self.shard.pipeline_mut().take_new_flows();
                 // A full channel means the main thread is behind: count what the
                 // audit will not check rather than block a worker.
                 if let Err(refused) = audit.try_send((self.id as u16, keys)) {
                     let (_, keys) = refused.into_inner();
-                    self.pipeline.counters.split_audit_unsent += keys.len() as u64;
+                    self.counters().split_audit_unsent += keys.len() as u64;
                 }
             }
         }
         // Never wait for the main thread: if it holds the lock, publish next
         // time. Copy into the published buffers to reuse their allocations.
         if let Ok(mut report) = self.report.try_lock() {
-            report.counters.clone_from(&self.pipeline.counters);
-            report.flows_active = self.pipeline.flows().len();
-            report.flow_capacity = self.pipeline.flows().capacity();
+            report.counters.clone_from(&self.shard.pipeline().counters);
+            report.flows_active = self.shard.pipeline().flows().len();
+            report.flow_capacity = self.shard.pipeline().flows().capacity();
             report.hits.clear();
-            report.hits.extend_from_slice(self.pipeline.hits());
-            report.proxy = self.proxies.counters();
+            report.hits.extend_from_slice(self.shard.pipeline().hits());
+            report.proxy = self.shard.proxies_mut().counters();
             report.reassembly = self.fragments.counters;
             report.signature_hits.clear();
             report
                 .signature_hits
-                .extend_from_slice(self.proxies.signature_hits());
+                .extend_from_slice(self.shard.proxies().signature_hits());
             report.limit_hits.clear();
             report
                 .limit_hits
-                .extend_from_slice(self.proxies.limit_hits());
-            self.proxies.take_notices(&mut report.notices);
+                .extend_from_slice(self.shard.proxies().limit_hits());
+            self.shard.proxies_mut().take_notices(&mut report.notices);
             return true;
         }
         false

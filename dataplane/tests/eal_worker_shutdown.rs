@@ -17,6 +17,7 @@ use tollgate_control::policy::PolicySet;
 use tollgate_core::pipeline::{Pipeline, PipelineConfig};
 use tollgate_core::policy::{CompiledPolicy, PolicyBoard};
 use tollgate_core::proxy::ProxyTable;
+use tollgate_core::shard::Shard;
 use tollgate_core::synth::{self, Addressing};
 use tollgate_core::tcp::inspect::SignatureInspector;
 
@@ -76,17 +77,24 @@ fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
     let worker = Worker {
         id: 0,
         core: None,
-        pipeline: Pipeline::new(
-            PipelineConfig {
-                flows: flow_table_config(&config),
-                malformed: config.malformed.action,
-                on_table_full: config.flows.on_full,
-                audit_new_flows: false,
-                reassembly: config.reassembly.enabled,
-                rss: None,
-                on_midstream: config.proxy.on_midstream,
-            },
-            board.current(),
+        shard: Shard::new(
+            Pipeline::new(
+                PipelineConfig {
+                    flows: flow_table_config(&config),
+                    malformed: config.malformed.action,
+                    on_table_full: config.flows.on_full,
+                    audit_new_flows: false,
+                    reassembly: config.reassembly.enabled,
+                    rss: None,
+                    on_midstream: config.proxy.on_midstream,
+                },
+                board.current(),
+            ),
+            ProxyTable::new(
+                proxy_settings(&config),
+                Arc::new(SignatureInspector::new(&[]).unwrap()),
+                [1; 16],
+            ),
         ),
         rx: [in_rx, out_rx],
         tx: [in_tx, out_tx],
@@ -106,14 +114,8 @@ fn a_stopping_worker_forwards_and_counts_what_was_handed_to_it() {
         audit: None,
         policy: board,
         commands: command_rx,
-        proxies: ProxyTable::new(
-            proxy_settings(&config),
-            Arc::new(SignatureInspector::new(&[]).unwrap()),
-            [1; 16],
-        ),
         pool: pool.clone(),
         tx_multi_seg: false,
-        released: Vec::new(),
         fragments: tollgate_core::ip_reassembly::FragmentTable::new(
             config.reassembly.table_config(),
         ),

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod rss;
+pub mod shard;
 pub mod steering;
 pub mod synth;
 pub mod tcp;

@@ -58,6 +58,9 @@ pub struct ProxyCounters {
     /// connection was reset or expired, or the receiver stopped answering).
     pub handover_delivered: u64,
     pub handover_abandoned: u64,
+    /// Segments of handed-over flows forwarded without the translation their flow needs: the
+    /// proxy no longer held the flow, or could not read the segment's TCP header.
+    pub handover_untranslated: u64,
     /// Signature matches that reset a flow.
     pub inspector_resets: u64,
     /// New flows the proxy could not take, by what was done with them (each condition's
@@ -136,6 +139,7 @@ impl ProxyCounters {
             handover_retransmissions,
             handover_delivered,
             handover_abandoned,
+            handover_untranslated,
             inspector_resets,
             budget_bypassed,
             budget_reset,
@@ -184,6 +188,7 @@ impl ProxyCounters {
         self.handover_retransmissions += handover_retransmissions;
         self.handover_delivered += handover_delivered;
         self.handover_abandoned += handover_abandoned;
+        self.handover_untranslated += handover_untranslated;
         self.inspector_resets += inspector_resets;
         self.budget_bypassed += budget_bypassed;
         self.budget_reset += budget_reset;
@@ -250,6 +255,7 @@ impl ProxyCounters {
             handover_retransmissions,
             handover_delivered,
             handover_abandoned,
+            handover_untranslated,
             inspector_resets,
             budget_bypassed,
             budget_reset,
@@ -299,7 +305,8 @@ impl ProxyCounters {
         let _ = writeln!(
             out,
             "proxy handovers: {handover_owed_bytes} bytes owed, {handover_retransmissions} \
-             segments sent again; {handover_delivered} delivered, {handover_abandoned} abandoned"
+             segments sent again; {handover_delivered} delivered, {handover_abandoned} abandoned; \
+             {handover_untranslated} segments passed untranslated"
         );
         let _ = writeln!(
             out,

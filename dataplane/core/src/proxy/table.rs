@@ -1466,9 +1466,25 @@ impl<P: Payload> ProxyTable<P> {
     /// A segment of a flow handed over to pass-through (`tcp_bytes`: the TCP header and
     /// payload, as received): shown to the proxy while it still owes bytes, then rewritten in
     /// place with its direction's translation. False if the slot holds no handed-over flow or
-    /// the segment cannot be read (it is forwarded as it is).
-    #[allow(clippy::too_many_arguments)]
+    /// the segment cannot be read: it is forwarded as it is, and counted
+    /// (`handover_untranslated`).
     pub fn pass_through(
+        &mut self,
+        flows: &mut FlowTable,
+        slot: u32,
+        from_client: bool,
+        tcp_bytes: &mut [u8],
+        now: u64,
+        sink: &mut impl FrameSink<P>,
+    ) -> bool {
+        let translated = self.translate(flows, slot, from_client, tcp_bytes, now, sink);
+        if !translated {
+            self.counters.handover_untranslated += 1;
+        }
+        translated
+    }
+
+    fn translate(
         &mut self,
         flows: &mut FlowTable,
         slot: u32,

@@ -10,16 +10,15 @@ use crate::flow::view::{FlowFilter, FlowsClearReply, KeptReason};
 use crate::policy::{Action, PolicyDefaults, PolicySet};
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
-use super::table::{
-    ClearAction, Disposition, FrameSink, MidstreamAction, ProxySettings, ProxyTable, RuleOptions,
-};
+use super::table::{ClearAction, FrameSink, MidstreamAction, ProxySettings, ProxyTable};
 use crate::counters::DropReason;
 use crate::detect::{samples, IpsecFraming};
 use crate::flow::{Direction, FlowEntry, FlowMode, FlowTableConfig, HandoverCause, TcpPhase};
 use crate::ip_reassembly::{tcp_fragment, FragmentTable, Outcome, ReassemblyConfig};
 use crate::pipeline::FrameAction;
-use crate::pipeline::{Pipeline, PipelineConfig, PortSide, Verdict};
+use crate::pipeline::{Pipeline, PipelineConfig, PortSide};
 use crate::policy::CompiledPolicy;
+use crate::shard::{Dispatch, Shard};
 use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
 use crate::tcp::endpoint::{reset_for, Endpoint, EndpointConfig, State, SynOptions, Transmit};
 use crate::tcp::inspect::SignatureInspector;
@@ -56,8 +55,8 @@ enum Lossy {
 }
 
 struct Lab {
-    pipeline: Pipeline,
-    proxies: ProxyTable<TestBytes>,
+    /// Tollgate: one worker's shard.
+    shard: Shard<TestBytes>,
     /// Frames the endpoints' segments as the real hosts would (addresses and MACs).
     wire: FlowAddressing,
     client: Endpoint<TestBytes>,
@@ -85,8 +84,6 @@ struct Lab {
     not_syn: usize,
     /// The server application reads only every this many milliseconds (1: always).
     server_reads_every_ms: u64,
-    /// What the flow's policy rule says.
-    rule_options: RuleOptions,
     /// What the server host offers in its SYN-ACK.
     server_offer: SynOptions,
     /// The client's segments with data cross a narrower path: IP fragments of at most this
@@ -168,8 +165,7 @@ impl Lab {
         );
         let inspector = Arc::new(inspector);
         Lab {
-            pipeline,
-            proxies: ProxyTable::new(settings, inspector, [7; 16]),
+            shard: Shard::new(pipeline, ProxyTable::new(settings, inspector, [7; 16])),
             wire,
             client: Endpoint::connect(
                 endpoint_config(),
@@ -198,7 +194,6 @@ impl Lab {
             forwarded: 0,
             not_syn: 0,
             server_reads_every_ms: 1,
-            rule_options: RuleOptions::default(),
             server_offer: offer,
             fragment_client: None,
             fragment_id: 0,
@@ -222,67 +217,21 @@ impl Lab {
         self.loss == leg && self.rng.chance(self.loss_percent)
     }
 
-    /// One frame through tollgate, as the worker would handle it.
+    /// One frame through tollgate: the worker's shard, as the worker drives it. Every frame
+    /// of these labs is one tollgate can take: none is dropped but a first segment that is not
+    /// a SYN (counted in `not_syn`), and every handed-over segment is translated.
     fn through_tollgate(&mut self, frame: Vec<u8>, ingress: PortSide) {
         let mut out = Frames::default();
-        let verdict = self.pipeline.handle(&frame, ingress, None, None, self.now);
-        match verdict {
-            Verdict::Forward(egress) => {
+        let drops_before = self.shard.pipeline().counters.drops;
+        let untranslated_before = self.shard.proxies_mut().counters().handover_untranslated;
+        match self.shard.handle(frame, ingress, self.now, &mut out) {
+            Dispatch::Forward(frame, egress) => {
                 self.forwarded += 1;
                 out.0.push((egress, frame));
             }
-            Verdict::Proxy(target) => {
-                let seg = Inbound::read(&frame).expect("a valid frame");
-                let payload = TestBytes::from(
-                    &frame[seg.payload_offset..seg.payload_offset + seg.payload_len],
-                );
-                // As the worker has them from the policy; a test's own options win.
-                let mut options = self
-                    .pipeline
-                    .policy()
-                    .rule_options(target.rule, target.may_open(&seg));
-                options.on_stall = self.rule_options.on_stall.or(options.on_stall);
-                options.detect = self.rule_options.detect.or(options.detect);
-                match self.proxies.on_frame(
-                    self.pipeline.flows_mut(),
-                    target,
-                    &seg,
-                    || Some(payload),
-                    options,
-                    self.now,
-                    &mut out,
-                ) {
-                    Disposition::Consumed => {}
-                    Disposition::Forward => {
-                        self.forwarded += 1;
-                        out.0.push((ingress.other(), frame));
-                    }
-                    Disposition::Unusable => panic!("an unusable frame"),
-                    Disposition::NotSyn => self.not_syn += 1,
-                }
-            }
-            Verdict::Translate {
-                slot,
-                from_client,
-                egress,
-            } => {
-                let mut frame = frame;
-                let seg = Inbound::read(&frame).unwrap();
-                let l4 = seg.payload_offset - seg.header.header_len();
-                assert!(self.proxies.pass_through(
-                    self.pipeline.flows_mut(),
-                    slot,
-                    from_client,
-                    &mut frame[l4..],
-                    self.now,
-                    &mut out,
-                ));
-                self.forwarded += 1;
-                out.0.push((egress, frame));
-            }
-            Verdict::Drop(DropReason::TcpNotSyn) => self.not_syn += 1,
+            Dispatch::Done => {}
             // As the worker does it: the whole datagram goes where its flow says.
-            Verdict::Reassemble => {
+            Dispatch::Reassemble(frame) => {
                 let info = tcp_fragment(&frame).expect("a TCP fragment");
                 match self.fragments.insert(info, frame, self.now) {
                     Outcome::Held => {}
@@ -294,8 +243,20 @@ impl Lab {
                     Outcome::Dropped(reason, _) => panic!("fragments dropped: {reason:?}"),
                 }
             }
-            other => panic!("unexpected verdict {other:?}"),
+            Dispatch::HandOff(_, worker) => panic!("handed off to worker {worker}"),
         }
+        let drops = self.shard.pipeline().counters.drops;
+        let dropped = |reason: DropReason| drops[reason.index()] - drops_before[reason.index()];
+        let not_syn = dropped(DropReason::TcpNotSyn);
+        let all: u64 = drops.iter().sum::<u64>() - drops_before.iter().sum::<u64>();
+        assert_eq!(dropped(DropReason::ProxyUnusable), 0, "an unusable frame");
+        assert_eq!(all, not_syn, "a frame dropped: {drops:?}");
+        self.not_syn += not_syn as usize;
+        assert_eq!(
+            self.shard.proxies_mut().counters().handover_untranslated,
+            untranslated_before,
+            "a handed-over segment passed untranslated"
+        );
         self.route(out);
     }
 
@@ -355,8 +316,7 @@ impl Lab {
             self.through_tollgate(frame, PortSide::Outside);
         }
         let mut out = Frames::default();
-        self.proxies
-            .on_timers(self.pipeline.flows_mut(), self.now, &mut out);
+        self.shard.on_timers(self.now, &mut out);
         self.route(out);
         // The hosts receive.
         while let Some(frame) = self.to_client.pop_front() {
@@ -502,7 +462,7 @@ fn a_proxied_flow_relays_both_ways_byte_exact_and_transparently() {
     let client: SocketAddr = CLIENT.parse().unwrap();
     assert!(lab.server_saw.iter().all(|(_, from)| *from == client));
     assert_eq!(lab.forwarded, 0);
-    let counters = lab.proxies.counters();
+    let counters = lab.shard.proxies_mut().counters();
     assert_eq!(counters.connections_opened, 1);
     assert_eq!(counters.connections_established, 1);
     assert_eq!(counters.connections_active, 1);
@@ -514,8 +474,8 @@ fn a_proxied_flow_relays_both_ways_byte_exact_and_transparently() {
         .is_some_and(|s| s.peer_closed())));
     lab.server.as_mut().unwrap().shutdown_write();
     assert!(lab.run_until(5_000, |lab| lab.client.state() == State::TimeWait));
-    assert!(lab.run_until(130_000, |lab| lab.proxies.is_empty()));
-    assert_eq!(lab.proxies.counters().connections_active, 0);
+    assert!(lab.run_until(130_000, |lab| lab.shard.proxies().is_empty()));
+    assert_eq!(lab.shard.proxies_mut().counters().connections_active, 0);
 }
 
 #[test]
@@ -561,8 +521,8 @@ fn the_client_hears_nothing_before_the_server_answers_and_a_closed_port_refuses_
     // The client's only answer was the RST the server's refusal turned into.
     assert_eq!(lab.client_saw.len(), 1);
     assert!(lab.client_saw[0].contains(TcpFlags::RST));
-    assert_eq!(lab.proxies.counters().connections_refused, 1);
-    assert!(lab.run_until(1_000, |lab| lab.proxies.is_empty()));
+    assert_eq!(lab.shard.proxies_mut().counters().connections_refused, 1);
+    assert!(lab.run_until(1_000, |lab| lab.shard.proxies().is_empty()));
 }
 
 #[test]
@@ -577,7 +537,7 @@ fn loss_on_the_server_leg_is_repaired_by_the_proxy_not_the_client() {
     );
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
-    let counters = lab.proxies.counters();
+    let counters = lab.shard.proxies_mut().counters();
     assert!(
         counters.retransmissions_server_leg > 0,
         "the proxy's server leg must have repaired the loss"
@@ -602,7 +562,13 @@ fn loss_on_the_client_leg_is_repaired_on_that_leg() {
     );
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
-    assert!(lab.proxies.counters().retransmissions_client_leg > 0);
+    assert!(
+        lab.shard
+            .proxies_mut()
+            .counters()
+            .retransmissions_client_leg
+            > 0
+    );
     assert_eq!(lab.server.as_ref().unwrap().stats().retransmissions, 0);
 }
 
@@ -620,7 +586,7 @@ fn past_the_embryonic_limit_a_syn_cookie_opens_the_flow() {
     );
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
-    let counters = lab.proxies.counters();
+    let counters = lab.shard.proxies_mut().counters();
     assert_eq!(counters.syn_cookies_sent, 1);
     assert_eq!(counters.syn_cookies_accepted, 1);
 }
@@ -650,7 +616,7 @@ fn the_client_leg_offers_the_mss_of_the_ip_version_with_or_without_a_cookie() {
             let (up, down) = (data(20_000, 3), data(20_000, 4));
             assert!(transfer(&mut lab, &up, &down, 20_000), "{client} {mss}");
             assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
-            let cookies = lab.proxies.counters().syn_cookies_accepted;
+            let cookies = lab.shard.proxies_mut().counters().syn_cookies_accepted;
             assert_eq!(cookies, u64::from(max_embryonic == 0), "{client}");
             assert_eq!(
                 lab.client.negotiated().peer_mss,
@@ -687,18 +653,21 @@ fn a_syn_flood_leaves_no_state_and_a_real_client_still_connects() {
             b"",
         );
         lab.through_tollgate(syn, PortSide::Inside);
-        assert!(lab.pipeline.flows().len() <= 1, "flood SYN {i} left state");
+        assert!(
+            lab.shard.pipeline().flows().len() <= 1,
+            "flood SYN {i} left state"
+        );
     }
     assert!(lab.to_server.is_empty(), "no flood SYN reaches the server");
     assert_eq!(lab.to_client.len(), FLOOD as usize, "one SYN-ACK each");
     lab.to_client.clear();
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (c.syn_cookies_sent, c.connections_opened),
         (u64::from(FLOOD), 0)
     );
-    assert_eq!(lab.pipeline.flows().len(), 0);
-    assert_eq!(lab.pipeline.counters.flows_table_full, 0);
+    assert_eq!(lab.shard.pipeline().flows().len(), 0);
+    assert_eq!(lab.shard.pipeline().counters.flows_table_full, 0);
 
     let (up, down) = (data(50_000, 21), data(50_000, 22));
     assert!(
@@ -707,7 +676,7 @@ fn a_syn_flood_leaves_no_state_and_a_real_client_still_connects() {
     );
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.syn_cookies_accepted, c.connections_opened), (1, 1));
     assert_eq!(c.midstream_passthrough, 0);
 }
@@ -746,7 +715,7 @@ fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
     lab.forwarded = 0;
     lab.through_tollgate(ack, PortSide::Inside);
     assert_eq!(lab.forwarded, 1);
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
 }
 
@@ -787,7 +756,7 @@ fn a_flow_picked_up_mid_stream_is_counted_once() {
             "cookies outstanding: {}",
             max_embryonic == 0
         );
-        let c = lab.proxies.counters();
+        let c = lab.shard.proxies_mut().counters();
         assert_eq!((c.midstream_passthrough, c.syn_cookies_accepted), (1, 0));
     }
 }
@@ -822,22 +791,22 @@ fn under_on_midstream_drop_a_flow_without_a_syn_is_dropped_and_leaves_no_entry()
         };
         let mut lab = Lab::new(settings, Action::Proxy);
         ack_flood(&mut lab, 300);
-        let c = lab.proxies.counters();
+        let c = lab.shard.proxies_mut().counters();
         if on_midstream == MidstreamAction::Drop {
             assert_eq!((lab.not_syn, lab.forwarded), (300, 0));
-            assert_eq!(lab.pipeline.flows().len(), 0, "no entry kept");
+            assert_eq!(lab.shard.pipeline().flows().len(), 0, "no entry kept");
             assert_eq!(c.midstream_passthrough, 0);
         } else {
             assert_eq!((lab.not_syn, lab.forwarded), (0, 300));
-            assert_eq!(lab.pipeline.flows().len(), 300);
-            assert!(lab.pipeline.flows().iter().all(|e| e.unreplied()));
+            assert_eq!(lab.shard.pipeline().flows().len(), 300);
+            assert!(lab.shard.pipeline().flows().iter().all(|e| e.unreplied()));
             assert_eq!(c.midstream_passthrough, 300);
         }
         // A real client's handshake still completes on its cookie: its ACK is no pick-up.
         let (up, down) = (data(30_000, 31), data(30_000, 32));
         assert!(transfer(&mut lab, &up, &down, 20_000), "{on_midstream:?}");
         assert_eq!((lab.server_got == up, lab.client_got == down), (true, true));
-        assert_eq!(lab.proxies.counters().syn_cookies_accepted, 1);
+        assert_eq!(lab.shard.proxies_mut().counters().syn_cookies_accepted, 1);
     }
 }
 
@@ -873,18 +842,22 @@ fn past_its_bound_of_handshakes_a_source_gets_cookies_and_others_do_not() {
             (0, 1)
         );
     }
-    assert_eq!(lab.pipeline.flows().len(), 4);
+    assert_eq!(lab.shard.pipeline().flows().len(), 4);
     for port in 4..100 {
         let sent = syn_from(&mut lab, &format!("198.19.0.1:{}", 1000 + port));
         assert_eq!(sent, (1, 0), "a cookie, and nothing to the server");
     }
-    assert_eq!(lab.pipeline.flows().len(), 4, "cookies keep no entries");
+    assert_eq!(
+        lab.shard.pipeline().flows().len(),
+        4,
+        "cookies keep no entries"
+    );
     assert_eq!(
         syn_from(&mut lab, "198.19.0.2:1000"),
         (0, 1),
         "another source"
     );
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (
             c.connections_opened,
@@ -908,9 +881,9 @@ fn a_new_flow_past_the_flow_limit_is_bypassed_and_still_works() {
         "transfer did not finish"
     );
     assert_eq!(lab.server_got, up);
-    assert_eq!(lab.proxies.counters().budget_bypassed, 1);
+    assert_eq!(lab.shard.proxies_mut().counters().budget_bypassed, 1);
     assert!(lab.forwarded > 0);
-    let entry = lab.pipeline.flows().iter().next().unwrap();
+    let entry = lab.shard.pipeline().flows().iter().next().unwrap();
     assert_eq!(entry.mode(), FlowMode::Bypass);
 }
 
@@ -924,7 +897,7 @@ fn a_bypassed_flow_is_never_touched_by_the_proxy() {
     );
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
-    assert_eq!(lab.proxies.counters().connections_opened, 0);
+    assert_eq!(lab.shard.proxies_mut().counters().connections_opened, 0);
 }
 
 #[test]
@@ -961,14 +934,14 @@ fn each_shortage_applies_its_own_action_and_is_counted() {
     assert!(lab.run_until(2_000, |lab| lab.client.state() == State::Closed));
     assert!(lab.client_saw.iter().all(|f| f.contains(TcpFlags::RST)));
     assert!(lab.server_saw.is_empty(), "nothing reaches the server");
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (c.flow_limit_hits, c.budget_reset, c.budget_bypassed),
         (1, 1, 0)
     );
     // The retransmitted SYNs the reset answered are refusals too: one notice each.
     let mut notices = crate::notice::Notices::default();
-    lab.proxies.take_notices(&mut notices);
+    lab.shard.proxies_mut().take_notices(&mut notices);
     assert!(notices.iter().count() >= 1);
     assert!(notices.iter().all(|n| n.kind
         == crate::notice::NoticeKind::NotProxied {
@@ -985,20 +958,20 @@ fn each_shortage_applies_its_own_action_and_is_counted() {
     let mut lab = Lab::new(settings, Action::Proxy);
     let (up, down) = (data(20_000, 14), data(20_000, 15));
     assert!(transfer(&mut lab, &up, &down, 10_000));
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.memory_budget_hits, c.budget_bypassed), (1, 1));
     assert_eq!(c.connections_opened, 0);
 
     // Packet buffers short: its own counter; when the shortage ends, flows are proxied again.
     let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
-    lab.proxies.set_pressure(true);
+    lab.shard.proxies_mut().set_pressure(true);
     assert!(transfer(&mut lab, &up, &down, 10_000));
-    assert_eq!(lab.proxies.counters().buffer_shortage_hits, 1);
-    lab.proxies.set_pressure(false);
+    assert_eq!(lab.shard.proxies_mut().counters().buffer_shortage_hits, 1);
+    lab.shard.proxies_mut().set_pressure(false);
     let mut again = Lab::new(ProxySettings::default(), Action::Proxy);
-    std::mem::swap(&mut again.proxies, &mut lab.proxies);
+    std::mem::swap(again.shard.proxies_mut(), lab.shard.proxies_mut());
     assert!(transfer(&mut again, &up, &down, 10_000));
-    assert_eq!(again.proxies.counters().connections_opened, 1);
+    assert_eq!(again.shard.proxies_mut().counters().connections_opened, 1);
 }
 
 /// A live policy change to bypass hands a proxied flow over mid-transfer; after a SYN cookie
@@ -1016,14 +989,11 @@ fn a_flow_moved_to_bypass_mid_transfer_is_handed_over_and_finishes_byte_exact() 
         let done = transfer_with(&mut lab, &up, &down, 30_000, |lab| {
             if !moved && lab.server_got.len() > 100_000 {
                 moved = true;
-                lab.pipeline.set_policy(policy(Action::Bypass));
-                assert_eq!(lab.pipeline.reclassify(), 1);
+                lab.shard.set_policy(policy(Action::Bypass));
                 let mut out = Frames::default();
                 let now = lab.now;
-                let changed = lab
-                    .proxies
-                    .reclassify(lab.pipeline.flows_mut(), now, &mut out);
-                assert_eq!(changed, 1);
+                let changed = lab.shard.reclassify(now, &mut out);
+                assert_eq!((changed.flows, changed.proxied), (1, 1));
                 lab.route(out);
             }
         });
@@ -1033,14 +1003,14 @@ fn a_flow_moved_to_bypass_mid_transfer_is_handed_over_and_finishes_byte_exact() 
         );
         assert_eq!(lab.server_got, up);
         assert_eq!(lab.client_got, down);
-        let counters = lab.proxies.counters();
+        let counters = lab.shard.proxies_mut().counters();
         assert_eq!(counters.handovers, 1);
         assert_eq!(counters.connections_active, 0);
         assert!(
             lab.forwarded > 0,
             "the rest of the flow was forwarded (max_embryonic {max_embryonic})"
         );
-        let entry = lab.pipeline.flows().iter().next().unwrap();
+        let entry = lab.shard.pipeline().flows().iter().next().unwrap();
         assert_eq!(entry.mode(), FlowMode::Bypass);
         // A cookie flow's sequence spaces differ, so it keeps translations (other flows may
         // too, for the small timestamp shift between the legs' clocks).
@@ -1086,11 +1056,12 @@ fn a_configured_signature_resets_the_flow_and_is_counted_by_name() {
     assert!(reset, "the client was reset");
     // Nothing of the matching bytes reached the server.
     assert!(!lab.server_got.windows(3).any(|w| w == b"RET"));
-    let counters = lab.proxies.counters();
+    let counters = lab.shard.proxies_mut().counters();
     assert_eq!(counters.inspector_resets, 1);
-    assert_eq!(lab.proxies.signature_hits(), [1]);
+    assert_eq!(lab.shard.proxies().signature_hits(), [1]);
     let entry = lab
-        .pipeline
+        .shard
+        .pipeline()
         .flows()
         .iter()
         .next()
@@ -1153,22 +1124,23 @@ fn out_of_order_data_dropped_at_the_timeout_is_counted() {
     settings.flow.endpoint.reassembly.timeout_ms = Some(2_000);
     let mut lab = lab_without_timestamps(settings);
     send_after_a_hole(&mut lab, 5);
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
         (0, 0)
     );
     let dropped = lab.run_until(5_000, |lab| {
-        lab.proxies.counters().out_of_order_discarded > 0
+        lab.shard.proxies_mut().counters().out_of_order_discarded > 0
     });
     assert!(dropped, "nothing dropped at the timeout");
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
         (5, 500)
     );
     let slot = lab
-        .pipeline
+        .shard
+        .pipeline()
         .flows()
         .iter()
         .next()
@@ -1177,9 +1149,8 @@ fn out_of_order_data_dropped_at_the_timeout_is_counted() {
         .unwrap();
     let mut out = Frames::default();
     let now = lab.now;
-    lab.proxies
-        .release(lab.pipeline.flows_mut(), slot, now, &mut out);
-    let c = lab.proxies.counters();
+    lab.shard.release(slot, now, &mut out);
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(c.connections_active, 0);
     assert_eq!(
         (c.out_of_order_discarded, c.out_of_order_discarded_bytes),
@@ -1196,12 +1167,18 @@ fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
     let mut lab = lab_without_timestamps(settings);
     send_after_a_hole(&mut lab, 6);
     assert!(
-        lab.run_until(10_000, |lab| lab.proxies.counters().stalls_reset == 1),
+        lab.run_until(10_000, |lab| lab
+            .shard
+            .proxies_mut()
+            .counters()
+            .stalls_reset
+            == 1),
         "no stall"
     );
     assert!(lab.run_until(1_000, |lab| lab.client.state() == State::Closed));
     let entry = lab
-        .pipeline
+        .shard
+        .pipeline()
         .flows()
         .iter()
         .next()
@@ -1209,17 +1186,21 @@ fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
     assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
     let view = crate::flow::view::view(0, entry, lab.now);
     assert_eq!(view.tcp_state.as_deref(), Some("closed"));
-    let closed_ms = lab.pipeline.flows().timeouts().tcp_closed_ms;
+    let closed_ms = lab.shard.pipeline().flows().timeouts().tcp_closed_ms;
     let last_seen = entry.last_seen_ms();
-    lab.pipeline.expire(last_seen + closed_ms - 1_000);
+    lab.shard
+        .pipeline_mut()
+        .expire(last_seen + closed_ms - 1_000);
     assert_eq!(
-        lab.pipeline.flows().len(),
+        lab.shard.pipeline().flows().len(),
         1,
         "gone before the closed timeout"
     );
-    lab.pipeline.expire(last_seen + closed_ms + 1_000);
+    lab.shard
+        .pipeline_mut()
+        .expire(last_seen + closed_ms + 1_000);
     assert_eq!(
-        lab.pipeline.flows().len(),
+        lab.shard.pipeline().flows().len(),
         0,
         "still there after the closed timeout"
     );
@@ -1277,11 +1258,11 @@ fn ipsec_over_tcp_is_recognised_and_handed_over_on_its_first_payload() {
         assert!(done, "transfer did not finish ({case})");
         assert_eq!(lab.server_got, up_bytes, "{case}");
         assert_eq!(lab.client_got, down_bytes, "{case}");
-        let counters = lab.proxies.counters();
+        let counters = lab.shard.proxies_mut().counters();
         assert_eq!(counters.detected_ctcp_ike, 1, "{case}");
         assert_eq!(counters.handovers, 1, "{case}");
         let mut notices = crate::notice::Notices::default();
-        lab.proxies.take_notices(&mut notices);
+        lab.shard.proxies_mut().take_notices(&mut notices);
         let kinds: Vec<_> = notices.iter().map(|n| n.kind).collect();
         assert_eq!(
             kinds,
@@ -1292,7 +1273,7 @@ fn ipsec_over_tcp_is_recognised_and_handed_over_on_its_first_payload() {
         );
         assert_eq!(counters.connections_active, 0, "{case}");
         assert!(lab.forwarded > 0, "{case}");
-        let entry = lab.pipeline.flows().iter().next().unwrap();
+        let entry = lab.shard.pipeline().flows().iter().next().unwrap();
         assert_eq!(entry.mode(), FlowMode::Bypass, "{case}");
         assert_eq!(
             entry.handover(),
@@ -1313,9 +1294,12 @@ fn ipsec_over_tcp_is_recognised_and_handed_over_on_its_first_payload() {
 fn detection_follows_the_rule_and_the_port() {
     let http = samples::HTTP_GET.to_vec();
     let ctcp = ctcp_datagrams(20, 0x0202_0202);
-    let run = |settings: ProxySettings, options: RuleOptions, datagrams: &[Vec<u8>]| {
+    // The flow's rule: none (the protocol default), or one that sets `detect`.
+    let run = |settings: ProxySettings, rule: Option<&str>, datagrams: &[Vec<u8>]| {
         let mut lab = Lab::new(settings, Action::Proxy);
-        lab.rule_options = options;
+        if let Some(rule) = rule {
+            set_rule(&mut lab, rule);
+        }
         let bytes = datagrams.concat();
         let mut next = 0;
         let done = lab.run_until(10_000, |lab| {
@@ -1332,25 +1316,14 @@ fn detection_follows_the_rule_and_the_port() {
         detect_ports: vec![8080],
         ..ProxySettings::default()
     };
-    let mut lab = run(
-        watched.clone(),
-        RuleOptions::default(),
-        std::slice::from_ref(&http),
-    );
-    let c = lab.proxies.counters();
+    let mut lab = run(watched.clone(), None, std::slice::from_ref(&http));
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.detected_not_ipsec, c.handovers), (1, 0));
     assert_eq!(lab.forwarded, 0);
     assert_eq!(c.connections_active, 1);
 
-    let mut lab = run(
-        watched,
-        RuleOptions {
-            detect: Some(false),
-            ..RuleOptions::default()
-        },
-        &ctcp,
-    );
-    let c = lab.proxies.counters();
+    let mut lab = run(watched, Some(r#"{"action":"proxy","detect":"off"}"#), &ctcp);
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (c.detected_ctcp_ike, c.detected_not_ipsec, c.handovers),
         (0, 0, 0)
@@ -1361,17 +1334,14 @@ fn detection_follows_the_rule_and_the_port() {
         detect_ports: vec![],
         ..ProxySettings::default()
     };
-    let mut lab = run(unwatched.clone(), RuleOptions::default(), &ctcp);
-    assert_eq!(lab.proxies.counters().handovers, 0);
+    let mut lab = run(unwatched.clone(), None, &ctcp);
+    assert_eq!(lab.shard.proxies_mut().counters().handovers, 0);
     let mut lab = run(
         unwatched,
-        RuleOptions {
-            detect: Some(true),
-            ..RuleOptions::default()
-        },
+        Some(r#"{"action":"proxy","detect":"ipsec-over-tcp"}"#),
         &ctcp,
     );
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.detected_ctcp_ike, c.handovers), (1, 1));
     assert!(lab.forwarded > 0);
 }
@@ -1386,7 +1356,7 @@ fn draining_lets_proxied_flows_finish_and_passes_new_ones_through() {
     let done = transfer_with(&mut lab, &up, &down, 20_000, |lab| {
         if !drained && lab.server_got.len() > 50_000 {
             drained = true;
-            lab.proxies.set_draining(true);
+            lab.shard.proxies_mut().set_draining(true);
         }
     });
     assert!(done && drained);
@@ -1394,7 +1364,7 @@ fn draining_lets_proxied_flows_finish_and_passes_new_ones_through() {
         (lab.server_got.len(), lab.client_got.len()),
         (up.len(), down.len())
     );
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!(
         (c.connections_opened, c.connections_open, c.drain_bypassed),
         (1, 1, 0)
@@ -1403,19 +1373,25 @@ fn draining_lets_proxied_flows_finish_and_passes_new_ones_through() {
 
     // A new connection while draining: forwarded as it is, never proxied.
     let mut fresh = Lab::new(ProxySettings::default(), Action::Proxy);
-    fresh.proxies.set_draining(true);
+    fresh.shard.proxies_mut().set_draining(true);
     assert!(transfer(&mut fresh, &up, &down, 20_000));
     assert_eq!(fresh.server_got, up);
-    let c = fresh.proxies.counters();
+    let c = fresh.shard.proxies_mut().counters();
     assert_eq!((c.connections_opened, c.drain_bypassed), (0, 1));
     assert!(fresh.forwarded > 0);
-    let entry = fresh.pipeline.flows().iter().next().unwrap();
+    let entry = fresh.shard.pipeline().flows().iter().next().unwrap();
     assert_eq!(entry.mode(), FlowMode::Bypass);
 }
 
 /// A lab whose policy holds one rule, `rule`; returns it with the rule's id.
 fn lab_with_rule(rule: &str) -> (Lab, u32) {
     let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
+    let id = set_rule(&mut lab, rule);
+    (lab, id)
+}
+
+/// Makes `rule` the lab's policy, its only rule; returns the rule's id.
+fn set_rule(lab: &mut Lab, rule: &str) -> u32 {
     let mut set = PolicySet::default();
     let id = set.add(serde_json::from_str(rule).unwrap()).unwrap();
     let defaults = PolicyDefaults {
@@ -1423,15 +1399,15 @@ fn lab_with_rule(rule: &str) -> (Lab, u32) {
         udp: Action::Bypass,
         other: Action::Bypass,
     };
-    lab.pipeline
+    lab.shard
         .set_policy(Arc::new(CompiledPolicy::compile(&set, defaults, 2)));
-    (lab, id)
+    id
 }
 
 /// Rule `rule`'s connection limits at work: its gauges and this worker's refusals.
 fn limit_counters(lab: &Lab, rule: u32) -> crate::proxy::LimitCounters {
-    let mut c = lab.pipeline.policy().limits(rule).unwrap().gauges();
-    for (r, hits) in lab.proxies.limit_hits() {
+    let mut c = lab.shard.pipeline().policy().limits(rule).unwrap().gauges();
+    for (r, hits) in lab.shard.proxies().limit_hits() {
         if *r == rule {
             c.add_hits(hits);
         }
@@ -1500,7 +1476,7 @@ fn past_conn_max_a_new_flow_is_reset_with_no_entry_and_counted_until_one_closes(
     assert!(lab.client_saw.iter().all(|f| f.contains(TcpFlags::RST)));
     assert!(lab.server_saw.is_empty());
     assert_eq!(
-        lab.pipeline.flows().len(),
+        lab.shard.pipeline().flows().len(),
         2,
         "no entry for the refused flow"
     );
@@ -1511,9 +1487,9 @@ fn past_conn_max_a_new_flow_is_reset_with_no_entry_and_counted_until_one_closes(
         (2, 2, 0)
     );
     assert_eq!((c.embryonic_max_hits, c.per_client_max_hits), (0, 0));
-    assert_eq!(lab.proxies.counters().connections_opened, 2);
+    assert_eq!(lab.shard.proxies_mut().counters().connections_opened, 2);
     let mut notices = crate::notice::Notices::default();
-    lab.proxies.take_notices(&mut notices);
+    lab.shard.proxies_mut().take_notices(&mut notices);
     assert!(notices.iter().any(|n| n.kind
         == crate::notice::NoticeKind::OverLimit {
             rule,
@@ -1551,8 +1527,14 @@ fn past_conn_max_with_on_limit_bypass_a_new_flow_passes_unproxied_byte_exact() {
         c.connections, 1,
         "a bypassed flow is not one of the rule's connections"
     );
-    assert_eq!(lab.proxies.counters().connections_opened, 1);
-    let modes: Vec<FlowMode> = lab.pipeline.flows().iter().map(|e| e.mode()).collect();
+    assert_eq!(lab.shard.proxies_mut().counters().connections_opened, 1);
+    let modes: Vec<FlowMode> = lab
+        .shard
+        .pipeline()
+        .flows()
+        .iter()
+        .map(|e| e.mode())
+        .collect();
     assert_eq!(
         modes.iter().filter(|&&m| m == FlowMode::Bypass).count(),
         1,
@@ -1597,7 +1579,7 @@ fn per_client_max_bounds_each_client_address_on_its_own() {
     }
     assert_eq!(syn_answer(&mut lab, "198.19.0.1:1002"), refused());
     // Another client, in a bucket of its own (addresses that share one share its count).
-    let limits = Arc::clone(lab.pipeline.policy().limits(rule).unwrap());
+    let limits = Arc::clone(lab.shard.pipeline().policy().limits(rule).unwrap());
     let other = (2..=255u8)
         .map(|i| format!("198.19.0.{i}"))
         .find(|a| limits.client_connections(a.parse().unwrap()) == Some(0))
@@ -1611,7 +1593,7 @@ fn per_client_max_bounds_each_client_address_on_its_own() {
         (c.connections, c.per_client_max_hits, c.limit_reset),
         (4, 1, 1)
     );
-    assert_eq!(lab.pipeline.flows().len(), 4);
+    assert_eq!(lab.shard.pipeline().flows().len(), 4);
 }
 
 #[test]
@@ -1638,19 +1620,19 @@ fn a_syn_cookie_holds_no_place_and_its_ack_is_admitted_against_the_limits() {
         max_embryonic: 0,
         ..ProxySettings::default()
     };
-    lab.proxies = ProxyTable::new(
+    *lab.shard.proxies_mut() = ProxyTable::new(
         settings,
         Arc::new(SignatureInspector::new(&[]).unwrap()),
         [7; 16],
     );
     let (up, down) = (data(20_000, 47), data(20_000, 48));
     assert!(transfer(&mut lab, &up, &down, 20_000));
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.syn_cookies_sent, c.syn_cookies_accepted), (1, 1));
     assert_eq!(limit_counters(&lab, rule).connections, 1);
     // At its limit, the rule refuses a SYN before any cookie is sent for it.
     assert_eq!(syn_answer(&mut lab, "198.19.0.1:1000"), refused());
-    assert_eq!(lab.proxies.counters().syn_cookies_sent, 1);
+    assert_eq!(lab.shard.proxies_mut().counters().syn_cookies_sent, 1);
     assert_eq!(limit_counters(&lab, rule).conn_max_hits, 1);
 }
 
@@ -1658,22 +1640,16 @@ impl Lab {
     /// `flows clear` as the worker runs it, with what tollgate sends on its way to the hosts.
     fn clear(&mut self, filter: FlowFilter, action: ClearAction) -> FlowsClearReply {
         let mut out = Frames::default();
-        let reply = crate::flow::view::clear(
-            self.pipeline.flows_mut(),
-            &mut self.proxies,
-            &filter,
-            action,
-            0,
-            self.now,
-            &mut out,
-        );
+        let reply = self
+            .shard
+            .clear_flows(&filter, action, 0, self.now, &mut out);
         self.route(out);
         reply
     }
 
     /// The flow's entry, and its initiator and responder.
     fn the_entry(&self) -> (&FlowEntry, SocketAddr, SocketAddr) {
-        let mut entries = self.pipeline.flows().iter();
+        let mut entries = self.shard.pipeline().flows().iter();
         let e = entries.next().expect("an entry");
         assert!(entries.next().is_none(), "one entry");
         let (src, dst) = e.key().endpoints(e.initiator());
@@ -1770,11 +1746,13 @@ fn a_cleared_proxied_connection_is_reset_and_its_late_segments_make_no_flow_back
     // The entry goes after the closed timeout, like that of any connection reset.
     let config = FlowTableConfig::default();
     let (closed_ms, tick_ms) = (config.timeouts.tcp_closed_ms, config.tick_ms);
-    lab.pipeline.expire(lab.now + closed_ms - 2_000);
-    assert_eq!(lab.pipeline.flows().len(), 1);
-    lab.pipeline.expire(lab.now + closed_ms + 2 * tick_ms);
-    assert_eq!(lab.pipeline.flows().len(), 0);
-    assert_eq!(lab.proxies.counters().connections_active, 0);
+    lab.shard.pipeline_mut().expire(lab.now + closed_ms - 2_000);
+    assert_eq!(lab.shard.pipeline().flows().len(), 1);
+    lab.shard
+        .pipeline_mut()
+        .expire(lab.now + closed_ms + 2 * tick_ms);
+    assert_eq!(lab.shard.pipeline().flows().len(), 0);
+    assert_eq!(lab.shard.proxies_mut().counters().connections_active, 0);
 }
 
 /// `flows clear --hand-over`: a connection still in its handshake is kept proxied and
@@ -1785,12 +1763,13 @@ fn a_cleared_proxied_connection_is_reset_and_its_late_segments_make_no_flow_back
 fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
     let mut lab = Lab::new(ProxySettings::default(), Action::Proxy);
     assert!(lab.run_until(1_000, |lab| {
-        lab.pipeline
+        lab.shard
+            .pipeline()
             .flows()
             .iter()
             .next()
             .and_then(|e| e.proxy_slot())
-            .and_then(|slot| lab.proxies.view(slot))
+            .and_then(|slot| lab.shard.proxies().view(slot))
             .and_then(|v| v.client_leg)
             .is_some_and(|leg| leg.state == "SYN-RECEIVED")
     }));
@@ -1826,7 +1805,7 @@ fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
     assert!(done, "the transfer did not finish");
     assert_eq!(lab.server_got, up);
     assert_eq!(lab.client_got, down);
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.handovers, c.handover_abandoned), (1, 0));
     assert!(lab.forwarded > 0, "the rest went through unproxied");
 }
@@ -1943,7 +1922,7 @@ fn an_ack_no_cookie_validates_from_a_source_just_sent_cookies_is_dropped_not_pas
         !lab.client_saw.iter().any(|f| f.contains(TcpFlags::RST)),
         "the client was reset"
     );
-    let c = lab.proxies.counters();
+    let c = lab.shard.proxies_mut().counters();
     assert_eq!((c.syn_cookies_accepted, c.midstream_passthrough), (1, 0));
     assert_eq!(c.syn_cookies_invalid, 1);
 }

@@ -124,11 +124,6 @@ impl Client {
         })
     }
 
-    /// How long each later call may take.
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
     /// Sends one operation and returns the daemon's result.
     pub fn call(&mut self, op: Op) -> Result<serde_json::Value, ClientError> {
         let seq = self.next_seq;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Action, FlowFields, Ingress, Protocol, Rule, RuleSpec};
+use crate::policy::{Action, FlowFields, PortSide, Protocol, Rule, RuleSpec};
 use crate::stats::{LimitCounters, StatsSnapshot};
 
 // What the workers report, as the core defines it.
@@ -114,7 +114,7 @@ pub struct ExplainQuery {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     #[serde(default = "default_ingress")]
-    pub ingress: Ingress,
+    pub ingress: PortSide,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
 }
@@ -134,8 +134,8 @@ impl ExplainQuery {
     }
 }
 
-fn default_ingress() -> Ingress {
-    Ingress::Inside
+fn default_ingress() -> PortSide {
+    PortSide::Inside
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -359,7 +359,7 @@ mod tests {
                 proto: Protocol::TCP,
                 src: "198.18.0.1:40000".parse().unwrap(),
                 dst: "198.18.0.2:10000".parse().unwrap(),
-                ingress: Ingress::Inside,
+                ingress: PortSide::Inside,
                 vlan: None,
             }),
             Op::FlowsList {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tollgate_control::client::{Client, ClientError};
 use tollgate_control::policy::{
-    Action, Detect, Ingress, LimitAction, PolicyError, PolicySet, Protocol, StallAction,
+    Action, Detect, LimitAction, PolicyError, PolicySet, PortSide, Protocol, StallAction,
 };
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
@@ -51,7 +51,7 @@ fn flow(worker: u16, src: &str, dst: &str, mode: Action, rule: Option<u32>) -> F
         proto: Protocol::TCP,
         src: src.parse().unwrap(),
         dst: dst.parse().unwrap(),
-        ingress: Ingress::Inside,
+        ingress: PortSide::Inside,
         mode,
         reason: rule.map_or("default for tcp".into(), |r| format!("rule {r}")),
         rule,
@@ -556,7 +556,7 @@ fn every_operation_round_trips() {
             proto: Protocol::TCP,
             src: "198.18.0.1:40000".parse().unwrap(),
             dst: "198.19.0.1:10000".parse().unwrap(),
-            ingress: Ingress::Inside,
+            ingress: PortSide::Inside,
             vlan: None,
         }))
         .unwrap();
@@ -739,7 +739,7 @@ fn many_clients_at_once_are_all_answered_correctly() {
                             proto: Protocol::TCP,
                             src,
                             dst,
-                            ingress: Ingress::Inside,
+                            ingress: PortSide::Inside,
                             vlan: None,
                         }))
                         .unwrap();

@@ -15,7 +15,8 @@ use tollgate::daemon::Dataplane;
 use tollgate_control::policy::PolicySet;
 use tollgate_core::flow::{FlowKey, FlowTable};
 use tollgate_core::policy::CompiledPolicy;
-use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate_core::synth::{self, Addressing, TcpHeader};
+use tollgate_core::wire::tcp::flags;
 
 const FLOWS: u16 = 300;
 
@@ -156,7 +157,7 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
             synth::tcp(
                 &a,
                 TcpHeader {
-                    flags: TCP_SYN,
+                    flags: flags::SYN,
                     seq: 1,
                     ..Default::default()
                 },
@@ -168,7 +169,7 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
             synth::tcp(
                 &a.reversed(),
                 TcpHeader {
-                    flags: TCP_SYN | TCP_ACK,
+                    flags: flags::SYN | flags::ACK,
                     seq: 9,
                     ack: 2,
                     ..Default::default()
@@ -181,7 +182,7 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
             synth::tcp(
                 &a,
                 TcpHeader {
-                    flags: TCP_ACK,
+                    flags: flags::ACK,
                     seq: 2,
                     ack: 10,
                     ..Default::default()
@@ -345,7 +346,7 @@ fn two_workers_forward_every_frame_once_keep_flows_whole_and_leak_nothing() {
             synth::tcp(
                 &a,
                 TcpHeader {
-                    flags: TCP_ACK,
+                    flags: flags::ACK,
                     seq: i,
                     ..Default::default()
                 },

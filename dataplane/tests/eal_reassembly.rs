@@ -20,8 +20,9 @@ use tollgate_control::policy::PolicySet;
 use tollgate_core::flow::{FlowKey, FlowTable};
 use tollgate_core::policy::CompiledPolicy;
 use tollgate_core::proxy::Inbound;
-use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate_core::synth::{self, Addressing, TcpHeader};
 use tollgate_core::tcp::segment::TcpFlags;
+use tollgate_core::wire::tcp::flags;
 
 const WORKERS: usize = 2;
 
@@ -88,14 +89,14 @@ fn a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
             )
         };
         // The handshake, through the proxy.
-        inject(&pool, &in_rings.rx[0], &[tcp(&a, TCP_SYN, 100, 0, b"")]);
+        inject(&pool, &in_rings.rx[0], &[tcp(&a, flags::SYN, 100, 0, b"")]);
         let to_server = wait_for("the SYN to the server", &out_rings, |f| {
             with_flags(f, TcpFlags::SYN).is_some()
         });
         let syn = with_flags(&to_server, TcpFlags::SYN).unwrap();
         let syn_ack = tcp(
             &a.reversed(),
-            TCP_SYN | TCP_ACK,
+            flags::SYN | flags::ACK,
             5000,
             syn.header.seq.0.wrapping_add(1),
             b"",
@@ -112,14 +113,14 @@ fn a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
         inject(
             &pool,
             &in_rings.rx[0],
-            &[tcp(&a, TCP_ACK, 101, client_isn + 1, b"")],
+            &[tcp(&a, flags::ACK, 101, client_isn + 1, b"")],
         );
 
         // 2000 bytes of data in three fragments, last first, on the other queue.
         let payload: Vec<u8> = (0..2000u32)
             .map(|i| (i * 13 + round as u32) as u8)
             .collect();
-        let segment = tcp(&a, TCP_ACK, 101, client_isn + 1, &payload);
+        let segment = tcp(&a, flags::ACK, 101, client_isn + 1, &payload);
         let mut fragments = synth::fragments(&segment, 800, 77 + round as u32);
         assert_eq!(fragments.len(), 3);
         fragments.reverse();
@@ -161,7 +162,7 @@ fn a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
     let segment = synth::tcp(
         &a,
         TcpHeader {
-            flags: TCP_ACK,
+            flags: flags::ACK,
             seq: 7,
             ack: 9,
             window: 512,

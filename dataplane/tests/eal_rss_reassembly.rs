@@ -23,8 +23,9 @@ use tollgate_core::ip_reassembly::tcp_fragment;
 use tollgate_core::policy::CompiledPolicy;
 use tollgate_core::proxy::Inbound;
 use tollgate_core::rss::{HashInput, RssSteering};
-use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use tollgate_core::synth::{self, Addressing, TcpHeader};
 use tollgate_core::tcp::segment::TcpFlags;
+use tollgate_core::wire::tcp::flags;
 
 const WORKERS: usize = 2;
 
@@ -140,14 +141,20 @@ fn under_rss_a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
             )
         };
         // The handshake, through the proxy.
-        inject(&pool, &nic, &in_rings, &a, &[tcp(&a, TCP_SYN, 100, 0, b"")]);
+        inject(
+            &pool,
+            &nic,
+            &in_rings,
+            &a,
+            &[tcp(&a, flags::SYN, 100, 0, b"")],
+        );
         let to_server = wait_for("the SYN to the server", &out_rings, |f| {
             with_flags(f, TcpFlags::SYN).is_some()
         });
         let syn = with_flags(&to_server, TcpFlags::SYN).unwrap();
         let syn_ack = tcp(
             &a.reversed(),
-            TCP_SYN | TCP_ACK,
+            flags::SYN | flags::ACK,
             5000,
             syn.header.seq.0.wrapping_add(1),
             b"",
@@ -166,14 +173,14 @@ fn under_rss_a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
             &nic,
             &in_rings,
             &a,
-            &[tcp(&a, TCP_ACK, 101, client_isn + 1, b"")],
+            &[tcp(&a, flags::ACK, 101, client_isn + 1, b"")],
         );
 
         // 2000 bytes of data in three fragments, last first, on the queue of their addresses.
         let payload: Vec<u8> = (0..2000u32)
             .map(|i| (i * 13 + round as u32) as u8)
             .collect();
-        let segment = tcp(&a, TCP_ACK, 101, client_isn + 1, &payload);
+        let segment = tcp(&a, flags::ACK, 101, client_isn + 1, &payload);
         let mut fragments = synth::fragments(&segment, 800, 77 + round as u32);
         assert_eq!(fragments.len(), 3);
         fragments.reverse();
@@ -215,7 +222,7 @@ fn under_rss_a_proxied_segment_in_ip_fragments_reaches_the_server_byte_exact() {
     let segment = synth::tcp(
         &a,
         TcpHeader {
-            flags: TCP_ACK,
+            flags: flags::ACK,
             seq: 7,
             ack: 9,
             window: 512,

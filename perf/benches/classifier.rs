@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate_control::policy::Classifier;
-use tollgate_control::policy::{Action, FlowFields, Ingress, Match, PolicySet, RuleSpec};
+use tollgate_control::policy::{Action, FlowFields, Match, PolicySet, PortSide, RuleSpec};
 
 /// A rule from its match fields in `tollgatectl` notation, "" for any.
 fn rule(proto: &str, src: &str, dst: &str, dst_port: &str, action: Action) -> RuleSpec {
@@ -96,7 +96,7 @@ fn tcp(src: IpAddr, dst: IpAddr, dst_port: u16) -> FlowFields {
         dst,
         src_port: 40_000,
         dst_port,
-        ingress: Ingress::Inside,
+        ingress: PortSide::Inside,
         vlan: None,
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::config::Config;
 use tollgate_core::flow::{FlowKey, FlowTable, FlowTableConfig, PacketMeta};
-use tollgate_core::synth::TCP_ACK;
+use tollgate_core::wire::tcp::flags;
 use tollgate_perf::frames::flow;
 
 const NOW_MS: u64 = 1_000;
@@ -35,8 +35,8 @@ fn packet(i: u32) -> PacketMeta {
         orientation,
         hash: key.software_hash(),
         len: 60,
-        tcp_flags: Some(TCP_ACK),
-        ingress: 0,
+        tcp_flags: Some(flags::ACK),
+        ingress: tollgate_core::pipeline::PortSide::Inside,
     }
 }
 

@@ -8,8 +8,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK};
+use tollgate_core::synth::{self, Addressing, TcpHeader};
 use tollgate_core::wire::parse_frame;
+use tollgate_core::wire::tcp::flags;
 
 fn frames() -> [(&'static str, Vec<u8>); 3] {
     let v4 = Addressing::new(
@@ -27,7 +28,7 @@ fn frames() -> [(&'static str, Vec<u8>); 3] {
     let ack = TcpHeader {
         seq: 1_000,
         ack: 5_000,
-        flags: TCP_ACK,
+        flags: flags::ACK,
         window: 0,
     };
     [

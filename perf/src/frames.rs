@@ -3,7 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK};
+use tollgate_core::synth::{self, Addressing, TcpHeader};
+use tollgate_core::wire::tcp::flags;
 
 /// A minimum-size Ethernet frame as software sees it: 64 bytes on the wire
 /// less the 4-byte FCS the NIC adds and strips.
@@ -49,7 +50,7 @@ pub fn frame(i: u32, way: Way) -> Vec<u8> {
         TcpHeader {
             seq,
             ack,
-            flags: TCP_ACK,
+            flags: flags::ACK,
             window: 0,
         },
         b"",

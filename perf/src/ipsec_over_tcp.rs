@@ -13,11 +13,7 @@ pub const TCP_HEADER_LEN: usize = 20;
 pub const TCP_SYN_HEADER_LEN: usize = 24;
 pub const WINDOW: u16 = 65535;
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const PSH: u8 = 0x08;
-pub const ACK: u8 = 0x10;
+pub use tollgate_core::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 
 /// cTCP's per-datagram trailer. Its content is opaque to the peer; this emulator writes the
 /// datagram's length (2 bytes, big-endian) and 14 zero bytes, and checks that on receipt.

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use tollgate_control::client::{Client, ClientError, DEFAULT_SOCKET};
 use tollgate_control::policy::{
-    Action, Detect, Ingress, LimitAction, Match, PolicyError, PolicySet, PortRange, Prefix,
+    Action, Detect, LimitAction, Match, PolicyError, PolicySet, PortRange, PortSide, Prefix,
     Protocol, RuleSpec, StallAction,
 };
 use tollgate_control::protocol::{
@@ -265,11 +265,11 @@ enum IngressArg {
     Outside,
 }
 
-impl From<IngressArg> for Ingress {
-    fn from(i: IngressArg) -> Ingress {
+impl From<IngressArg> for PortSide {
+    fn from(i: IngressArg) -> PortSide {
         match i {
-            IngressArg::Inside => Ingress::Inside,
-            IngressArg::Outside => Ingress::Outside,
+            IngressArg::Inside => PortSide::Inside,
+            IngressArg::Outside => PortSide::Outside,
         }
     }
 }
@@ -338,7 +338,7 @@ impl RuleArgs {
                 dst: self.dst,
                 src_port: self.src_port,
                 dst_port: self.dst_port,
-                ingress: self.ingress.map(Ingress::from),
+                ingress: self.ingress.map(PortSide::from),
                 vlan: self.vlan,
             },
             action: self.action.into(),

@@ -574,8 +574,9 @@ impl ReassemblyCounters {
 mod tests {
     use super::*;
     use crate::proxy::Inbound;
-    use crate::synth::{self, Addressing, TcpHeader, TCP_ACK};
+    use crate::synth::{self, Addressing, TcpHeader};
     use crate::wire::parse_frame;
+    use crate::wire::tcp::flags;
 
     fn v4() -> Addressing {
         Addressing::new(
@@ -596,7 +597,7 @@ mod tests {
         synth::tcp(
             a,
             TcpHeader {
-                flags: TCP_ACK,
+                flags: flags::ACK,
                 seq: 1000,
                 ack: 2000,
                 ..Default::default()

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::policy::{FlowFields, RuleHits};
 
@@ -16,12 +16,12 @@ use crate::ip_reassembly::tcp_fragment;
 use crate::policy::CompiledPolicy;
 use crate::proxy::{MidstreamAction, ProxyTarget};
 use crate::rss::RssSteering;
+use crate::wire::ip::PROTO_TCP;
 use crate::wire::{common_ipv4, parse_frame, Fragment, Malformed};
 
-const PROTO_TCP: u8 = 6;
-
-/// Which of the two ports a frame came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which of the two ports a frame came in on (a flow's ingress, in a rule's match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum PortSide {
     /// Faces the clients (the protected side).
@@ -55,6 +55,23 @@ impl PortSide {
     }
 }
 
+impl std::str::FromStr for PortSide {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PortSide, String> {
+        match s {
+            "inside" => Ok(PortSide::Inside),
+            "outside" => Ok(PortSide::Outside),
+            _ => Err(format!("{s:?} is not a port: use inside or outside")),
+        }
+    }
+}
+
+impl std::fmt::Display for PortSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -85,11 +102,7 @@ pub fn entry_fields(e: &FlowEntry) -> crate::policy::FlowFields {
         dst: dst.ip(),
         src_port: src.port(),
         dst_port: dst.port(),
-        ingress: if e.ingress() == PortSide::Outside as u8 {
-            crate::policy::Ingress::Outside
-        } else {
-            crate::policy::Ingress::Inside
-        },
+        ingress: e.ingress(),
         vlan: e.vlan(),
     }
 }
@@ -287,7 +300,7 @@ impl Pipeline {
                 hash,
                 len: frame.len() as u32,
                 tcp_flags,
-                ingress: ingress as u8,
+                ingress,
             },
             hint: EntryHint::NONE,
             vlan,
@@ -477,12 +490,8 @@ impl Pipeline {
         }
     }
 
-    /// Ages out idle and finished flows; call between bursts.
-    pub fn expire(&mut self, now_ms: u64) {
-        self.counters.flows_expired += self.flows.expire(now_ms) as u64;
-    }
-
-    /// [`Pipeline::expire`], handing each expired entry to `on_expired`.
+    /// Ages out idle and finished flows, handing each expired entry to `on_expired`; call
+    /// between bursts.
     pub fn expire_with(&mut self, now_ms: u64, on_expired: impl FnMut(FlowEntry)) {
         self.counters.flows_expired += self.flows.expire_with(now_ms, on_expired) as u64;
     }
@@ -591,7 +600,27 @@ impl std::fmt::Display for FrameAction {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+    use crate::synth::{self, Addressing, TcpHeader};
+    use crate::wire::tcp::flags;
+
+    /// The fields classification looks at, from a flow's first frame, read from its full
+    /// parse: the reference `first_frame_fields` must agree with.
+    fn flow_fields(
+        ip: &crate::wire::IpSummary,
+        ingress: PortSide,
+        vlan: Option<u16>,
+    ) -> crate::policy::FlowFields {
+        let (src_port, dst_port) = ip.ports.unwrap_or((0, 0));
+        FlowFields {
+            proto: ip.protocol,
+            src: ip.src,
+            dst: ip.dst,
+            src_port,
+            dst_port,
+            ingress,
+            vlan,
+        }
+    }
 
     fn policy(rules: &[&str]) -> Arc<CompiledPolicy> {
         policy_with(crate::policy::Action::Proxy, rules)
@@ -643,7 +672,7 @@ mod tests {
         let reply = synth::tcp(
             &a.reversed(),
             TcpHeader {
-                flags: TCP_SYN | TCP_ACK,
+                flags: flags::SYN | flags::ACK,
                 ..Default::default()
             },
             b"",
@@ -668,7 +697,7 @@ mod tests {
             let data = synth::tcp(
                 &a,
                 TcpHeader {
-                    flags: TCP_ACK,
+                    flags: flags::ACK,
                     ..Default::default()
                 },
                 &[7; 3000],
@@ -820,7 +849,7 @@ mod tests {
                 let data = synth::tcp(
                     &a,
                     TcpHeader {
-                        flags: TCP_ACK,
+                        flags: flags::ACK,
                         ..Default::default()
                     },
                     &[9; 2000],
@@ -888,7 +917,7 @@ mod tests {
         synth::tcp(
             a,
             TcpHeader {
-                flags: TCP_SYN,
+                flags: flags::SYN,
                 ..Default::default()
             },
             b"",
@@ -927,8 +956,7 @@ mod tests {
         for frame in &frames {
             for side in PortSide::BOTH {
                 let summary = parse_frame(frame).unwrap();
-                let parsed =
-                    crate::policy::flow_fields(summary.ip.as_ref().unwrap(), side, summary.vlan);
+                let parsed = flow_fields(summary.ip.as_ref().unwrap(), side, summary.vlan);
                 let Prepared::Lookup(lookup) = p.prepare(frame, side, None, None) else {
                     panic!("no lookup for {frame:02x?}");
                 };
@@ -952,7 +980,7 @@ mod tests {
         let reply = synth::tcp(
             &a.reversed(),
             TcpHeader {
-                flags: TCP_SYN | TCP_ACK,
+                flags: flags::SYN | flags::ACK,
                 ..Default::default()
             },
             b"",
@@ -1041,7 +1069,7 @@ mod tests {
             let back = synth::tcp(
                 &a.reversed(),
                 TcpHeader {
-                    flags: TCP_SYN | TCP_ACK,
+                    flags: flags::SYN | flags::ACK,
                     ..Default::default()
                 },
                 b"",
@@ -1085,7 +1113,7 @@ mod tests {
         let reply = synth::tcp(
             &a.reversed(),
             TcpHeader {
-                flags: TCP_ACK,
+                flags: flags::ACK,
                 ..Default::default()
             },
             b"",
@@ -1111,7 +1139,7 @@ mod tests {
         let data = synth::tcp(
             &ctcp,
             TcpHeader {
-                flags: TCP_ACK,
+                flags: flags::ACK,
                 ..Default::default()
             },
             b"esp",
@@ -1155,7 +1183,7 @@ mod tests {
         synth::tcp(
             a,
             TcpHeader {
-                flags: crate::synth::TCP_RST,
+                flags: flags::RST,
                 ..Default::default()
             },
             b"",
@@ -1221,7 +1249,7 @@ mod tests {
         let reply = synth::tcp(
             &a.reversed(),
             TcpHeader {
-                flags: TCP_SYN | TCP_ACK,
+                flags: flags::SYN | flags::ACK,
                 ..Default::default()
             },
             b"",

@@ -5,16 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::wire::checksum;
 
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_PSH: u8 = 0x08;
-pub const TCP_ACK: u8 = 0x10;
+use crate::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
 
 /// MAC addresses for synthetic frames: locally administered, so they can
 /// never be a real NIC's.
@@ -226,6 +217,7 @@ fn pad(mut frame: Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tcp::flags;
     use crate::wire::{parse_frame, Fragment};
 
     #[test]
@@ -237,7 +229,7 @@ mod tests {
         let f = tcp(
             &a,
             TcpHeader {
-                flags: TCP_SYN,
+                flags: flags::SYN,
                 seq: 7,
                 ..Default::default()
             },
@@ -246,7 +238,7 @@ mod tests {
         let s = parse_frame(&f).unwrap();
         let ip = s.ip.unwrap();
         assert_eq!(ip.ports, Some((40000, 80)));
-        assert_eq!(ip.tcp_flags, Some(TCP_SYN));
+        assert_eq!(ip.tcp_flags, Some(flags::SYN));
         assert_eq!(ip.fragment, Fragment::None);
         assert_eq!(f.len(), 60);
 
@@ -273,7 +265,7 @@ mod tests {
         let f = tcp(
             &a,
             TcpHeader {
-                flags: TCP_ACK,
+                flags: flags::ACK,
                 ..Default::default()
             },
             b"payload bytes",

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tollgate_core::policy::Classifier;
 use tollgate_core::policy::{
-    Action, FlowFields, Ingress, Match, PolicySet, PortRange, Prefix, Protocol, Rule, RuleSpec,
+    Action, FlowFields, Match, PolicySet, PortRange, PortSide, Prefix, Protocol, Rule, RuleSpec,
 };
 
 /// SplitMix64: deterministic, so a failure reproduces from its case number.
@@ -138,9 +138,9 @@ fn random_rule(rng: &mut Rng) -> RuleSpec {
         dst_port: (ports_allowed && rng.chance(65)).then(|| port_range(rng)),
         ingress: rng.chance(20).then(|| {
             if rng.chance(50) {
-                Ingress::Inside
+                PortSide::Inside
             } else {
-                Ingress::Outside
+                PortSide::Outside
             }
         }),
         vlan: rng.chance(10).then(|| rng.pick(&[10, 20, 4094])),
@@ -214,9 +214,9 @@ fn random_flow(rng: &mut Rng, set: &PolicySet) -> FlowFields {
         src_port: port(rng),
         dst_port: port(rng),
         ingress: if rng.chance(50) {
-            Ingress::Inside
+            PortSide::Inside
         } else {
-            Ingress::Outside
+            PortSide::Outside
         },
         vlan: rng.pick(&[None, None, Some(10), Some(20), Some(30)]),
     };
@@ -372,7 +372,7 @@ fn edge_cases() {
         dst: v4("198.18.0.1"),
         src_port: 1000,
         dst_port: 0,
-        ingress: Ingress::Inside,
+        ingress: PortSide::Inside,
         vlan: None,
     };
     let cases: Vec<(FlowFields, Option<u32>)> = vec![
@@ -438,7 +438,7 @@ fn edge_cases() {
         (
             FlowFields {
                 proto: 99,
-                ingress: Ingress::Outside,
+                ingress: PortSide::Outside,
                 ..base
             },
             Some(7),
@@ -446,7 +446,7 @@ fn edge_cases() {
         (
             FlowFields {
                 proto: 99,
-                ingress: Ingress::Outside,
+                ingress: PortSide::Outside,
                 dst: v4("198.18.0.3"),
                 ..base
             },

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tollgate_control::policy::Classifier;
-use tollgate_control::policy::{FlowFields, Ingress, PolicySet, Prefix, Protocol};
+use tollgate_control::policy::{FlowFields, PolicySet, PortSide, Prefix, Protocol};
 use tollgate_control::protocol::{
     decode_request, encode, ExplainReply, FlowsClearReply, FlowsListReply, HealthReply, Op,
     PolicyChangeReply, PolicyCheckReply, PolicyListReply, Request, Response, StatsReply,
@@ -242,8 +242,8 @@ fn edge_flows(m: &tollgate_control::policy::Match) -> Vec<FlowFields> {
                     // The other ingress every other flow, so both are seen at half the cost.
                     let ingress = match (flows.len() % 2 == 0, m.ingress) {
                         (true, Some(ingress)) => ingress,
-                        (_, Some(Ingress::Inside)) | (false, None) => Ingress::Outside,
-                        _ => Ingress::Inside,
+                        (_, Some(PortSide::Inside)) | (false, None) => PortSide::Outside,
+                        _ => PortSide::Inside,
                     };
                     flows.push(FlowFields {
                         proto,

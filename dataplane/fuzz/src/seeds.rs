@@ -37,20 +37,14 @@ const V4_SERVER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
 const V6_CLIENT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const V6_SERVER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
+use tollgate_core::wire::ethernet::{
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN,
+};
 
-const PROTO_HOPOPT: u8 = 0;
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_IPV6_ROUTE: u8 = 43;
-const PROTO_IPV6_FRAG: u8 = 44;
-const PROTO_ICMPV6: u8 = 58;
-const PROTO_IPV6_OPTS: u8 = 60;
+use tollgate_core::wire::ip::{
+    PROTO_HOPOPT, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPV6_FRAG, PROTO_IPV6_OPTS, PROTO_IPV6_ROUTE,
+    PROTO_TCP, PROTO_UDP,
+};
 
 /// Client MAC to server MAC, with `(tpid, tci)` tags outermost first.
 fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
-use tollgate_core::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_PSH, TCP_SYN};
+use tollgate_core::synth::{self, Addressing, TcpHeader};
+use tollgate_core::wire::tcp::flags;
 use tollgate_perf::ipsec_over_tcp::{self as ipsec, IkeHeader, Mode, Outgoing};
 use tollgate_perf::pcap::PcapWriter;
 
@@ -490,7 +491,7 @@ impl Flow {
             FlowKind::Tcp => {
                 let side = alternate(step);
                 let payload = self.payload(side);
-                (side, self.segment(side, TCP_ACK | TCP_PSH, &payload))
+                (side, self.segment(side, flags::ACK | flags::PSH, &payload))
             }
             FlowKind::Udp => {
                 let side = alternate(step);
@@ -506,7 +507,7 @@ impl Flow {
                         TcpHeader {
                             seq: self.server_seq,
                             ack: self.client_seq,
-                            flags: TCP_SYN | TCP_ACK,
+                            flags: flags::SYN | flags::ACK,
                             window: 0,
                         },
                         b"",
@@ -514,11 +515,11 @@ impl Flow {
                     self.server_seq = self.server_seq.wrapping_add(1);
                     (Side::Server, f)
                 }
-                2 => (Side::Client, self.segment(Side::Client, TCP_ACK, b"")),
+                2 => (Side::Client, self.segment(Side::Client, flags::ACK, b"")),
                 _ => {
                     let side = alternate(step - 3);
                     let payload = self.ctcp_datagram(side);
-                    (side, self.segment(side, TCP_ACK | TCP_PSH, &payload))
+                    (side, self.segment(side, flags::ACK | flags::PSH, &payload))
                 }
             },
         }
@@ -537,7 +538,7 @@ impl Flow {
         let h = TcpHeader {
             seq: self.client_seq,
             ack: 0,
-            flags: TCP_SYN,
+            flags: flags::SYN,
             window: 0,
         };
         if self.kind != FlowKind::Syn {
@@ -862,8 +863,11 @@ mod tests {
         // Round-robin over 2 flows: flow 0 is frames 0, 2, 4, ...
         let flow0: Vec<_> = frames.iter().step_by(2).collect();
         let flags: Vec<u8> = flow0.iter().map(|f| f.2.unwrap()).collect();
-        assert_eq!(&flags[..3], &[TCP_SYN, TCP_SYN | TCP_ACK, TCP_ACK]);
-        assert!(flags[3..].iter().all(|&f| f == TCP_ACK | TCP_PSH));
+        assert_eq!(
+            &flags[..3],
+            &[flags::SYN, flags::SYN | flags::ACK, flags::ACK]
+        );
+        assert!(flags[3..].iter().all(|&f| f == flags::ACK | flags::PSH));
         assert_eq!(flow0[0].1, (1024, CTCP_PORT));
         assert_eq!(flow0[1].1, (CTCP_PORT, 1024));
         // Client and server datagrams alternate; each is one whole cTCP datagram.
@@ -938,7 +942,7 @@ mod tests {
         let mut sources = HashSet::new();
         for r in &records {
             let (protocol, ports, flags, payload) = checked(r.data);
-            assert_eq!((protocol, flags, payload.len()), (6, Some(TCP_SYN), 0));
+            assert_eq!((protocol, flags, payload.len()), (6, Some(flags::SYN), 0));
             assert_eq!(r.data.len(), 60);
             let ip = parse_frame(r.data).unwrap().ip.unwrap();
             assert!(matches!(ip.src, IpAddr::V4(a) if a.octets()[..3] == [198, 18, 0]));
@@ -968,9 +972,9 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                (6, TCP_PORT, Some(TCP_ACK | TCP_PSH)),
+                (6, TCP_PORT, Some(flags::ACK | flags::PSH)),
                 (17, UDP_PORT, None),
-                (6, CTCP_PORT, Some(TCP_SYN))
+                (6, CTCP_PORT, Some(flags::SYN))
             ]
         );
     }

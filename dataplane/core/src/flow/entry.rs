@@ -4,11 +4,9 @@ use super::key::{FlowKey, Orientation, TCP};
 use super::table::{FlowTimeouts, PacketMeta};
 use super::timer::TimerHandle;
 use crate::detect::IpsecFraming;
+use crate::pipeline::PortSide;
 
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const ACK: u8 = 0x10;
+use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
 
 /// A packet's direction relative to the flow: `Original` is initiator to
 /// responder (conntrack's words), `Reply` the way back.
@@ -266,7 +264,7 @@ pub struct FlowEntry {
     /// Outer VLAN id of the first frame (0: untagged), so the flow can be
     /// classified again when the policy changes.
     vlan: u16,
-    ingress: u8,
+    ingress: PortSide,
     /// [`ProxyLink`], encoded: the proxy state of a proxied flow, or the translations of one
     /// handed over to pass-through, live in the worker's proxy table.
     proxy: u32,
@@ -450,7 +448,7 @@ impl FlowEntry {
     }
 
     /// The port index the first packet came in on.
-    pub fn ingress(&self) -> u8 {
+    pub fn ingress(&self) -> PortSide {
         self.ingress
     }
 
@@ -606,7 +604,7 @@ mod tests {
                 hash: key.software_hash(),
                 len: 60,
                 tcp_flags: Some(flags),
-                ingress: 0,
+                ingress: PortSide::Inside,
             }
         };
         let (c, s) = ("198.18.0.1", "198.18.0.2");

@@ -33,6 +33,7 @@ use super::index::{FlowIndex, Slot};
 use super::key::{FlowKey, Orientation, TCP, UDP};
 use super::slab::Slab;
 use super::timer::{TimerHandle, TimerWheel};
+use crate::pipeline::PortSide;
 
 /// How long a flow may stay idle, by protocol and TCP phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,7 +166,7 @@ pub struct PacketMeta {
     /// packets without a TCP header, such as later fragments).
     pub tcp_flags: Option<u8>,
     /// The port index the packet came in on.
-    pub ingress: u8,
+    pub ingress: PortSide,
 }
 
 #[derive(Debug)]
@@ -575,10 +576,7 @@ mod tests {
     use crate::flow::entry::{Direction, FlowMode};
     use crate::flow::key::tests::assert_spread;
 
-    const FIN: u8 = 0x01;
-    const SYN: u8 = 0x02;
-    const RST: u8 = 0x04;
-    const ACK: u8 = 0x10;
+    use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
 
     fn packet(src: &str, sport: u16, dst: &str, dport: u16, protocol: u8) -> PacketMeta {
         let (key, orientation) = FlowKey::from_packet(
@@ -594,7 +592,7 @@ mod tests {
             hash: key.software_hash(),
             len: 100,
             tcp_flags: None,
-            ingress: 0,
+            ingress: PortSide::Inside,
         }
     }
 
@@ -671,7 +669,7 @@ mod tests {
         let mut table = table(16);
         // 198.18.0.9 > 198.18.0.1: the first packet goes high to low.
         let query = PacketMeta {
-            ingress: 1,
+            ingress: PortSide::Outside,
             ..udp("198.18.0.9", 5353, "198.18.0.1", 53)
         };
         let answer = udp("198.18.0.1", 53, "198.18.0.9", 5353);
@@ -684,7 +682,7 @@ mod tests {
         let entry = table.get(&query.key, query.hash).unwrap();
         assert_eq!(entry.packets(Direction::Original), 1);
         assert_eq!(entry.packets(Direction::Reply), 2);
-        assert_eq!(entry.ingress(), 1);
+        assert_eq!(entry.ingress(), PortSide::Outside);
     }
 
     #[test]

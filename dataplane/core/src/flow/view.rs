@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Action, Ingress, Prefix, Protocol};
+use crate::policy::{Action, Prefix, Protocol};
 
 use crate::flow::{Direction, FlowEntry, FlowMode, FlowTable, HandoverCause, TcpPhase};
 use crate::pipeline::PortSide;
@@ -49,11 +49,7 @@ pub fn view(worker: u16, e: &FlowEntry, now_ms: u64) -> FlowView {
         proto: Protocol(e.key().protocol()),
         src,
         dst,
-        ingress: if e.ingress() == PortSide::Outside as u8 {
-            Ingress::Outside
-        } else {
-            Ingress::Inside
-        },
+        ingress: e.ingress(),
         mode: action_of(e.mode()),
         reason: String::new(),
         rule: (e.rule() != 0).then_some(e.rule()),
@@ -264,7 +260,7 @@ pub struct FlowView {
     /// The initiator (the side that sent the first frame seen).
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    pub ingress: Ingress,
+    pub ingress: PortSide,
     pub mode: Action,
     /// Why the flow has its mode: "rule 3 (ctcp)", "default for tcp".
     pub reason: String,

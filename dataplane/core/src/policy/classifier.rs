@@ -73,7 +73,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use crate::policy::{FlowFields, Ingress, PolicySet, Prefix, Rule};
+use crate::policy::{FlowFields, PolicySet, PortSide, Prefix, Rule};
 
 /// Widest destination-port range entered port by port; wider ranges go to the
 /// prefix split so one `1024-65535` rule costs one entry, not 64,512.
@@ -322,10 +322,10 @@ impl Compiled {
     }
 }
 
-fn ingress_code(i: Ingress) -> u8 {
+fn ingress_code(i: PortSide) -> u8 {
     match i {
-        Ingress::Inside => 1,
-        Ingress::Outside => 2,
+        PortSide::Inside => 1,
+        PortSide::Outside => 2,
     }
 }
 
@@ -717,7 +717,7 @@ mod tests {
             dst: dst.parse().unwrap(),
             src_port: 40000,
             dst_port,
-            ingress: Ingress::Inside,
+            ingress: PortSide::Inside,
             vlan: None,
         }
     }

@@ -20,11 +20,9 @@ pub use classifier::Classifier;
 pub use rules::*;
 
 use crate::flow::FlowMode;
-use crate::pipeline::PortSide;
 use crate::proxy::limits::RuleLimits;
 use crate::proxy::RuleOptions;
 use crate::tcp::proxy::OnStall;
-use crate::wire::IpSummary;
 
 /// What the policy decided for a new flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,27 +56,6 @@ pub fn stall_of(action: StallAction) -> OnStall {
         StallAction::Wait => OnStall::Wait,
         StallAction::Reset => OnStall::Reset,
         StallAction::Bypass => OnStall::Bypass,
-    }
-}
-
-pub fn ingress_of(side: PortSide) -> Ingress {
-    match side {
-        PortSide::Inside => Ingress::Inside,
-        PortSide::Outside => Ingress::Outside,
-    }
-}
-
-/// The fields classification looks at, from a flow's first frame.
-pub fn flow_fields(ip: &IpSummary, ingress: PortSide, vlan: Option<u16>) -> FlowFields {
-    let (src_port, dst_port) = ip.ports.unwrap_or((0, 0));
-    FlowFields {
-        proto: ip.protocol,
-        src: ip.src,
-        dst: ip.dst,
-        src_port,
-        dst_port,
-        ingress: ingress_of(ingress),
-        vlan,
     }
 }
 
@@ -336,7 +313,7 @@ mod tests {
             dst: "198.19.0.1".parse().unwrap(),
             src_port: 40000,
             dst_port: 443,
-            ingress: Ingress::Inside,
+            ingress: PortSide::Inside,
             vlan: None,
         };
         let d = p.decide(&flow);

@@ -7,6 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::pipeline::PortSide;
+
 /// Most rules a policy set may hold.
 pub const MAX_RULES: usize = 65_536;
 /// Longest rule name or comment, in bytes.
@@ -293,34 +295,6 @@ impl<'de> Deserialize<'de> for Protocol {
     }
 }
 
-/// Which port a flow's first frame arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Ingress {
-    Inside,
-    Outside,
-}
-
-impl FromStr for Ingress {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Ingress, String> {
-        match s {
-            "inside" => Ok(Ingress::Inside),
-            "outside" => Ok(Ingress::Outside),
-            _ => Err(format!("{s:?} is not a port: use inside or outside")),
-        }
-    }
-}
-
-impl fmt::Display for Ingress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Ingress::Inside => "inside",
-            Ingress::Outside => "outside",
-        })
-    }
-}
-
 /// What a rule does with the flows it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -484,7 +458,7 @@ pub struct Match {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_port: Option<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress: Option<Ingress>,
+    pub ingress: Option<PortSide>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
 }
@@ -721,7 +695,7 @@ pub struct FlowFields {
     pub dst: IpAddr,
     pub src_port: u16,
     pub dst_port: u16,
-    pub ingress: Ingress,
+    pub ingress: PortSide,
     pub vlan: Option<u16>,
 }
 
@@ -1130,7 +1104,7 @@ mod tests {
             dst: "198.18.0.2".parse().unwrap(),
             src_port: 40000,
             dst_port: 10000,
-            ingress: Ingress::Inside,
+            ingress: PortSide::Inside,
             vlan: None,
         };
         assert_eq!(set.first_match(&f).unwrap().spec.action, Action::Bypass);

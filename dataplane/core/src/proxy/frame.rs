@@ -14,6 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::tcp::proxy::Leg;
 use crate::tcp::segment::{checksum_v4, checksum_v6, Ecn, SegmentHeader};
 use crate::wire::checksum;
+use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::ip::PROTO_TCP;
 use crate::wire::{parse_frame, Fragment, Malformed, TcpSegment};
 
 const ETHERNET_LEN: usize = 14;
@@ -25,9 +27,6 @@ const MAX_TCP_HEADER: usize = 60;
 /// The longest run of headers [`FlowAddressing::write_headers`] writes.
 pub const MAX_HEADERS_LEN: usize = MAX_LINK_LEN + IPV6_LEN + MAX_TCP_HEADER;
 
-const PROTO_TCP: u8 = 6;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
 /// Don't Fragment: tollgate never fragments, and the endpoints' path MTU discovery sees what
 /// they would without it.
 const IPV4_DF: u16 = 0x4000;
@@ -269,9 +268,10 @@ impl FlowAddressing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+    use crate::synth::{self, Addressing, TcpHeader};
     use crate::tcp::segment::TcpFlags;
     use crate::tcp::seq::SeqNumber;
+    use crate::wire::tcp::flags;
 
     fn v4() -> Addressing {
         Addressing::new(
@@ -296,7 +296,7 @@ mod tests {
             let syn = synth::tcp(
                 &addressing,
                 TcpHeader {
-                    flags: TCP_SYN,
+                    flags: flags::SYN,
                     seq: 7,
                     ..Default::default()
                 },
@@ -356,7 +356,7 @@ mod tests {
             let mut syn = synth::tcp(
                 &addressing,
                 TcpHeader {
-                    flags: TCP_SYN,
+                    flags: flags::SYN,
                     seq: 7,
                     ..Default::default()
                 },
@@ -418,7 +418,7 @@ mod tests {
         let mut frame = synth::tcp(
             &v4(),
             TcpHeader {
-                flags: TCP_ACK,
+                flags: flags::ACK,
                 ..Default::default()
             },
             b"data",

@@ -36,9 +36,8 @@ use crate::tcp::proxy::{
 };
 use crate::tcp::rtt::TimestampClock;
 use crate::tcp::segment::{SegmentHeader, TcpFlags};
+use crate::wire::ip::PROTO_TCP;
 use crate::wire::TcpSegment;
-
-const PROTO_TCP: u8 = 6;
 
 /// Where the proxy's frames go: the worker's TX bursts, or a test's list.
 pub trait FrameSink<P> {
@@ -1731,10 +1730,6 @@ impl<P: Payload> ProxyTable<P> {
     /// Forgets the refusals counted for rules that are gone (`keep` says which stay).
     pub fn retain_limit_hits(&mut self, keep: impl Fn(u32) -> bool) {
         self.limit_hits.retain(|(rule, _)| keep(*rule));
-    }
-
-    pub fn inspector(&self) -> &SignatureInspector {
-        &self.inspector
     }
 }
 

@@ -19,7 +19,7 @@ use crate::pipeline::FrameAction;
 use crate::pipeline::{Pipeline, PipelineConfig, PortSide};
 use crate::policy::CompiledPolicy;
 use crate::shard::{Dispatch, Shard};
-use crate::synth::{self, Addressing, TcpHeader, TCP_ACK, TCP_SYN};
+use crate::synth::{self, Addressing, TcpHeader};
 use crate::tcp::endpoint::{reset_for, Endpoint, EndpointConfig, State, SynOptions, Transmit};
 use crate::tcp::inspect::SignatureInspector;
 use crate::tcp::payload::{Payload, TestBytes};
@@ -27,6 +27,7 @@ use crate::tcp::proxy::Leg;
 use crate::tcp::segment::{Ecn, TcpFlags};
 use crate::tcp::seq::SeqNumber;
 use crate::test_rng::TestRng;
+use crate::wire::tcp::flags;
 
 const CLIENT: &str = "198.18.0.1:40000";
 const SERVER: &str = "198.18.0.2:8080";
@@ -142,7 +143,7 @@ impl Lab {
         let template = synth::tcp(
             &Addressing::new(client, server),
             TcpHeader {
-                flags: TCP_SYN,
+                flags: flags::SYN,
                 ..Default::default()
             },
             b"",
@@ -646,7 +647,7 @@ fn a_syn_flood_leaves_no_state_and_a_real_client_still_connects() {
         let syn = synth::tcp(
             &Addressing::new(spoofed, server),
             TcpHeader {
-                flags: TCP_SYN,
+                flags: flags::SYN,
                 seq: i.wrapping_mul(2_654_435_761),
                 ..Default::default()
             },
@@ -695,7 +696,7 @@ fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
     let syn = synth::tcp(
         &a,
         TcpHeader {
-            flags: TCP_SYN,
+            flags: flags::SYN,
             ..Default::default()
         },
         b"",
@@ -705,7 +706,7 @@ fn an_ack_without_a_valid_cookie_passes_as_a_midstream_flow() {
     let ack = synth::tcp(
         &b,
         TcpHeader {
-            flags: crate::synth::TCP_ACK,
+            flags: flags::ACK,
             seq: 1000,
             ack: 12345,
             ..Default::default()
@@ -740,7 +741,7 @@ fn a_flow_picked_up_mid_stream_is_counted_once() {
                 let segment = synth::tcp(
                     addressing,
                     TcpHeader {
-                        flags: crate::synth::TCP_ACK,
+                        flags: flags::ACK,
                         seq: 1000 + 100 * i,
                         ack: 5000 + 100 * i,
                         ..Default::default()
@@ -769,7 +770,7 @@ fn ack_flood(lab: &mut Lab, n: u32) {
         let ack = synth::tcp(
             &Addressing::new(spoofed, server),
             TcpHeader {
-                flags: crate::synth::TCP_ACK,
+                flags: flags::ACK,
                 seq: i.wrapping_mul(2_654_435_761),
                 ack: i,
                 ..Default::default()
@@ -815,7 +816,7 @@ fn syn_from(lab: &mut Lab, src: &str) -> (usize, usize) {
     let syn = synth::tcp(
         &Addressing::new(src.parse().unwrap(), SERVER.parse().unwrap()),
         TcpHeader {
-            flags: TCP_SYN,
+            flags: flags::SYN,
             seq: 77,
             ..Default::default()
         },
@@ -1188,17 +1189,13 @@ fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
     assert_eq!(view.tcp_state.as_deref(), Some("closed"));
     let closed_ms = lab.shard.pipeline().flows().timeouts().tcp_closed_ms;
     let last_seen = entry.last_seen_ms();
-    lab.shard
-        .pipeline_mut()
-        .expire(last_seen + closed_ms - 1_000);
+    lab.expire(last_seen + closed_ms - 1_000);
     assert_eq!(
         lab.shard.pipeline().flows().len(),
         1,
         "gone before the closed timeout"
     );
-    lab.shard
-        .pipeline_mut()
-        .expire(last_seen + closed_ms + 1_000);
+    lab.expire(last_seen + closed_ms + 1_000);
     assert_eq!(
         lab.shard.pipeline().flows().len(),
         0,
@@ -1421,7 +1418,7 @@ fn syn_answer(lab: &mut Lab, src: &str) -> (Vec<TcpFlags>, usize) {
     let syn = synth::tcp(
         &Addressing::new(src.parse().unwrap(), SERVER.parse().unwrap()),
         TcpHeader {
-            flags: TCP_SYN,
+            flags: flags::SYN,
             seq: 77,
             ..Default::default()
         },
@@ -1443,7 +1440,7 @@ fn server_refuses(lab: &mut Lab, src: &str) {
     let rst = synth::tcp(
         &Addressing::new(SERVER.parse().unwrap(), src.parse().unwrap()),
         TcpHeader {
-            flags: crate::synth::TCP_RST | crate::synth::TCP_ACK,
+            flags: flags::RST | flags::ACK,
             seq: 0,
             ack: 78,
             ..Default::default()
@@ -1637,6 +1634,13 @@ fn a_syn_cookie_holds_no_place_and_its_ack_is_admitted_against_the_limits() {
 }
 
 impl Lab {
+    /// Expiry as the worker runs it between bursts, at `now`, with what tollgate sends.
+    fn expire(&mut self, now: u64) {
+        let mut out = Frames::default();
+        self.shard.expire(now, &mut out);
+        self.route(out);
+    }
+
     /// `flows clear` as the worker runs it, with what tollgate sends on its way to the hosts.
     fn clear(&mut self, filter: FlowFilter, action: ClearAction) -> FlowsClearReply {
         let mut out = Frames::default();
@@ -1710,7 +1714,7 @@ fn a_cleared_proxied_connection_is_reset_and_its_late_segments_make_no_flow_back
         synth::tcp(
             &Addressing::new(from, to),
             TcpHeader {
-                flags: TCP_ACK,
+                flags: flags::ACK,
                 seq: 7_000_000,
                 ack: 9_000_000,
                 ..Default::default()
@@ -1746,11 +1750,9 @@ fn a_cleared_proxied_connection_is_reset_and_its_late_segments_make_no_flow_back
     // The entry goes after the closed timeout, like that of any connection reset.
     let config = FlowTableConfig::default();
     let (closed_ms, tick_ms) = (config.timeouts.tcp_closed_ms, config.tick_ms);
-    lab.shard.pipeline_mut().expire(lab.now + closed_ms - 2_000);
+    lab.expire(lab.now + closed_ms - 2_000);
     assert_eq!(lab.shard.pipeline().flows().len(), 1);
-    lab.shard
-        .pipeline_mut()
-        .expire(lab.now + closed_ms + 2 * tick_ms);
+    lab.expire(lab.now + closed_ms + 2 * tick_ms);
     assert_eq!(lab.shard.pipeline().flows().len(), 0);
     assert_eq!(lab.shard.proxies_mut().counters().connections_active, 0);
 }
@@ -1830,7 +1832,7 @@ fn a_flood_syn_on_the_tuple_of_a_live_cookie_connection_leaves_it_alone() {
             synth::tcp(
                 &Addressing::new(CLIENT.parse().unwrap(), SERVER.parse().unwrap()),
                 TcpHeader {
-                    flags: TCP_SYN,
+                    flags: flags::SYN,
                     seq,
                     window: 512,
                     ..Default::default()
@@ -1903,7 +1905,7 @@ fn an_ack_no_cookie_validates_from_a_source_just_sent_cookies_is_dropped_not_pas
             let syn = synth::tcp(
                 &Addressing::new(CLIENT.parse().unwrap(), SERVER.parse().unwrap()),
                 TcpHeader {
-                    flags: TCP_SYN,
+                    flags: flags::SYN,
                     seq: 0x0bad_5eed,
                     window: 512,
                     ..Default::default()

@@ -838,11 +838,6 @@ impl<P: Payload> Endpoint<P> {
         Some(payload)
     }
 
-    /// What `recv` would return next, for an owner that may be unable to take it.
-    pub fn peek_recv(&self) -> Option<&P> {
-        self.recv.peek_ready()
-    }
-
     /// How much this endpoint may buffer on its receive side: in-order data not yet taken by
     /// `recv` plus the window offered stay within `bytes` (the proxy passes what the far leg can
     /// still absorb). A smaller value never shrinks a window already advertised (RFC 9293

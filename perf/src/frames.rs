@@ -90,6 +90,11 @@ impl FrameTable {
             .expect("a slot holds a frame")
     }
 
+    /// Frame `i`, for code that may rewrite it in place (the shard translates some frames).
+    pub fn frame_mut(&mut self, i: usize) -> &mut [u8] {
+        &mut self.slots[i].0[..FRAME_LEN]
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }

@@ -55,6 +55,25 @@ impl RxFrame for Vec<u8> {
     }
 }
 
+/// A frame in someone else's buffer (a benchmark's table, a capture being replayed): the
+/// proxy keeps a copy of what it keeps.
+impl RxFrame for &mut [u8] {
+    type Payload = TestBytes;
+
+    fn data(&self) -> &[u8] {
+        self
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        self
+    }
+
+    fn into_payload(self, offset: usize, len: usize) -> Option<TestBytes> {
+        let bytes: &[u8] = self.get(offset..offset.checked_add(len)?)?;
+        Some(TestBytes::from(bytes))
+    }
+}
+
 /// What the driver does with a frame the shard did not consume.
 #[derive(Debug)]
 pub enum Dispatch<F> {

@@ -21,10 +21,44 @@ pub type Seed = (&'static str, &'static str, Vec<u8>);
 
 pub fn all() -> Vec<Seed> {
     let mut seeds = Vec::new();
-    seeds.extend(frames());
+    let frames = frames();
+    seeds.extend(runs(&frames));
+    seeds.extend(frames);
     seeds.extend(engine());
     seeds.extend(detect());
     seeds.extend(control());
+    seeds
+}
+
+// ---- shard ----
+
+/// Each frame seed into a shard on both ports, a millisecond apart; and every one of them, in
+/// turn, through one shard.
+fn runs(frames: &[Seed]) -> Vec<Seed> {
+    use tollgate_core::pipeline::PortSide;
+
+    use crate::shard::record;
+    let mut seeds: Vec<Seed> = frames
+        .iter()
+        .map(|(_, name, frame)| {
+            let mut run = record(PortSide::Inside, 0, frame);
+            run.extend(record(PortSide::Outside, 1, frame));
+            ("shard", *name, run)
+        })
+        .collect();
+    let all = frames
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, _, frame))| {
+            let ingress = if i % 2 == 0 {
+                PortSide::Inside
+            } else {
+                PortSide::Outside
+            };
+            record(ingress, 1, frame)
+        })
+        .collect();
+    seeds.push(("shard", "all-frames", all));
     seeds
 }
 

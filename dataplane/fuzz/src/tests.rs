@@ -9,11 +9,18 @@ use tollgate_core::tcp::proxy::{OnStall, ProxyEvent, ProxyState};
 
 use crate::seeds;
 
-const TARGETS: [&str; 4] = ["parse_frame", "tcp_engine", "detect", "control_codec"];
+const TARGETS: [&str; 5] = [
+    "parse_frame",
+    "shard",
+    "tcp_engine",
+    "detect",
+    "control_codec",
+];
 
 fn run_target(target: &str, data: &[u8]) {
     match target {
         "parse_frame" => crate::frames::check(data),
+        "shard" => crate::shard::run(data),
         "tcp_engine" => {
             crate::engine::run(data);
         }

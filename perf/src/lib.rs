@@ -6,7 +6,6 @@
 //! - [`io_forward`]: plain io-forward, the ceiling for forwarding benchmarks.
 //! - [`ipsec_over_tcp`]: the wire formats of IPsec over TCP (cTCP, RFC 8229) as the
 //!   `ctcp-peer` emulator speaks them, also used by `pcap-gen`.
-//! - [`pcap`]: classic libpcap capture files, written by `pcap-gen` for Pktgen-DPDK's replay.
 //!
 //! The `bench-fwd` binary (`scripts/bench fwd`) puts the first three together.
 
@@ -15,5 +14,4 @@
 pub mod frames;
 pub mod io_forward;
 pub mod ipsec_over_tcp;
-pub mod pcap;
 pub mod wire;

@@ -9,7 +9,9 @@
 //! - [`tcp`]: the sans-IO TCP endpoint and its parts;
 //! - [`proxy`]: a proxied flow as two endpoints, the per-worker proxy table and its limits;
 //! - [`pipeline`]: a worker's packet path: parse, look up, classify, decide;
-//! - [`ip_reassembly`], [`detect`], [`rss`], [`steering`], [`counters`], [`notice`], [`synth`].
+//! - [`shard`]: one worker's share of all that, frames in and out, as the daemon drives it;
+//! - [`ip_reassembly`], [`detect`], [`rss`], [`steering`], [`counters`], [`notice`], [`synth`],
+//!   [`pcap`] (capture files, for replays and traffic tools).
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +20,7 @@ pub mod detect;
 pub mod flow;
 pub mod ip_reassembly;
 pub mod notice;
+pub mod pcap;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;

@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
+use tollgate_core::pcap::PcapWriter;
 use tollgate_core::synth::{self, Addressing, TcpHeader};
 use tollgate_core::wire::tcp::flags;
 use tollgate_perf::ipsec_over_tcp::{self as ipsec, IkeHeader, Mode, Outgoing};
-use tollgate_perf::pcap::PcapWriter;
 
 /// Ethernet's shortest frame without its FCS; shorter frames are padded to it.
 const MIN_FRAME: usize = 60;
@@ -723,9 +723,9 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use tollgate_core::detect::{Detection, IpsecDetector, IpsecFraming};
+    use tollgate_core::pcap;
     use tollgate_core::pipeline::Pipeline;
     use tollgate_core::wire::{checksum, parse_frame, Ipv4Packet};
-    use tollgate_perf::pcap;
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(

@@ -15,12 +15,15 @@ use crate::policy::{Action, FlowFields, PortSide, Protocol, Rule, RuleSpec};
 use crate::stats::{LimitCounters, StatsSnapshot};
 
 // What the workers report, as the core defines it.
+pub use tollgate_core::detect::IpsecFraming;
 pub use tollgate_core::flow::view::{
-    ClearCounts, FilterError, FlowFilter, FlowView, FlowsClearReply, KeptFlow, KeptReason, LegView,
-    ProxyFlowView, MAX_KEPT_LISTED,
+    ClearCounts, FilterError, FlowFilter, FlowTcpState, FlowView, FlowsClearReply, HandedOver,
+    KeptFlow, KeptReason, LegView, ProxyFlowView, MAX_KEPT_LISTED,
 };
 pub use tollgate_core::policy::{PolicyDefaults, RuleHits};
 pub use tollgate_core::proxy::LimitNow;
+pub use tollgate_core::tcp::endpoint::State as LegState;
+pub use tollgate_core::tcp::proxy::ProxyState;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request or reply line, newline included.
@@ -313,10 +316,34 @@ pub struct FlowsListReply {
     pub flows: Vec<FlowView>,
 }
 
+/// How tollgate is doing, as `health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Every worker answered and both links are up.
+    Ok,
+    /// A worker did not answer, or a link is down.
+    Degraded,
+}
+
+impl HealthStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Degraded => "degraded",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReply {
-    /// "ok" when every worker answered and both links are up, else "degraded".
-    pub status: String,
+    pub status: HealthStatus,
     pub workers: usize,
     pub workers_responding: usize,
     pub links_up: Vec<(String, bool)>,

@@ -67,12 +67,12 @@ impl WorkerStats {
 }
 
 /// Hit counters of one policy rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStats {
     pub id: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    pub action: String,
+    pub action: crate::policy::Action,
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
@@ -508,7 +508,7 @@ impl std::fmt::Display for Prometheus<'_> {
             let labels = [
                 ("rule", id.as_str()),
                 ("name", name.as_str()),
-                ("action", r.action.as_str()),
+                ("action", r.action.name()),
             ];
             fam.walk("rule", "Policy rule counter", r, &labels);
             if let Some(limits) = &r.limits {
@@ -609,7 +609,7 @@ mod tests {
         s.rules.push(RuleStats {
             id: 1,
             name: Some("ctcp \"vpn\"\\1".into()),
-            action: "bypass".into(),
+            action: crate::policy::Action::Bypass,
             flows: 1,
             packets: 11,
             bytes: 1_100,
@@ -618,7 +618,7 @@ mod tests {
         s.rules.push(RuleStats {
             id: 2,
             name: None,
-            action: "proxy".into(),
+            action: crate::policy::Action::Proxy,
             flows: 5,
             packets: 50,
             bytes: 5_000,
@@ -758,7 +758,7 @@ mod tests {
         s.rules.push(RuleStats {
             id: 4,
             name: Some("ctcp".into()),
-            action: "bypass".into(),
+            action: crate::policy::Action::Bypass,
             flows: 1,
             packets: 99,
             bytes: 1234,

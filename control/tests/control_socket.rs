@@ -19,10 +19,11 @@ use tollgate_control::policy::{
     Action, Detect, LimitAction, PolicyError, PolicySet, PortSide, Protocol, StallAction,
 };
 use tollgate_control::protocol::{
-    ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
-    HealthReply, KeptFlow, KeptReason, LegView, LimitNow, Op, PolicyChangeReply, PolicyCheckReply,
-    PolicyDefaults, PolicyListReply, ProxyFlowView, Request, Response, RuleHits, RuleView,
-    StatsReply, VersionReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowTcpState, FlowView, FlowsClearReply,
+    FlowsListReply, HandedOver, HealthReply, HealthStatus, IpsecFraming, KeptFlow, KeptReason,
+    LegState, LegView, LimitNow, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults,
+    PolicyListReply, ProxyFlowView, ProxyState, Request, Response, RuleHits, RuleView, StatsReply,
+    VersionReply, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use tollgate_control::server::{
     ControlServer, Handler, Peer, ServerError, ServerHandle, ServerLimits, SocketAccess,
@@ -61,7 +62,7 @@ fn flow(worker: u16, src: &str, dst: &str, mode: Action, rule: Option<u32>) -> F
         bytes_reply: 600,
         age_ms: 5_000,
         idle_ms: 1_200,
-        tcp_state: Some("established".into()),
+        tcp_state: Some(FlowTcpState::Established),
         proxy: None,
         handed_over: None,
         detected: None,
@@ -248,7 +249,7 @@ impl Handler for MemoryDaemon {
                     }
                     match f.mode {
                         Action::Proxy
-                            if hand_over && f.tcp_state.as_deref() == Some("syn-sent") =>
+                            if hand_over && f.tcp_state == Some(FlowTcpState::SynSent) =>
                         {
                             reply.proxy.kept += 1;
                             reply.kept.push(KeptFlow {
@@ -264,7 +265,7 @@ impl Handler for MemoryDaemon {
                         Action::Proxy if hand_over => {
                             reply.proxy.handed_over += 1;
                             f.mode = Action::Bypass;
-                            f.handed_over = Some("operator".into());
+                            f.handed_over = Some(HandedOver::Operator);
                             true
                         }
                         Action::Proxy => {
@@ -298,7 +299,7 @@ impl Handler for MemoryDaemon {
             Op::Health {} => Response::ok(
                 seq,
                 HealthReply {
-                    status: "ok".into(),
+                    status: HealthStatus::Ok,
                     workers: 2,
                     workers_responding: 2,
                     links_up: vec![("inside".into(), true), ("outside".into(), true)],
@@ -2399,9 +2400,9 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
     {
         let mut flows = daemon.daemon.flows.lock().unwrap();
         flows[1].proxy = Some(ProxyFlowView {
-            state: "relaying".into(),
+            state: ProxyState::Relaying,
             client_leg: Some(LegView {
-                state: "ESTABLISHED".into(),
+                state: LegState::Established,
                 retransmissions: 0,
                 srtt_ms: Some(1),
                 rto_ms: 200,
@@ -2411,7 +2412,7 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
                 ecn: false,
             }),
             server_leg: Some(LegView {
-                state: "ESTABLISHED".into(),
+                state: LegState::Established,
                 retransmissions: 7,
                 srtt_ms: Some(42),
                 rto_ms: 250,
@@ -2426,10 +2427,10 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
             handed_over: None,
         });
         flows[2].proxy = Some(ProxyFlowView {
-            state: "connecting".into(),
+            state: ProxyState::Connecting,
             client_leg: None,
             server_leg: Some(LegView {
-                state: "SYN-SENT".into(),
+                state: LegState::SynSent,
                 retransmissions: 2,
                 srtt_ms: None,
                 rto_ms: 4000,
@@ -2439,17 +2440,17 @@ fn tollgatectl_shows_both_legs_of_proxied_flows() {
         });
         flows.push(FlowView {
             proxy: Some(ProxyFlowView {
-                state: "pass-through".into(),
+                state: ProxyState::PassThrough,
                 stalls: 2,
-                handed_over: Some("stall".into()),
+                handed_over: Some(HandedOver::Stall),
                 ..ProxyFlowView::default()
             }),
             ..flow(0, "198.18.0.4:40003", "198.19.0.3:22", Action::Proxy, None)
         });
         // Handed over on detection: the proxy holds nothing for it any more.
         flows.push(FlowView {
-            handed_over: Some("detection".into()),
-            detected: Some("ctcp-ike".into()),
+            handed_over: Some(HandedOver::Detection),
+            detected: Some(IpsecFraming::CtcpIke),
             ..flow(
                 1,
                 "198.18.0.5:40004",
@@ -2741,7 +2742,7 @@ fn tollgatectl_clears_one_connection_by_its_endpoints_and_hands_over_on_request(
     let dir = TestDir::new("ctl-clear");
     let path = dir.path("control.sock");
     let daemon = start(&path);
-    daemon.daemon.flows.lock().unwrap()[2].tcp_state = Some("syn-sent".into());
+    daemon.daemon.flows.lock().unwrap()[2].tcp_state = Some(FlowTcpState::SynSent);
 
     // Named from the responder's side: the same connection.
     let out = ctl(
@@ -2768,7 +2769,7 @@ fn tollgatectl_clears_one_connection_by_its_endpoints_and_hands_over_on_request(
     );
     let listed = daemon.daemon.flows.lock().unwrap().clone();
     assert_eq!(listed.len(), 3, "nothing else was touched");
-    assert_eq!(listed[1].handed_over.as_deref(), Some("operator"));
+    assert_eq!(listed[1].handed_over, Some(HandedOver::Operator));
 
     let out = ctl(&path, &["flows", "clear", "--port", "5201", "--hand-over"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -11,8 +11,8 @@ use tollgate_control::persist;
 use tollgate_control::policy::{LimitAction, PolicyError, PolicySet, Rule, RuleSpec};
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowView, FlowsClearReply, FlowsListReply, HealthReply,
-    Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply, Request, Response,
-    RuleHits, RuleView, VersionReply, MAX_PAGE_SIZE, PROTOCOL_VERSION,
+    HealthStatus, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply,
+    Request, Response, RuleHits, RuleView, VersionReply, MAX_PAGE_SIZE, PROTOCOL_VERSION,
 };
 
 use crate::daemon::Dataplane;
@@ -160,7 +160,11 @@ impl ControlPlane {
                 Response::ok(
                     None,
                     HealthReply {
-                        status: if healthy { "ok" } else { "degraded" }.into(),
+                        status: if healthy {
+                            HealthStatus::Ok
+                        } else {
+                            HealthStatus::Degraded
+                        },
                         workers: dp.workers(),
                         workers_responding: answered,
                         links_up: links,
@@ -269,7 +273,7 @@ impl ControlPlane {
                 tollgate_control::RuleStats {
                     id: r.id,
                     name: r.spec.name.clone(),
-                    action: r.spec.action.to_string(),
+                    action: r.spec.action,
                     flows: h.flows,
                     packets: h.packets,
                     bytes: h.bytes,

@@ -1105,7 +1105,7 @@ fn render_flows(out: &mut String, reply: &FlowsListReply) {
             duration(f.idle_ms),
         ];
         if with_state {
-            row.push(f.tcp_state.clone().unwrap_or_else(|| "-".into()));
+            row.push(f.tcp_state.map_or_else(|| "-".into(), |s| s.to_string()));
         }
         table.row(row);
         if let Some(p) = &f.proxy {

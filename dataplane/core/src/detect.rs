@@ -25,8 +25,10 @@
 //! segments without a decision; nothing is kept per flow but a few counters and one SPI and
 //! sequence number per direction.
 
-/// How a flow showed it carries IPsec.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// How a flow showed it carries IPsec (as `flows list` names it: "ctcp-ike", "ctcp-esp",
+/// "rfc8229", "framed-ike", "framed-esp").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[repr(u8)]
 pub enum IpsecFraming {
     /// cTCP: a UDP 500→500 packet with an ISAKMP message, then the 16-byte trailer.
@@ -39,6 +41,12 @@ pub enum IpsecFraming {
     FramedIke = 4,
     /// RFC 8229 framing without the prefix, carrying ESP.
     FramedEsp = 5,
+}
+
+impl std::fmt::Display for IpsecFraming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl IpsecFraming {

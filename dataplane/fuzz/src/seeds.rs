@@ -608,7 +608,7 @@ fn control() -> Vec<Seed> {
         r#"{"worker":0,"proto":"tcp","src":"198.18.0.1:40000","dst":"198.19.0.2:10000",
             "ingress":"inside","mode":"bypass","reason":"rule 1 (ctcp)","rule":1,
             "packets_original":10,"packets_reply":9,"bytes_original":1500,"bytes_reply":900,
-            "age_ms":2000,"idle_ms":5,"tcp_state":"ESTABLISHED","handed_over":"stall",
+            "age_ms":2000,"idle_ms":5,"tcp_state":"established","handed_over":"stall",
             "detected":"ctcp-ike"}"#,
     )
     .expect("a flow view");
@@ -634,7 +634,7 @@ fn control() -> Vec<Seed> {
         Response::ok(
             None,
             HealthReply {
-                status: "ok".into(),
+                status: tollgate_control::protocol::HealthStatus::Ok,
                 workers: 2,
                 workers_responding: 2,
                 links_up: vec![("inside".into(), true), ("outside".into(), true)],

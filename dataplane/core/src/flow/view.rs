@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::detect::IpsecFraming;
 use crate::policy::{Action, Prefix, Protocol};
+use crate::tcp::endpoint::State;
+use crate::tcp::proxy::ProxyState;
 
 use crate::flow::{Direction, FlowEntry, FlowMode, FlowTable, HandoverCause, TcpPhase};
 use crate::pipeline::PortSide;
@@ -26,17 +29,50 @@ pub fn matches(filter: &FlowFilter, e: &FlowEntry) -> bool {
 
 /// A flow picked up mid-stream never showed a handshake: until the other side answers it is
 /// `unreplied` (whatever flags it carried), then `picked-up` while neither side has closed.
-fn tcp_state(e: &FlowEntry) -> Option<String> {
-    e.tcp_phase().map(|p| {
-        match p {
-            _ if e.unreplied() => "unreplied",
-            TcpPhase::Embryonic => "syn-sent",
-            TcpPhase::Established if e.tcp().mid_stream() => "picked-up",
-            TcpPhase::Established => "established",
-            TcpPhase::Closing => "closing",
-            TcpPhase::Closed => "closed",
+/// A TCP flow's state as the flow table tracks it (from the flags it saw, not a TCP stack's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowTcpState {
+    /// Picked up without a handshake, and not answered yet: on a short timeout.
+    Unreplied,
+    /// A SYN, and no SYN back yet.
+    SynSent,
+    /// Picked up mid-stream, and answered.
+    PickedUp,
+    Established,
+    /// A FIN one way.
+    Closing,
+    /// A FIN both ways, or a RST.
+    Closed,
+}
+
+impl FlowTcpState {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowTcpState::Unreplied => "unreplied",
+            FlowTcpState::SynSent => "syn-sent",
+            FlowTcpState::PickedUp => "picked-up",
+            FlowTcpState::Established => "established",
+            FlowTcpState::Closing => "closing",
+            FlowTcpState::Closed => "closed",
         }
-        .to_string()
+    }
+}
+
+impl std::fmt::Display for FlowTcpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn tcp_state(e: &FlowEntry) -> Option<FlowTcpState> {
+    e.tcp_phase().map(|p| match p {
+        _ if e.unreplied() => FlowTcpState::Unreplied,
+        TcpPhase::Embryonic => FlowTcpState::SynSent,
+        TcpPhase::Established if e.tcp().mid_stream() => FlowTcpState::PickedUp,
+        TcpPhase::Established => FlowTcpState::Established,
+        TcpPhase::Closing => FlowTcpState::Closing,
+        TcpPhase::Closed => FlowTcpState::Closed,
     })
 }
 
@@ -61,9 +97,9 @@ pub fn view(worker: u16, e: &FlowEntry, now_ms: u64) -> FlowView {
         idle_ms: now_ms.saturating_sub(e.last_seen_ms()),
         tcp_state: tcp_state(e),
         proxy: None,
-        handed_over: e.handover().map(|cause| cause.name().to_string()),
+        handed_over: e.handover().map(HandedOver::from),
         detected: match e.handover() {
-            Some(HandoverCause::Detection(framing)) => Some(framing.name().to_string()),
+            Some(HandoverCause::Detection(framing)) => Some(framing),
             _ => None,
         },
     }
@@ -273,25 +309,68 @@ pub struct FlowView {
     pub age_ms: u64,
     pub idle_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp_state: Option<String>,
+    pub tcp_state: Option<FlowTcpState>,
     /// The proxy's view of a proxied flow (both legs), while the proxy holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyFlowView>,
-    /// Why a flow the proxy held passes through now: "stall", "policy", "detection" or
-    /// "operator" (`flows.clear` with `hand_over`).
+    /// Why a flow the proxy held passes through now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handed_over: Option<String>,
-    /// What detection recognised in the flow's first payload ("ctcp-ike", "ctcp-esp",
-    /// "rfc8229", "framed-ike", "framed-esp").
+    pub handed_over: Option<HandedOver>,
+    /// What detection recognised in the flow's first payload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detected: Option<String>,
+    pub detected: Option<IpsecFraming>,
+}
+
+/// Why a flow the proxy held passes through now, as `flows list` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandedOver {
+    /// A peer left a hole unfilled and the rule said `on-stall bypass`.
+    Stall,
+    /// A policy change moved the live flow to bypass.
+    Policy,
+    /// Its first payload showed IPsec over TCP.
+    Detection,
+    /// An operator's `flows clear --hand-over`.
+    Operator,
+    /// Its proxy is gone; tollgate holds only the translation of its numbers between the
+    /// legs (after a SYN cookie the two legs' sequence numbers differ).
+    Translated,
+}
+
+impl HandedOver {
+    pub fn name(self) -> &'static str {
+        match self {
+            HandedOver::Stall => "stall",
+            HandedOver::Policy => "policy",
+            HandedOver::Detection => "detection",
+            HandedOver::Operator => "operator",
+            HandedOver::Translated => "translated",
+        }
+    }
+}
+
+impl std::fmt::Display for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<HandoverCause> for HandedOver {
+    fn from(cause: HandoverCause) -> HandedOver {
+        match cause {
+            HandoverCause::Stall => HandedOver::Stall,
+            HandoverCause::Policy => HandedOver::Policy,
+            HandoverCause::Detection(_) => HandedOver::Detection,
+            HandoverCause::Operator => HandedOver::Operator,
+        }
+    }
 }
 
 /// A proxied flow as `flows list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProxyFlowView {
-    /// "connecting", "relaying", "time-wait", "closed" or "pass-through".
-    pub state: String,
+    pub state: ProxyState,
     /// The connection with the real client (tollgate plays the server), once it exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_leg: Option<LegView>,
@@ -303,17 +382,17 @@ pub struct ProxyFlowView {
     pub buffered_server_to_client: u64,
     /// Holes a peer left unfilled (see the rule's `on-stall`).
     pub stalls: u64,
-    /// Why the flow left the proxy for pass-through, when it did: "stall", "policy",
-    /// "detection" or "operator".
+    /// Why the flow left the proxy for pass-through, when it did ("translated": tollgate
+    /// holds only the translation of its numbers between the legs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handed_over: Option<String>,
+    pub handed_over: Option<HandedOver>,
 }
 
 /// One leg of a proxied flow.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LegView {
-    /// The RFC 9293 state name, e.g. "ESTABLISHED", "FIN-WAIT-2".
-    pub state: String,
+    /// By its RFC 9293 name on the wire, e.g. "ESTABLISHED", "FIN-WAIT-2".
+    pub state: State,
     pub retransmissions: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srtt_ms: Option<u64>,
@@ -443,6 +522,83 @@ impl KeptReason {
             KeptReason::PassThrough => {
                 "handed over earlier; tollgate still delivers bytes it owes or translates sequence numbers, so forgetting it would break the connection"
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod wire_names {
+    use super::*;
+
+    /// The states cross the control socket by the names operators and scripts know.
+    #[test]
+    fn states_cross_the_socket_by_their_names() {
+        let name = |v: serde_json::Value| v.as_str().unwrap().to_string();
+        for state in [
+            State::Closed,
+            State::Listen,
+            State::SynSent,
+            State::SynReceived,
+            State::Established,
+            State::FinWait1,
+            State::FinWait2,
+            State::CloseWait,
+            State::Closing,
+            State::LastAck,
+            State::TimeWait,
+        ] {
+            assert_eq!(name(serde_json::to_value(state).unwrap()), state.name());
+        }
+        let proxy: Vec<String> = [
+            ProxyState::Connecting,
+            ProxyState::Relaying,
+            ProxyState::TimeWait,
+            ProxyState::Closed,
+            ProxyState::PassThrough,
+        ]
+        .into_iter()
+        .map(|s| name(serde_json::to_value(s).unwrap()))
+        .collect();
+        assert_eq!(
+            proxy,
+            [
+                "connecting",
+                "relaying",
+                "time-wait",
+                "closed",
+                "pass-through"
+            ]
+        );
+        for handed_over in [
+            HandedOver::Stall,
+            HandedOver::Policy,
+            HandedOver::Detection,
+            HandedOver::Operator,
+            HandedOver::Translated,
+        ] {
+            assert_eq!(
+                name(serde_json::to_value(handed_over).unwrap()),
+                handed_over.name()
+            );
+        }
+        for state in [
+            FlowTcpState::Unreplied,
+            FlowTcpState::SynSent,
+            FlowTcpState::PickedUp,
+            FlowTcpState::Established,
+            FlowTcpState::Closing,
+            FlowTcpState::Closed,
+        ] {
+            assert_eq!(name(serde_json::to_value(state).unwrap()), state.name());
+        }
+        for framing in [
+            IpsecFraming::CtcpIke,
+            IpsecFraming::CtcpEsp,
+            IpsecFraming::Rfc8229,
+            IpsecFraming::FramedIke,
+            IpsecFraming::FramedEsp,
+        ] {
+            assert_eq!(name(serde_json::to_value(framing).unwrap()), framing.name());
         }
     }
 }

@@ -321,13 +321,19 @@ impl FromStr for Action {
     }
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
             Action::Bypass => "bypass",
             Action::Proxy => "proxy",
             Action::Drop => "drop",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

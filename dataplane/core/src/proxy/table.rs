@@ -16,7 +16,7 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::flow::view::{KeptReason, LegView, ProxyFlowView};
+use crate::flow::view::{HandedOver, KeptReason, LegView, ProxyFlowView};
 use crate::proxy::{LimitCounters, ProxyCounters};
 
 use super::frame::{FlowAddressing, Inbound, MAX_HEADERS_LEN};
@@ -26,7 +26,7 @@ use crate::flow::{FlowEntry, FlowKey, FlowMode, FlowTable, HandoverCause, ProxyL
 use crate::notice::{Notice, NoticeKind, Notices};
 use crate::pipeline::PortSide;
 use crate::tcp::cookie::{CookieJar, FourTuple, COOKIE_PERIOD_MS, MAX_AGE_PERIODS};
-use crate::tcp::endpoint::{reset_for, EndpointStats, SegmentOutcome, State, Transmit};
+use crate::tcp::endpoint::{reset_for, EndpointStats, SegmentOutcome, Transmit};
 use crate::tcp::inspect::{Direction, SignatureInspector};
 use crate::tcp::owed::OwedState;
 use crate::tcp::payload::Payload;
@@ -446,32 +446,6 @@ fn key_of(seg: &Inbound) -> FlowKey {
         seg.header.dst_port,
     )
     .0
-}
-
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Closed => "CLOSED",
-        State::Listen => "LISTEN",
-        State::SynSent => "SYN-SENT",
-        State::SynReceived => "SYN-RECEIVED",
-        State::Established => "ESTABLISHED",
-        State::FinWait1 => "FIN-WAIT-1",
-        State::FinWait2 => "FIN-WAIT-2",
-        State::CloseWait => "CLOSE-WAIT",
-        State::Closing => "CLOSING",
-        State::LastAck => "LAST-ACK",
-        State::TimeWait => "TIME-WAIT",
-    }
-}
-
-fn proxy_state_name(state: ProxyState) -> &'static str {
-    match state {
-        ProxyState::Connecting => "connecting",
-        ProxyState::Relaying => "relaying",
-        ProxyState::TimeWait => "time-wait",
-        ProxyState::Closed => "closed",
-        ProxyState::PassThrough => "pass-through",
-    }
 }
 
 impl<P: Payload> ProxyTable<P> {
@@ -1633,15 +1607,15 @@ impl<P: Payload> ProxyTable<P> {
     pub fn view(&self, slot: u32) -> Option<ProxyFlowView> {
         match self.slots.get(slot as usize)?.held.as_ref()? {
             Held::Translated(_) => Some(ProxyFlowView {
-                state: proxy_state_name(ProxyState::PassThrough).into(),
-                handed_over: Some("translated".into()),
+                state: ProxyState::PassThrough,
+                handed_over: Some(HandedOver::Translated),
                 ..ProxyFlowView::default()
             }),
             Held::Proxied(flow) => {
                 let stats = flow.proxy.stats();
                 let leg = |leg: Option<crate::tcp::proxy::LegStats>| {
                     leg.map(|l| LegView {
-                        state: state_name(l.state).into(),
+                        state: l.state,
                         retransmissions: l.tcp.retransmissions,
                         srtt_ms: l.tcp.srtt_ms,
                         rto_ms: l.tcp.rto_ms,
@@ -1652,13 +1626,13 @@ impl<P: Payload> ProxyTable<P> {
                     })
                 };
                 Some(ProxyFlowView {
-                    state: proxy_state_name(stats.state).into(),
+                    state: stats.state,
                     client_leg: leg(stats.client),
                     server_leg: leg(stats.server),
                     buffered_client_to_server: stats.buffered_client_to_server as u64,
                     buffered_server_to_client: stats.buffered_server_to_client as u64,
                     stalls: stats.stalls,
-                    handed_over: flow.handed_over.map(|cause| cause.name().into()),
+                    handed_over: flow.handed_over.map(HandedOver::from),
                 })
             }
         }

@@ -1186,7 +1186,10 @@ fn a_flow_reset_on_a_stall_is_closed_in_the_flow_table_and_ages_out() {
         .expect("the flow's entry");
     assert_eq!(entry.tcp_phase(), Some(crate::flow::TcpPhase::Closed));
     let view = crate::flow::view::view(0, entry, lab.now);
-    assert_eq!(view.tcp_state.as_deref(), Some("closed"));
+    assert_eq!(
+        view.tcp_state,
+        Some(crate::flow::view::FlowTcpState::Closed)
+    );
     let closed_ms = lab.shard.pipeline().flows().timeouts().tcp_closed_ms;
     let last_seen = entry.last_seen_ms();
     lab.expire(last_seen + closed_ms - 1_000);
@@ -1280,8 +1283,17 @@ fn ipsec_over_tcp_is_recognised_and_handed_over_on_its_first_payload() {
         // The proxy never relayed a data segment of its own to the server before handing
         // over: what the server got came in the flush or straight from the client.
         let view = crate::flow::view::view(0, entry, lab.now);
-        assert_eq!(view.handed_over.as_deref(), Some("detection"));
-        assert_eq!(view.detected.as_deref(), Some("ctcp-ike"));
+        assert_eq!(
+            view.handed_over,
+            Some(crate::flow::view::HandedOver::Detection)
+        );
+        assert_eq!(view.detected, Some(IpsecFraming::CtcpIke));
+        // As the control socket names them.
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            (&json["handed_over"], &json["detected"]),
+            (&"detection".into(), &"ctcp-ike".into())
+        );
     }
 }
 
@@ -1773,7 +1785,7 @@ fn a_connection_cleared_with_hand_over_finishes_byte_exact_unproxied() {
             .and_then(|e| e.proxy_slot())
             .and_then(|slot| lab.shard.proxies().view(slot))
             .and_then(|v| v.client_leg)
-            .is_some_and(|leg| leg.state == "SYN-RECEIVED")
+            .is_some_and(|leg| leg.state == State::SynReceived)
     }));
     let reply = lab.clear(the_server_port(), ClearAction::HandOver);
     assert_eq!((reply.cleared, reply.proxy.kept), (0, 1), "{reply:?}");

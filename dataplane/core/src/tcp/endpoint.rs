@@ -67,23 +67,60 @@ const MAX_RETRANSMITTED_RANGES: usize = 64;
 const MAX_PERSIST_BACKOFF: u32 = 10;
 
 /// One of the eleven states of RFC 9293 §3.3.2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum State {
+    #[default]
+    #[serde(rename = "CLOSED")]
     Closed,
     /// Never entered here: the proxy listens, and [`Endpoint::accept`] starts in SYN-RECEIVED.
+    #[serde(rename = "LISTEN")]
     Listen,
+    #[serde(rename = "SYN-SENT")]
     SynSent,
+    #[serde(rename = "SYN-RECEIVED")]
     SynReceived,
+    #[serde(rename = "ESTABLISHED")]
     Established,
+    #[serde(rename = "FIN-WAIT-1")]
     FinWait1,
+    #[serde(rename = "FIN-WAIT-2")]
     FinWait2,
+    #[serde(rename = "CLOSE-WAIT")]
     CloseWait,
+    #[serde(rename = "CLOSING")]
     Closing,
+    #[serde(rename = "LAST-ACK")]
     LastAck,
+    #[serde(rename = "TIME-WAIT")]
     TimeWait,
 }
 
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl State {
+    /// The state's name in RFC 9293, e.g. "FIN-WAIT-2".
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECEIVED",
+            State::Established => "ESTABLISHED",
+            State::FinWait1 => "FIN-WAIT-1",
+            State::FinWait2 => "FIN-WAIT-2",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST-ACK",
+            State::TimeWait => "TIME-WAIT",
+        }
+    }
+
     /// RFC 9293's synchronized states: the ones reached once both SYNs are acknowledged.
     pub fn is_synchronized(self) -> bool {
         !matches!(

@@ -235,11 +235,14 @@ impl ProxyConfig {
     }
 }
 
-/// Where the flow is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the flow is (as `flows list` names it: "connecting", "relaying", "time-wait",
+/// "closed", "pass-through").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ProxyState {
     /// Our SYN to the server is out and unanswered; the client's SYN waits for the answer (or,
     /// after a SYN cookie, the client leg is open and its data waits for the server).
+    #[default]
     Connecting,
     /// Both legs exist and relay (the client leg may still be completing its handshake).
     Relaying,
@@ -250,6 +253,24 @@ pub enum ProxyState {
     /// Handed over to pass-through; the endpoints are gone and the flow is the worker's to
     /// forward with the [`Handover`]'s translations.
     PassThrough,
+}
+
+impl ProxyState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyState::Connecting => "connecting",
+            ProxyState::Relaying => "relaying",
+            ProxyState::TimeWait => "time-wait",
+            ProxyState::Closed => "closed",
+            ProxyState::PassThrough => "pass-through",
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What the worker learns from [`TcpProxy::poll_event`].

@@ -6,6 +6,9 @@
 
 use std::net::Ipv4Addr;
 
+use tollgate_core::wire::ip::PROTO_TCP;
+use tollgate_core::wire::{checksum, emit};
+
 /// The MSS both ends announce, and the limit on one segment's payload.
 pub const MSS: u16 = 1460;
 pub const TCP_HEADER_LEN: usize = 20;
@@ -92,31 +95,11 @@ pub struct TcpHeader {
     pub mss: Option<u16>,
 }
 
-fn ones_complement_sum(mut acc: u64, data: &[u8]) -> u64 {
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        acc += u64::from(u16::from_be_bytes([*last, 0]));
-    }
-    acc
-}
-
 /// The TCP checksum of `segment` (header and payload) over the IPv4 pseudo-header (RFC 793
 /// section 3.1). With the checksum field zeroed this is the value to write; over a segment
 /// whose field is filled in, it is 0 when the segment is intact.
 pub fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, segment: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&src.octets());
-    pseudo[4..8].copy_from_slice(&dst.octets());
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&(segment.len() as u16).to_be_bytes());
-    let mut sum = ones_complement_sum(ones_complement_sum(0, &pseudo), segment);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    checksum::transport_checksum_v4(src, dst, PROTO_TCP, segment)
 }
 
 /// A whole TCP segment (header, the MSS option if asked, payload) with its checksum.
@@ -126,15 +109,9 @@ pub fn build_segment(src: Ipv4Addr, dst: Ipv4Addr, h: &TcpHeader, payload: &[u8]
     } else {
         TCP_HEADER_LEN
     };
-    let mut s = Vec::with_capacity(header_len + payload.len());
-    s.extend_from_slice(&h.sport.to_be_bytes());
-    s.extend_from_slice(&h.dport.to_be_bytes());
-    s.extend_from_slice(&h.seq.to_be_bytes());
-    s.extend_from_slice(&h.ack.to_be_bytes());
-    s.push(((header_len / 4) as u8) << 4);
-    s.push(h.flags);
-    s.extend_from_slice(&h.window.to_be_bytes());
-    s.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    let mut s = vec![0u8; TCP_HEADER_LEN];
+    emit::tcp(&mut s, h.sport, h.dport, h.seq, h.ack, h.flags, h.window);
+    s[12] = ((header_len / 4) as u8) << 4;
     if let Some(mss) = h.mss {
         s.extend_from_slice(&[2, 4]);
         s.extend_from_slice(&mss.to_be_bytes());
@@ -572,10 +549,8 @@ mod tests {
     const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
     fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, tcp: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0];
-        p[2..4].copy_from_slice(&((20 + tcp.len()) as u16).to_be_bytes());
-        p.extend_from_slice(&src.octets());
-        p.extend_from_slice(&dst.octets());
+        let mut p = vec![0u8; emit::IPV4_LEN];
+        emit::Ipv4Header::new(src, dst, PROTO_TCP, tcp.len()).emit(&mut p);
         p.extend_from_slice(tcp);
         p
     }

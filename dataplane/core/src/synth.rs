@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::wire::checksum;
 
+use crate::wire::emit;
 use crate::wire::ethernet::{ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN};
+use crate::wire::ip::{PROTO_TCP, PROTO_UDP};
 
 /// MAC addresses for synthetic frames: locally administered, so they can
 /// never be a real NIC's.
@@ -53,100 +55,73 @@ pub struct TcpHeader {
     pub window: u16,
 }
 
-fn ethernet(a: &Addressing, ethertype: u16, out: &mut Vec<u8>) {
-    out.extend_from_slice(&a.dst_mac);
-    out.extend_from_slice(&a.src_mac);
-    if let Some(vid) = a.vlan {
-        out.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        out.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
-    }
-    out.extend_from_slice(&ethertype.to_be_bytes());
-}
-
-/// Appends an IP header for `l4` (protocol, already built) and then `l4`,
-/// filling in the transport checksum at `l4_checksum_at`.
-fn ip_and_l4(
-    a: &Addressing,
-    protocol: u8,
-    mut l4: Vec<u8>,
-    l4_checksum_at: usize,
-    out: &mut Vec<u8>,
-) {
-    match (a.src.ip(), a.dst.ip()) {
+/// A frame of `a`'s addressing around `l4` (the transport header and payload, its checksum
+/// field at `l4_checksum_at` filled in here).
+fn frame(a: &Addressing, protocol: u8, mut l4: Vec<u8>, l4_checksum_at: usize) -> Vec<u8> {
+    let tags: &[(u16, u16)] = match a.vlan {
+        Some(vid) => &[(ETHERTYPE_VLAN, vid & 0x0fff)],
+        None => &[],
+    };
+    let mut out = vec![0u8; emit::ETHERNET_LEN + emit::VLAN_TAG_LEN + emit::IPV6_LEN];
+    let (l3, sum) = match (a.src.ip(), a.dst.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            ethernet(a, ETHERTYPE_IPV4, out);
-            let total = (20 + l4.len()) as u16;
-            let mut h = [0u8; 20];
-            h[0] = 0x45;
-            h[2..4].copy_from_slice(&total.to_be_bytes());
-            h[6] = 0x40; // don't fragment
-            h[8] = 64;
-            h[9] = protocol;
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let c = checksum::checksum(&h);
-            h[10..12].copy_from_slice(&c.to_be_bytes());
-            let c = checksum::transport_checksum_v4(s, d, protocol, &l4);
-            l4[l4_checksum_at..l4_checksum_at + 2].copy_from_slice(&c.to_be_bytes());
-            out.extend_from_slice(&h);
+            let l3 = emit::ethernet(&mut out, a.dst_mac, a.src_mac, tags, ETHERTYPE_IPV4);
+            let ip = emit::Ipv4Header::new(s, d, protocol, l4.len());
+            let len = ip.emit(&mut out[l3..]);
+            (
+                l3 + len,
+                checksum::transport_checksum_v4(s, d, protocol, &l4),
+            )
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            ethernet(a, ETHERTYPE_IPV6, out);
-            let mut h = [0u8; 40];
-            h[0] = 0x60;
-            h[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-            h[6] = protocol;
-            h[7] = 64;
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-            let c = checksum::transport_checksum_v6(s, d, protocol, &l4);
-            l4[l4_checksum_at..l4_checksum_at + 2].copy_from_slice(&c.to_be_bytes());
-            out.extend_from_slice(&h);
+            let l3 = emit::ethernet(&mut out, a.dst_mac, a.src_mac, tags, ETHERTYPE_IPV6);
+            let ip = emit::Ipv6Header::new(s, d, protocol, l4.len());
+            let len = ip.emit(&mut out[l3..]);
+            (
+                l3 + len,
+                checksum::transport_checksum_v6(s, d, protocol, &l4),
+            )
         }
         _ => panic!(
             "synthetic frame with mixed IPv4/IPv6 addresses: {} -> {}",
             a.src, a.dst
         ),
-    }
+    };
+    out.truncate(l3);
+    l4[l4_checksum_at..l4_checksum_at + 2].copy_from_slice(&sum.to_be_bytes());
     out.extend_from_slice(&l4);
+    pad(out)
 }
 
 /// A TCP segment in a frame.
 pub fn tcp(a: &Addressing, h: TcpHeader, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = Vec::with_capacity(20 + payload.len());
-    l4.extend_from_slice(&a.src.port().to_be_bytes());
-    l4.extend_from_slice(&a.dst.port().to_be_bytes());
-    l4.extend_from_slice(&h.seq.to_be_bytes());
-    l4.extend_from_slice(&h.ack.to_be_bytes());
-    l4.push(5 << 4);
-    l4.push(h.flags);
-    l4.extend_from_slice(&(if h.window == 0 { 65535 } else { h.window }).to_be_bytes());
-    l4.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    let mut l4 = vec![0u8; emit::TCP_LEN];
+    let window = if h.window == 0 { 65535 } else { h.window };
+    emit::tcp(
+        &mut l4,
+        a.src.port(),
+        a.dst.port(),
+        h.seq,
+        h.ack,
+        h.flags,
+        window,
+    );
     l4.extend_from_slice(payload);
-    let mut out = Vec::with_capacity(18 + 40 + l4.len());
-    ip_and_l4(a, 6, l4, 16, &mut out);
-    pad(out)
+    frame(a, PROTO_TCP, l4, 16)
 }
 
 /// A UDP datagram in a frame.
 pub fn udp(a: &Addressing, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = Vec::with_capacity(8 + payload.len());
-    l4.extend_from_slice(&a.src.port().to_be_bytes());
-    l4.extend_from_slice(&a.dst.port().to_be_bytes());
-    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    l4.extend_from_slice(&[0, 0]);
+    let mut l4 = vec![0u8; emit::UDP_LEN];
+    emit::udp(&mut l4, a.src.port(), a.dst.port(), payload.len());
     l4.extend_from_slice(payload);
-    let mut out = Vec::with_capacity(18 + 40 + l4.len());
-    ip_and_l4(a, 17, l4, 6, &mut out);
-    pad(out)
+    frame(a, PROTO_UDP, l4, 6)
 }
 
 /// An ARP request (who-has `target`), which a bump in the wire must pass.
 pub fn arp_request(src_mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(60);
-    out.extend_from_slice(&[0xff; 6]);
-    out.extend_from_slice(&src_mac);
-    out.extend_from_slice(&ETHERTYPE_ARP.to_be_bytes());
+    let mut out = vec![0u8; emit::ETHERNET_LEN];
+    emit::ethernet(&mut out, [0xff; 6], src_mac, &[], ETHERTYPE_ARP);
     out.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
     out.extend_from_slice(&src_mac);
     out.extend_from_slice(&sender);

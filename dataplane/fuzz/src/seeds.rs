@@ -7,12 +7,13 @@ use tollgate_control::protocol::{
     encode, ErrorCode, ExplainReply, FlowView, FlowsListReply, HealthReply, PolicyChangeReply,
     Response, StatsReply,
 };
+use tollgate_core::synth::{CLIENT_MAC, SERVER_MAC};
 use tollgate_core::tcp::proxy::OnStall;
 use tollgate_core::tcp::segment::{
     fill_checksum_v4, fill_checksum_v6, Ecn, SegmentHeader, TcpFlags,
 };
 use tollgate_core::tcp::seq::SeqNumber;
-use tollgate_core::wire::checksum;
+use tollgate_core::wire::{checksum, emit};
 
 use crate::engine::{Ack, Offer, Script, SegmentOp, Seq, Setup, SIGNATURE_AT};
 
@@ -82,39 +83,29 @@ use tollgate_core::wire::ip::{
 
 /// Client MAC to server MAC, with `(tpid, tci)` tags outermost first.
 fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
-    for (tpid, tci) in tags {
-        frame.extend_from_slice(&tpid.to_be_bytes());
-        frame.extend_from_slice(&tci.to_be_bytes());
-    }
-    frame.extend_from_slice(&ethertype.to_be_bytes());
+    let mut frame = vec![0u8; emit::ETHERNET_LEN + tags.len() * emit::VLAN_TAG_LEN];
+    emit::ethernet(&mut frame, SERVER_MAC, CLIENT_MAC, tags, ethertype);
     frame.extend_from_slice(payload);
     frame
 }
 
 /// An IPv4 header with `options` (whole words) and the flags-and-offset word, then `payload`.
 fn ipv4(protocol: u8, options: &[u8], flags_and_offset: u16, payload: &[u8]) -> Vec<u8> {
-    let header_len = 20 + options.len();
-    let mut packet = vec![0x40 | (header_len / 4) as u8, 0];
-    packet.extend_from_slice(&((header_len + payload.len()) as u16).to_be_bytes());
-    packet.extend_from_slice(&[0x12, 0x34]);
-    packet.extend_from_slice(&flags_and_offset.to_be_bytes());
-    packet.extend_from_slice(&[64, protocol, 0, 0]);
-    packet.extend_from_slice(&V4_CLIENT.octets());
-    packet.extend_from_slice(&V4_SERVER.octets());
-    packet.extend_from_slice(options);
-    let sum = checksum::checksum(&packet);
-    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    let header = emit::Ipv4Header {
+        id: 0x1234,
+        flags_and_offset,
+        options,
+        ..emit::Ipv4Header::new(V4_CLIENT, V4_SERVER, protocol, payload.len())
+    };
+    let mut packet = vec![0u8; header.header_len()];
+    header.emit(&mut packet);
     packet.extend_from_slice(payload);
     packet
 }
 
 fn ipv6(next_header: u8, payload: &[u8]) -> Vec<u8> {
-    let mut packet = vec![0x60, 0, 0, 0];
-    packet.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    packet.extend_from_slice(&[next_header, 64]);
-    packet.extend_from_slice(&V6_CLIENT.octets());
-    packet.extend_from_slice(&V6_SERVER.octets());
+    let mut packet = vec![0u8; emit::IPV6_LEN];
+    emit::Ipv6Header::new(V6_CLIENT, V6_SERVER, next_header, payload.len()).emit(&mut packet);
     packet.extend_from_slice(payload);
     packet
 }
@@ -187,11 +178,8 @@ fn tcp_v6(header: &SegmentHeader, payload: &[u8]) -> Vec<u8> {
 }
 
 fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut datagram = Vec::new();
-    datagram.extend_from_slice(&src_port.to_be_bytes());
-    datagram.extend_from_slice(&dst_port.to_be_bytes());
-    datagram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    datagram.extend_from_slice(&[0, 0]);
+    let mut datagram = vec![0u8; emit::UDP_LEN];
+    emit::udp(&mut datagram, src_port, dst_port, payload.len());
     datagram.extend_from_slice(payload);
     datagram
 }

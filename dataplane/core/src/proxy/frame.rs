@@ -13,23 +13,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::tcp::proxy::Leg;
 use crate::tcp::segment::{checksum_v4, checksum_v6, Ecn, SegmentHeader};
-use crate::wire::checksum;
+use crate::wire::emit::{Ipv4Header, Ipv6Header, ETHERNET_LEN, IPV6_LEN, VLAN_TAG_LEN};
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use crate::wire::ip::PROTO_TCP;
 use crate::wire::{parse_frame, Fragment, Malformed, TcpSegment};
 
-const ETHERNET_LEN: usize = 14;
-/// Destination and source MAC, two tags of 4 bytes, the EtherType.
-const MAX_LINK_LEN: usize = ETHERNET_LEN + 8;
-const IPV4_LEN: usize = 20;
-const IPV6_LEN: usize = 40;
+/// Destination and source MAC, two tags, the EtherType.
+const MAX_LINK_LEN: usize = ETHERNET_LEN + 2 * VLAN_TAG_LEN;
 const MAX_TCP_HEADER: usize = 60;
-/// The longest run of headers [`FlowAddressing::write_headers`] writes.
-pub const MAX_HEADERS_LEN: usize = MAX_LINK_LEN + IPV6_LEN + MAX_TCP_HEADER;
-
+/// The longest run of headers [`FlowAddressing::write_headers`] writes. Its IPv4 headers carry
 /// Don't Fragment: tollgate never fragments, and the endpoints' path MTU discovery sees what
 /// they would without it.
-const IPV4_DF: u16 = 0x4000;
+pub const MAX_HEADERS_LEN: usize = MAX_LINK_LEN + IPV6_LEN + MAX_TCP_HEADER;
 const DEFAULT_TTL: u8 = 64;
 
 /// Why a frame of a proxied flow cannot be given to the engine.
@@ -212,23 +207,15 @@ impl FlowAddressing {
                     Leg::Client => (server, client),
                 };
                 out[link_len - 2..link_len].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-                let ip = &mut out[link_len..link_len + IPV4_LEN];
-                let total = (IPV4_LEN + tcp_len + payload.len()) as u16;
                 let id = self.ipv4_id[i];
                 self.ipv4_id[i] = id.wrapping_add(1);
-                ip[0] = 0x45;
-                ip[1] = header.ecn.into_tos(self.tos[i]);
-                ip[2..4].copy_from_slice(&total.to_be_bytes());
-                ip[4..6].copy_from_slice(&id.to_be_bytes());
-                ip[6..8].copy_from_slice(&IPV4_DF.to_be_bytes());
-                ip[8] = self.ttl[i];
-                ip[9] = PROTO_TCP;
-                ip[10..12].copy_from_slice(&[0, 0]);
-                ip[12..16].copy_from_slice(&s.octets());
-                ip[16..20].copy_from_slice(&d.octets());
-                let sum = checksum::checksum(ip);
-                ip[10..12].copy_from_slice(&sum.to_be_bytes());
-                let l4 = link_len + IPV4_LEN;
+                let ip = Ipv4Header {
+                    tos: header.ecn.into_tos(self.tos[i]),
+                    id,
+                    ttl: self.ttl[i],
+                    ..Ipv4Header::new(s, d, PROTO_TCP, tcp_len + payload.len())
+                };
+                let l4 = link_len + ip.emit(&mut out[link_len..]);
                 let tcp = &mut out[l4..l4 + tcp_len];
                 // `out` is long enough for any header `emit` writes.
                 let _ = header.emit(tcp);
@@ -242,18 +229,12 @@ impl FlowAddressing {
                     Leg::Client => (server, client),
                 };
                 out[link_len - 2..link_len].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-                let ip = &mut out[link_len..link_len + IPV6_LEN];
-                let payload_len = (tcp_len + payload.len()) as u16;
-                let tc = header.ecn.into_tos(self.tos[i]);
-                ip[0] = 0x60 | (tc >> 4);
-                ip[1] = tc << 4;
-                ip[2..4].copy_from_slice(&[0, 0]);
-                ip[4..6].copy_from_slice(&payload_len.to_be_bytes());
-                ip[6] = PROTO_TCP;
-                ip[7] = self.ttl[i];
-                ip[8..24].copy_from_slice(&s.octets());
-                ip[24..40].copy_from_slice(&d.octets());
-                let l4 = link_len + IPV6_LEN;
+                let ip = Ipv6Header {
+                    traffic_class: header.ecn.into_tos(self.tos[i]),
+                    hop_limit: self.ttl[i],
+                    ..Ipv6Header::new(s, d, PROTO_TCP, tcp_len + payload.len())
+                };
+                let l4 = link_len + ip.emit(&mut out[link_len..]);
                 let tcp = &mut out[l4..l4 + tcp_len];
                 let _ = header.emit(tcp);
                 let sum = checksum_v6(tcp, payload, s, d);
@@ -271,6 +252,8 @@ mod tests {
     use crate::synth::{self, Addressing, TcpHeader};
     use crate::tcp::segment::TcpFlags;
     use crate::tcp::seq::SeqNumber;
+    use crate::wire::checksum;
+    use crate::wire::emit::IPV4_LEN;
     use crate::wire::tcp::flags;
 
     fn v4() -> Addressing {

@@ -10,6 +10,7 @@
 pub mod checksum;
 pub mod common;
 pub mod dccp;
+pub mod emit;
 pub mod ethernet;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod exercise;

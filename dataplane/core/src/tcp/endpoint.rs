@@ -2547,6 +2547,7 @@ pub fn reset_for(hdr: &SegmentHeader, payload_len: usize) -> Option<SegmentHeade
 mod tests {
     use super::*;
     use crate::tcp::payload::TestBytes;
+    use crate::tcp::testkit::{InFlight, LossyLink};
 
     const LOCAL: u16 = 443;
     const REMOTE: u16 = 50_000;
@@ -4534,56 +4535,12 @@ mod tests {
         }
     }
 
+    /// A segment on its way to side `to`.
+    #[derive(Clone)]
     struct Flying {
-        at: u64,
-        order: u64,
         to: usize,
         header: SegmentHeader,
         payload: Option<TestBytes>,
-    }
-
-    struct Link {
-        loss: u64,
-        duplication: u64,
-        delay: u64,
-        jitter: u64,
-        queue: Vec<Flying>,
-        order: u64,
-    }
-
-    impl Link {
-        fn carry(&mut self, rng: &mut crate::test_rng::TestRng, to: usize, out: Out, now: u64) {
-            let copies = if rng.chance(self.duplication) { 2 } else { 1 };
-            for _ in 0..copies {
-                if rng.chance(self.loss) {
-                    continue;
-                }
-                self.order += 1;
-                self.queue.push(Flying {
-                    at: now + self.delay + rng.below(self.jitter + 1),
-                    order: self.order,
-                    to,
-                    header: out.header,
-                    payload: out.payload.clone(),
-                });
-            }
-        }
-
-        fn next_at(&self) -> Option<u64> {
-            self.queue.iter().map(|f| f.at).min()
-        }
-
-        /// The earliest segment due by `now` (ties in sending order).
-        fn take_due(&mut self, now: u64) -> Option<Flying> {
-            let index = self
-                .queue
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.at <= now)
-                .min_by_key(|(_, f)| (f.at, f.order))
-                .map(|(i, _)| i)?;
-            Some(self.queue.swap_remove(index))
-        }
     }
 
     fn random_offer(rng: &mut crate::test_rng::TestRng) -> SynOptions {
@@ -4624,7 +4581,7 @@ mod tests {
 
     fn drain_into(
         side: &mut Side,
-        link: &mut Link,
+        link: &mut LossyLink<Flying>,
         rng: &mut crate::test_rng::TestRng,
         to: usize,
         now: u64,
@@ -4636,7 +4593,12 @@ mod tests {
         while let Some(out) = ep.poll_transmit(now) {
             count += 1;
             assert!(count < 100_000, "poll_transmit never returns None: {ep:?}");
-            link.carry(rng, to, out, now);
+            let flying = Flying {
+                to,
+                header: out.header,
+                payload: out.payload,
+            };
+            link.carry(rng, flying, now);
         }
         side.events.extend(ep.events());
     }
@@ -4644,14 +4606,10 @@ mod tests {
     /// Runs one connection: random options, buffers, application behaviour and link faults.
     fn simulate(seed: u64) {
         let mut rng = crate::test_rng::TestRng::new(seed);
-        let mut link = Link {
-            loss: rng.below(16),
-            duplication: rng.below(6),
-            delay: 1 + rng.below(20),
-            jitter: rng.below(40),
-            queue: Vec::new(),
-            order: 0,
-        };
+        // Drawn in this order, so that each seed keeps its case.
+        let (loss, duplication) = (rng.below(16), rng.below(6));
+        let (delay, jitter) = (1 + rng.below(20), rng.below(40));
+        let mut link = LossyLink::faulty(delay, jitter, loss, duplication);
         let (config_a, config_b) = (random_config(&mut rng), random_config(&mut rng));
         let (offer_a, offer_b) = (random_offer(&mut rng), random_offer(&mut rng));
         let (iss_a, iss_b) = (random_iss(&mut rng), random_iss(&mut rng));
@@ -4768,7 +4726,7 @@ mod tests {
             .min()
             .unwrap_or(next_app);
             now = now.max(next);
-            while let Some(flying) = link.take_due(now) {
+            while let Some(InFlight { item: flying, .. }) = link.take_due(now) {
                 let payload = flying.payload.unwrap_or_else(none);
                 if std::env::var("SIM_TRACE").is_ok() {
                     let h = &flying.header;

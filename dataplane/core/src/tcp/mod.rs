@@ -14,3 +14,5 @@ pub mod sack;
 pub mod segment;
 pub mod send_queue;
 pub mod seq;
+#[cfg(test)]
+pub(crate) mod testkit;

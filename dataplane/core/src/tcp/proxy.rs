@@ -1551,6 +1551,7 @@ mod tests {
     use crate::tcp::cookie::FourTuple;
     use crate::tcp::inspect::{NoInspection, SignatureConfig, SignatureInspector};
     use crate::tcp::payload::TestBytes;
+    use crate::tcp::testkit::LossyLink;
     use crate::test_rng::TestRng;
     use crate::wire::tcp::TcpSegment;
 
@@ -1604,13 +1605,6 @@ mod tests {
         }
     }
 
-    struct Flying {
-        at: u64,
-        order: u64,
-        header: SegmentHeader,
-        payload: Option<TestBytes>,
-    }
-
     /// A segment as it reached the far end of a wire.
     #[derive(Clone, Debug)]
     struct Seen {
@@ -1634,29 +1628,19 @@ mod tests {
     /// One direction of a link: delay, jitter (which reorders), random loss and duplication, and
     /// optionally a rule that drops chosen segments.
     struct Wire {
-        delay: u64,
-        jitter: u64,
-        loss: u64,
-        duplication: u64,
+        link: LossyLink<Out>,
         drop: Option<DropRule>,
         /// A congested router: the ECN-capable segments it picks are marked CE, not dropped.
         mark: Option<DropRule>,
-        queue: Vec<Flying>,
-        order: u64,
         delivered: Vec<Seen>,
     }
 
     impl Wire {
         fn new(delay: u64) -> Wire {
             Wire {
-                delay,
-                jitter: 0,
-                loss: 0,
-                duplication: 0,
+                link: LossyLink::new(delay),
                 drop: None,
                 mark: None,
-                queue: Vec::new(),
-                order: 0,
                 delivered: Vec::new(),
             }
         }
@@ -1673,43 +1657,15 @@ mod tests {
                     out.header.ecn = Ecn::Ce;
                 }
             }
-            let copies = if self.duplication > 0 && rng.chance(self.duplication) {
-                2
-            } else {
-                1
-            };
-            for _ in 0..copies {
-                if self.loss > 0 && rng.chance(self.loss) {
-                    continue;
-                }
-                let jitter = if self.jitter > 0 {
-                    rng.below(self.jitter + 1)
-                } else {
-                    0
-                };
-                self.order += 1;
-                self.queue.push(Flying {
-                    at: now + self.delay + jitter,
-                    order: self.order,
-                    header: out.header,
-                    payload: out.payload.clone(),
-                });
-            }
+            self.link.carry(rng, out, now);
         }
 
         fn next_at(&self) -> Option<u64> {
-            self.queue.iter().map(|f| f.at).min()
+            self.link.next_at()
         }
 
-        fn take_due(&mut self, now: u64) -> Option<Flying> {
-            let index = self
-                .queue
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.at <= now)
-                .min_by_key(|(_, f)| (f.at, f.order))
-                .map(|(i, _)| i)?;
-            Some(self.queue.swap_remove(index))
+        fn take_due(&mut self, now: u64) -> Option<Out> {
+            self.link.take_due(now).map(|flying| flying.item)
         }
 
         fn data(&self) -> impl Iterator<Item = &Seen> {
@@ -1926,7 +1882,7 @@ mod tests {
             }
         }
 
-        fn deliver(&mut self, wire: usize, flying: Flying) {
+        fn deliver(&mut self, wire: usize, flying: Out) {
             let now = self.now;
             let header = flying.header;
             if std::env::var("SIM_TRACE").is_ok() {
@@ -2125,7 +2081,7 @@ mod tests {
         let mut net = plain_net();
         // The server does not do SACK; everything else both sides offer.
         net.server_offer.sack_permitted = false;
-        net.wires[S2P].delay = 50;
+        net.wires[S2P].link.delay = 50;
         net.run_until(60);
         assert!(
             net.wires[P2C].delivered.is_empty(),
@@ -2584,7 +2540,7 @@ mod tests {
         net.server().send(bytes(1, 0, 500)).unwrap();
         net.server().shutdown_write();
         net.run_until(400);
-        net.wires[S2P].delay = 1_000;
+        net.wires[S2P].link.delay = 1_000;
         net.client().shutdown_write();
         net.run_until(600);
         let proxy = net.proxy_ref();
@@ -2622,7 +2578,7 @@ mod tests {
         established(&mut net);
         net.server().shutdown_write();
         net.run_until(400);
-        net.wires[P2S].delay = 1_000;
+        net.wires[P2S].link.delay = 1_000;
         net.client().send(bytes(2, 0, 500)).unwrap();
         net.client().shutdown_write();
         net.run_until(600);
@@ -3456,8 +3412,7 @@ mod tests {
             let jitter = rng.below(30);
             for wire in link {
                 let wire = &mut net.wires[wire];
-                (wire.loss, wire.duplication, wire.delay, wire.jitter) =
-                    (loss, duplication, delay, jitter);
+                wire.link = LossyLink::faulty(delay, jitter, loss, duplication);
             }
             faults.push((loss, duplication, delay, jitter));
         }

@@ -2,7 +2,7 @@
 //! Rust over byte slices and a small payload trait, so each part is tested segment by segment
 //! and fuzzed on a machine without DPDK; the daemon's worker drives it with bursts of mbufs.
 //!
-//! - [`wire`]: zero-copy header views and the frame parser;
+//! - [`wire`]: zero-copy header views, the frame parser and header emitters;
 //! - [`flow`]: canonical keys, entries, the prefetchable index, slab, timer wheel and the
 //!   views the control plane shows;
 //! - [`policy`]: the rules, the compiled classifier and its publication to workers;

@@ -1,6 +1,7 @@
 //! A proxied flow end to end without DPDK: two real TCP endpoints (the engine's own, playing the
-//! client and the server) exchange frames through the pipeline and the proxy table, over a
-//! lossy virtual wire with virtual time. What the worker adds on top is mbufs and queues.
+//! client and the server) exchange frames through a worker's shard (the pipeline and the proxy
+//! table, as the worker drives them), over a lossy virtual wire with virtual time. What the
+//! worker adds on top is mbufs and queues.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{self as sock, AddressFamily, SockFlag, SockType, UnixAddr};
-use serde::de::DeserializeOwned;
 
 use crate::protocol::{
-    encode, ErrorCode, Op, Request, Response, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
+    encode, ErrorCode, Op, Reply, Request, Response, MAX_MESSAGE_BYTES, PROTOCOL_VERSION,
 };
 use crate::server::{Line, LineReader};
 
@@ -152,10 +151,23 @@ impl Client {
         }
     }
 
-    /// [`Client::call`], with the result read as `T`.
-    pub fn call_as<T: DeserializeOwned>(&mut self, op: Op) -> Result<T, ClientError> {
+    /// [`Client::call`], with the result read as the operation's reply type
+    /// ([`Op::reply_kind`]).
+    pub fn call_reply(&mut self, op: Op) -> Result<Reply, ClientError> {
+        let kind = op.reply_kind();
         let value = self.call(op)?;
-        serde_json::from_value(value).map_err(|e| ClientError::BadReply(e.to_string()))
+        Reply::read(kind, value).map_err(|e| ClientError::BadReply(e.to_string()))
+    }
+
+    /// [`Client::call_reply`], as the reply type `T` the caller expects: an operation whose
+    /// reply is of another type is refused.
+    pub fn call_as<T: TryFrom<Reply, Error = Reply>>(&mut self, op: Op) -> Result<T, ClientError> {
+        let kind = op.reply_kind();
+        T::try_from(self.call_reply(op)?).map_err(|_| {
+            ClientError::BadReply(format!(
+                "asked for the wrong reply type: the operation's reply is {kind:?}"
+            ))
+        })
     }
 
     /// Sends a request as given (its sequence number included) and returns

@@ -175,13 +175,144 @@ pub struct ErrorBody {
     pub message: String,
 }
 
+/// Every reply a daemon sends, one variant per reply type. Which operation gets which is
+/// declared once, in [`Op::reply_kind`], for the daemon that sends replies and the clients that
+/// read them; on the wire a reply is its variant's object alone.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// `policy.add`, `policy.delete`, `policy.replace`.
+    PolicyChange(PolicyChangeReply),
+    PolicyList(PolicyListReply),
+    PolicyCheck(PolicyCheckReply),
+    Explain(ExplainReply),
+    FlowsList(FlowsListReply),
+    FlowsClear(FlowsClearReply),
+    Stats(Box<StatsReply>),
+    Health(HealthReply),
+    Version(VersionReply),
+}
+
+/// The type of a [`Reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    PolicyChange,
+    PolicyList,
+    PolicyCheck,
+    Explain,
+    FlowsList,
+    FlowsClear,
+    Stats,
+    Health,
+    Version,
+}
+
+impl Op {
+    /// The type of the reply this operation gets.
+    pub fn reply_kind(&self) -> ReplyKind {
+        match self {
+            Op::PolicyAdd { .. } | Op::PolicyDelete { .. } | Op::PolicyReplace { .. } => {
+                ReplyKind::PolicyChange
+            }
+            Op::PolicyList {} => ReplyKind::PolicyList,
+            Op::PolicyCheck { .. } => ReplyKind::PolicyCheck,
+            Op::Explain(_) => ReplyKind::Explain,
+            Op::FlowsList { .. } => ReplyKind::FlowsList,
+            Op::FlowsClear { .. } => ReplyKind::FlowsClear,
+            Op::Stats {} => ReplyKind::Stats,
+            Op::Health {} => ReplyKind::Health,
+            Op::Version {} => ReplyKind::Version,
+        }
+    }
+}
+
+impl Reply {
+    pub fn kind(&self) -> ReplyKind {
+        match self {
+            Reply::PolicyChange(_) => ReplyKind::PolicyChange,
+            Reply::PolicyList(_) => ReplyKind::PolicyList,
+            Reply::PolicyCheck(_) => ReplyKind::PolicyCheck,
+            Reply::Explain(_) => ReplyKind::Explain,
+            Reply::FlowsList(_) => ReplyKind::FlowsList,
+            Reply::FlowsClear(_) => ReplyKind::FlowsClear,
+            Reply::Stats(_) => ReplyKind::Stats,
+            Reply::Health(_) => ReplyKind::Health,
+            Reply::Version(_) => ReplyKind::Version,
+        }
+    }
+
+    /// A successful reply's `result`, read as the type `kind` says.
+    pub fn read(kind: ReplyKind, result: serde_json::Value) -> Result<Reply, serde_json::Error> {
+        use serde_json::from_value;
+        Ok(match kind {
+            ReplyKind::PolicyChange => Reply::PolicyChange(from_value(result)?),
+            ReplyKind::PolicyList => Reply::PolicyList(from_value(result)?),
+            ReplyKind::PolicyCheck => Reply::PolicyCheck(from_value(result)?),
+            ReplyKind::Explain => Reply::Explain(from_value(result)?),
+            ReplyKind::FlowsList => Reply::FlowsList(from_value(result)?),
+            ReplyKind::FlowsClear => Reply::FlowsClear(from_value(result)?),
+            ReplyKind::Stats => Reply::Stats(from_value(result)?),
+            ReplyKind::Health => Reply::Health(from_value(result)?),
+            ReplyKind::Version => Reply::Version(from_value(result)?),
+        })
+    }
+}
+
+macro_rules! reply_types {
+    ($($variant:ident($type:ty)),* $(,)?) => {
+        $(impl From<$type> for Reply {
+            fn from(reply: $type) -> Reply {
+                Reply::$variant(reply)
+            }
+        }
+
+        impl TryFrom<Reply> for $type {
+            type Error = Reply;
+            fn try_from(reply: Reply) -> Result<$type, Reply> {
+                match reply {
+                    Reply::$variant(reply) => Ok(reply),
+                    other => Err(other),
+                }
+            }
+        })*
+    };
+}
+
+reply_types!(
+    PolicyChange(PolicyChangeReply),
+    PolicyList(PolicyListReply),
+    PolicyCheck(PolicyCheckReply),
+    Explain(ExplainReply),
+    FlowsList(FlowsListReply),
+    FlowsClear(FlowsClearReply),
+    Health(HealthReply),
+    Version(VersionReply),
+);
+
+impl From<StatsReply> for Reply {
+    fn from(reply: StatsReply) -> Reply {
+        Reply::Stats(Box::new(reply))
+    }
+}
+
+impl TryFrom<Reply> for StatsReply {
+    type Error = Reply;
+    fn try_from(reply: Reply) -> Result<StatsReply, Reply> {
+        match reply {
+            Reply::Stats(reply) => Ok(*reply),
+            other => Err(other),
+        }
+    }
+}
+
 impl Response {
-    pub fn ok(seq: Option<u64>, result: impl Serialize) -> Response {
+    /// A success: only a declared [`Reply`] can be sent.
+    pub fn ok(seq: Option<u64>, reply: impl Into<Reply>) -> Response {
         Response {
             version: PROTOCOL_VERSION,
             seq,
             ok: true,
-            result: Some(serde_json::to_value(result).unwrap_or(serde_json::Value::Null)),
+            result: Some(serde_json::to_value(reply.into()).unwrap_or(serde_json::Value::Null)),
             error: None,
         }
     }

@@ -11,7 +11,7 @@ use tollgate_control::persist;
 use tollgate_control::policy::{LimitAction, PolicyError, PolicySet, Rule, RuleSpec};
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowView, FlowsClearReply, FlowsListReply, HealthReply,
-    HealthStatus, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply,
+    HealthStatus, Op, PolicyChangeReply, PolicyCheckReply, PolicyDefaults, PolicyListReply, Reply,
     Request, Response, RuleHits, RuleView, VersionReply, MAX_PAGE_SIZE, PROTOCOL_VERSION,
 };
 
@@ -85,6 +85,7 @@ impl ControlPlane {
 
     pub fn handle(&mut self, request: Request, uid: u32, dp: &Dataplane) -> Response {
         let seq = request.seq;
+        let kind = request.op.reply_kind();
         let mut response = match request.op {
             Op::PolicyAdd {
                 rule,
@@ -181,6 +182,11 @@ impl ControlPlane {
                 },
             ),
         };
+        // Each operation's reply type is declared once (`Op::reply_kind`); clients read it so.
+        debug_assert!(
+            !response.ok || Reply::read(kind, response.result.clone().unwrap_or_default()).is_ok(),
+            "a reply that is not the {kind:?} its operation gets"
+        );
         response.seq = seq;
         response
     }

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use serde_json::Value;
 
 use tollgate_control::client::{Client, ClientError, DEFAULT_SOCKET};
 use tollgate_control::policy::{
@@ -25,7 +24,7 @@ use tollgate_control::policy::{
 use tollgate_control::protocol::{
     ErrorCode, ExplainQuery, ExplainReply, FlowFilter, FlowView, FlowsClearReply, FlowsListReply,
     HealthReply, LegView, Op, PolicyChangeReply, PolicyCheckReply, PolicyListReply, ProxyFlowView,
-    RuleView, StatsReply, VersionReply, MAX_PAGE_SIZE,
+    Reply, RuleView, StatsReply, VersionReply, MAX_PAGE_SIZE,
 };
 use tollgate_control::Prometheus;
 
@@ -559,6 +558,7 @@ fn run(cli: &Cli) -> Result<String, String> {
     // Everything checkable here is checked before connecting, so a typo in
     // a rule is reported as such even when the daemon is down.
     let op = operation(&cli.command)?;
+    let kind = op.reply_kind();
     let mut client = Client::connect(socket_path(cli)).map_err(|e| e.to_string())?;
     let result = client
         .call(op)
@@ -568,7 +568,8 @@ fn run(cli: &Cli) -> Result<String, String> {
         out.push('\n');
         return Ok(out);
     }
-    render(&cli.command, result)
+    let reply = Reply::read(kind, result).map_err(not_understood)?;
+    render(&cli.command, reply)
 }
 
 /// The request a command sends.
@@ -810,14 +811,17 @@ fn read_rules(file: &Path) -> Result<Vec<RuleSpec>, String> {
     Ok(specs)
 }
 
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|e| {
-        format!("tollgate sent a reply that this tollgatectl does not understand: {e}")
-    })
+fn not_understood(e: impl std::fmt::Display) -> String {
+    format!("tollgate sent a reply that this tollgatectl does not understand: {e}")
+}
+
+/// The reply as the type the command's operation gets ([`Op::reply_kind`]).
+fn typed<T: TryFrom<Reply, Error = Reply>>(reply: Reply) -> Result<T, String> {
+    T::try_from(reply).map_err(|other| not_understood(format!("a {:?} reply", other.kind())))
 }
 
 /// The human form of a reply.
-fn render(command: &Command, result: Value) -> Result<String, String> {
+fn render(command: &Command, result: Reply) -> Result<String, String> {
     let mut out = String::new();
     match command {
         Command::Policy(PolicyCommand::Add { apply, .. } | PolicyCommand::Insert { apply, .. }) => {

@@ -463,7 +463,7 @@ impl Pipeline {
                 h.bytes += u64::from(meta.len);
             }
         }
-        let from_client = entry.direction(meta.orientation) == Direction::Original;
+        let from_client = entry.direction(meta.orientation) == Direction::ClientToServer;
         match entry.mode() {
             FlowMode::Drop => Verdict::Drop(DropReason::Policy),
             FlowMode::Bypass => match entry.proxy_link() {

@@ -8,19 +8,21 @@ use crate::pipeline::PortSide;
 
 use crate::wire::tcp::flags::{ACK, FIN, RST, SYN};
 
-/// A packet's direction relative to the flow: `Original` is initiator to
-/// responder (conntrack's words), `Reply` the way back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which way a packet, or a proxied byte, goes through its flow: from the initiator (the
+/// client; conntrack's original direction) to the responder, or back (the reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Direction {
-    Original,
-    Reply,
+    ClientToServer,
+    ServerToClient,
 }
 
 impl Direction {
-    fn index(self) -> usize {
+    /// 0 for client to server, 1 for server to client: for per-direction arrays.
+    pub fn index(self) -> usize {
         match self {
-            Direction::Original => 0,
-            Direction::Reply => 1,
+            Direction::ClientToServer => 0,
+            Direction::ServerToClient => 1,
         }
     }
 }
@@ -161,7 +163,7 @@ impl TcpTracker {
     pub fn first(flags: u8) -> TcpTracker {
         let bare_syn = flags & (SYN | ACK) == SYN;
         let mut tracker = TcpTracker(if bare_syn { 0 } else { Self::MID_STREAM });
-        tracker.record(flags, Direction::Original);
+        tracker.record(flags, Direction::ClientToServer);
         tracker
     }
 
@@ -179,8 +181,8 @@ impl TcpTracker {
             self.0 = 0;
         }
         let (syn, fin) = match direction {
-            Direction::Original => (Self::SYN_ORIGINAL, Self::FIN_ORIGINAL),
-            Direction::Reply => (Self::SYN_REPLY, Self::FIN_REPLY),
+            Direction::ClientToServer => (Self::SYN_ORIGINAL, Self::FIN_ORIGINAL),
+            Direction::ServerToClient => (Self::SYN_REPLY, Self::FIN_REPLY),
         };
         if flags & SYN != 0 {
             self.0 |= syn;
@@ -226,8 +228,8 @@ impl TcpTracker {
 
     fn pick(self, direction: Direction, original: u8, reply: u8) -> u8 {
         match direction {
-            Direction::Original => original,
-            Direction::Reply => reply,
+            Direction::ClientToServer => original,
+            Direction::ServerToClient => reply,
         }
     }
 }
@@ -329,7 +331,7 @@ impl FlowEntry {
     /// proxy resetting a connection it terminates), which the endpoints act on all the same.
     pub(crate) fn record_own_reset(&mut self) {
         if self.key.protocol() == TCP {
-            self.tcp.record(RST, Direction::Original);
+            self.tcp.record(RST, Direction::ClientToServer);
         }
     }
 
@@ -424,9 +426,9 @@ impl FlowEntry {
     #[inline]
     pub fn direction(&self, orientation: Orientation) -> Direction {
         if orientation == self.initiator {
-            Direction::Original
+            Direction::ClientToServer
         } else {
-            Direction::Reply
+            Direction::ServerToClient
         }
     }
 
@@ -461,7 +463,7 @@ impl FlowEntry {
     /// from either end meet it, in its orientation, rather than starting a new flow.
     pub fn close_by_reset(&mut self) {
         if self.key.protocol() == TCP {
-            self.tcp.record(RST, Direction::Original);
+            self.tcp.record(RST, Direction::ClientToServer);
         }
     }
 
@@ -476,7 +478,7 @@ impl FlowEntry {
     pub fn unreplied(&self) -> bool {
         self.key.protocol() == TCP
             && self.tcp.mid_stream()
-            && self.packets[Direction::Reply.index()] == 0
+            && self.packets[Direction::ServerToClient.index()] == 0
     }
 
     /// When the flow expires if no further packet comes.
@@ -543,7 +545,7 @@ mod tests {
     fn flags_outside_the_tracked_ones_leave_every_tracker_as_it_was() {
         for state in 0..=u8::MAX {
             for flags in (0..=u8::MAX).filter(|f| f & TcpTracker::FLAGS_TRACKED == 0) {
-                for direction in [Direction::Original, Direction::Reply] {
+                for direction in [Direction::ClientToServer, Direction::ServerToClient] {
                     let mut tracker = TcpTracker(state);
                     tracker.record(flags, direction);
                     assert_eq!(tracker, TcpTracker(state), "{state:#x} {flags:#x}");
@@ -552,7 +554,7 @@ mod tests {
         }
         for flags in [SYN, FIN, RST] {
             let mut tracker = TcpTracker::default();
-            tracker.record(flags, Direction::Reply);
+            tracker.record(flags, Direction::ServerToClient);
             assert_ne!(tracker, TcpTracker::default(), "{flags:#x}");
         }
     }
@@ -562,21 +564,23 @@ mod tests {
         let mut tcp = TcpTracker::first(SYN);
         assert_eq!(tcp.phase(), TcpPhase::Embryonic);
         assert!(!tcp.mid_stream());
-        tcp.record(SYN | ACK, Direction::Reply);
+        tcp.record(SYN | ACK, Direction::ServerToClient);
         assert_eq!(tcp.phase(), TcpPhase::Established);
-        tcp.record(ACK, Direction::Original);
-        tcp.record(FIN | ACK, Direction::Reply);
+        tcp.record(ACK, Direction::ClientToServer);
+        tcp.record(FIN | ACK, Direction::ServerToClient);
         assert_eq!(tcp.phase(), TcpPhase::Closing);
-        assert!(tcp.fin_seen(Direction::Reply) && !tcp.fin_seen(Direction::Original));
-        tcp.record(FIN | ACK, Direction::Original);
+        assert!(
+            tcp.fin_seen(Direction::ServerToClient) && !tcp.fin_seen(Direction::ClientToServer)
+        );
+        tcp.record(FIN | ACK, Direction::ClientToServer);
         assert_eq!(tcp.phase(), TcpPhase::Closed);
-        assert!(tcp.syn_seen(Direction::Original) && tcp.syn_seen(Direction::Reply));
+        assert!(tcp.syn_seen(Direction::ClientToServer) && tcp.syn_seen(Direction::ServerToClient));
     }
 
     #[test]
     fn rst_closes_from_any_phase() {
         let mut tcp = TcpTracker::first(SYN);
-        tcp.record(RST | ACK, Direction::Reply);
+        tcp.record(RST | ACK, Direction::ServerToClient);
         assert_eq!(tcp.phase(), TcpPhase::Closed);
         assert!(tcp.rst_seen());
     }
@@ -621,15 +625,15 @@ mod tests {
     #[test]
     fn a_new_syn_on_a_closed_flow_starts_over() {
         let mut tcp = TcpTracker::first(SYN);
-        tcp.record(RST, Direction::Reply);
-        tcp.record(SYN, Direction::Reply);
+        tcp.record(RST, Direction::ServerToClient);
+        tcp.record(SYN, Direction::ServerToClient);
         assert_eq!(tcp.phase(), TcpPhase::Embryonic);
         assert!(!tcp.rst_seen());
-        tcp.record(SYN | ACK, Direction::Original);
+        tcp.record(SYN | ACK, Direction::ClientToServer);
         assert_eq!(tcp.phase(), TcpPhase::Established);
         // A SYN-ACK retransmission is not a new connection.
-        tcp.record(RST, Direction::Original);
-        tcp.record(SYN | ACK, Direction::Reply);
+        tcp.record(RST, Direction::ClientToServer);
+        tcp.record(SYN | ACK, Direction::ServerToClient);
         assert_eq!(tcp.phase(), TcpPhase::Closed);
     }
 }

@@ -648,16 +648,19 @@ mod tests {
             assert_eq!(entry.initiator(), syn.orientation);
             assert_eq!(entry.tcp_phase(), Some(TcpPhase::Embryonic));
             let entry = existing(table.observe(&syn_ack, 11));
-            assert_eq!(entry.direction(syn_ack.orientation), Direction::Reply);
+            assert_eq!(
+                entry.direction(syn_ack.orientation),
+                Direction::ServerToClient
+            );
             assert_eq!(entry.tcp_phase(), Some(TcpPhase::Established));
             existing(table.observe(&ack, 12));
 
             assert_eq!(table.len(), 1);
             let entry = table.get(&syn.key, syn.hash).unwrap();
-            assert_eq!(entry.packets(Direction::Original), 2);
-            assert_eq!(entry.bytes(Direction::Original), 1600);
-            assert_eq!(entry.packets(Direction::Reply), 1);
-            assert_eq!(entry.bytes(Direction::Reply), 100);
+            assert_eq!(entry.packets(Direction::ClientToServer), 2);
+            assert_eq!(entry.bytes(Direction::ClientToServer), 1600);
+            assert_eq!(entry.packets(Direction::ServerToClient), 1);
+            assert_eq!(entry.bytes(Direction::ServerToClient), 100);
             assert_eq!(entry.first_seen_ms(), 10);
             assert_eq!(entry.last_seen_ms(), 12);
             assert_eq!(entry.key().endpoints(entry.initiator()).0.port(), 40000);
@@ -680,8 +683,8 @@ mod tests {
         table.observe(&answer, 1);
         table.observe(&answer, 2);
         let entry = table.get(&query.key, query.hash).unwrap();
-        assert_eq!(entry.packets(Direction::Original), 1);
-        assert_eq!(entry.packets(Direction::Reply), 2);
+        assert_eq!(entry.packets(Direction::ClientToServer), 1);
+        assert_eq!(entry.packets(Direction::ServerToClient), 2);
         assert_eq!(entry.ingress(), PortSide::Outside);
     }
 
@@ -698,7 +701,7 @@ mod tests {
         assert_eq!(table.capacity(), 2);
         assert!(!present(&table, &c));
         let entry = existing(table.observe(&a, 1));
-        assert_eq!(entry.packets(Direction::Original), 2);
+        assert_eq!(entry.packets(Direction::ClientToServer), 2);
 
         table.remove(&b.key, b.hash).unwrap();
         created(table.observe(&c, 2));
@@ -788,7 +791,7 @@ mod tests {
         let hint_a = table.prefetch_entry(a.hash);
         assert_ne!(hint_a, EntryHint::NONE);
         let entry = existing(table.observe_hinted(&a, hint_a, 1, |_| true));
-        assert_eq!(entry.packets(Direction::Original), 2);
+        assert_eq!(entry.packets(Direction::ClientToServer), 2);
         // Another flow's hint, or none: the ordinary lookup.
         created(table.observe_hinted(&b, hint_a, 2, |_| true));
         existing(table.observe_hinted(&a, table.prefetch_entry(b.hash), 3, |_| true));
@@ -928,7 +931,7 @@ mod tests {
         let entry = existing(table.observe(&late, 6_000));
         assert_eq!(entry.tcp_phase(), Some(TcpPhase::Closed));
         assert_eq!(entry.initiator(), first.orientation);
-        assert_eq!(entry.packets(Direction::Reply), 2);
+        assert_eq!(entry.packets(Direction::ServerToClient), 2);
         for now in (0..16_000).step_by(100) {
             assert_eq!(table.expire(now), 0, "removed early at {now} ms");
         }
@@ -1108,12 +1111,12 @@ mod tests {
         let flow = udp("198.18.0.1", 4500, "198.18.0.2", 4500);
         created(table.observe(&flow, 0));
         let old = table.remove(&flow.key, flow.hash).unwrap();
-        assert_eq!(old.packets(Direction::Original), 1);
+        assert_eq!(old.packets(Direction::ClientToServer), 1);
         assert!(table.remove(&flow.key, flow.hash).is_none());
         assert!(table.is_empty());
 
         let entry = created(table.observe(&flow, 100_000));
-        assert_eq!(entry.packets(Direction::Original), 1);
+        assert_eq!(entry.packets(Direction::ClientToServer), 1);
         assert_eq!(table.expire(120_000), 0);
         assert!(present(&table, &flow));
         assert_eq!(table.expire(219_900), 0);

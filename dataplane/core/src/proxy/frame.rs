@@ -134,13 +134,6 @@ pub struct FlowAddressing {
     ipv4_id: [u16; 2],
 }
 
-fn leg_index(leg: Leg) -> usize {
-    match leg {
-        Leg::Client => 0,
-        Leg::Server => 1,
-    }
-}
-
 impl FlowAddressing {
     /// From the client's first frame (its SYN, or the ACK completing a cookie handshake).
     pub fn from_client(frame: &Inbound) -> Option<FlowAddressing> {
@@ -162,7 +155,7 @@ impl FlowAddressing {
     /// Keeps the TTL and TOS of what each endpoint sends, for what is sent on its behalf.
     pub fn observe(&mut self, from: Leg, frame: &Inbound) {
         // Segments from the server go out (re-headered) toward the client.
-        let i = leg_index(from.other());
+        let i = from.other().index();
         self.ttl[i] = frame.ttl;
         self.tos[i] = frame.tos;
     }
@@ -191,7 +184,7 @@ impl FlowAddressing {
         payload: &[u8],
         out: &mut [u8; MAX_HEADERS_LEN],
     ) -> usize {
-        let i = leg_index(leg);
+        let i = leg.index();
         let link_len = usize::from(self.link_len);
         out[..link_len].copy_from_slice(&self.link[..link_len]);
         if leg == Leg::Client {

@@ -415,13 +415,6 @@ fn is_bare_syn(hdr: &SegmentHeader) -> bool {
             .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
 }
 
-fn direction_of(leg: Leg) -> usize {
-    match leg {
-        Leg::Client => 0,
-        Leg::Server => 1,
-    }
-}
-
 fn side_of(client_side: PortSide, leg: Leg) -> PortSide {
     match leg {
         Leg::Client => client_side,
@@ -1669,8 +1662,8 @@ impl<P: Payload> ProxyTable<P> {
                 }
             }
         }
-        counters.retransmissions_client_leg = retransmissions[direction_of(Leg::Client)];
-        counters.retransmissions_server_leg = retransmissions[direction_of(Leg::Server)];
+        counters.retransmissions_client_leg = retransmissions[Leg::Client.index()];
+        counters.retransmissions_server_leg = retransmissions[Leg::Server.index()];
         (
             counters.out_of_order_discarded,
             counters.out_of_order_discarded_bytes,

@@ -1746,7 +1746,7 @@ fn a_cleared_proxied_connection_is_reset_and_its_late_segments_make_no_flow_back
     );
     assert_eq!(entry.mode(), FlowMode::Proxy);
     assert_eq!(entry.tcp_phase(), Some(TcpPhase::Closed));
-    assert!(entry.packets(Direction::Reply) > 0);
+    assert!(entry.packets(Direction::ServerToClient) > 0);
     assert_eq!(
         lab.forwarded, 0,
         "late segments of a reset connection go nowhere"

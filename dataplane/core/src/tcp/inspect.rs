@@ -17,24 +17,7 @@ use aho_corasick::automaton::{Automaton, Candidate, StateID};
 use aho_corasick::{dfa, nfa, Anchored, MatchKind, Span, StartKind};
 use serde::Deserialize;
 
-/// Which way bytes flow through the proxy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Direction {
-    /// From the connection's initiator.
-    ClientToServer,
-    ServerToClient,
-}
-
-impl Direction {
-    /// 0 for client to server, 1 for server to client: for per-direction arrays.
-    pub fn index(self) -> usize {
-        match self {
-            Direction::ClientToServer => 0,
-            Direction::ServerToClient => 1,
-        }
-    }
-}
+pub use crate::flow::Direction;
 
 /// What the proxy does with the flow after an inspector has seen a run of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! - [`policy`]: the rules, the compiled classifier and its publication to workers;
 //! - [`tcp`]: the sans-IO TCP endpoint and its parts;
 //! - [`proxy`]: a proxied flow as two endpoints, the per-worker proxy table and its limits;
+//! - [`bypass`]: the translation of a handed-over flow's segments between the legs' spaces;
 //! - [`pipeline`]: a worker's packet path: parse, look up, classify, decide;
 //! - [`shard`]: one worker's share of all that, frames in and out, as the daemon drives it;
 //! - [`ip_reassembly`], [`detect`], [`rss`], [`steering`], [`counters`], [`notice`], [`synth`],
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bypass;
 pub mod counters;
 pub mod detect;
 pub mod flow;

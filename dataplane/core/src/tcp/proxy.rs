@@ -44,6 +44,7 @@
 //! [`ProxyState::TimeWait`]. At [`ProxyState::Closed`] and [`ProxyState::PassThrough`] the
 //! endpoints are gone and only counters remain.
 
+pub use crate::bypass::{Handover, Translation};
 use std::collections::VecDeque;
 
 use super::cookie::{CookieJar, CookieParams};
@@ -55,12 +56,8 @@ use super::inspect::{Direction, Inspector, Verdict};
 use super::owed::{OwedState, OwedStream, ReceiverView};
 use super::payload::Payload;
 use super::rtt::TimestampClock;
-use super::segment::{
-    rescale_window, shift_seq, shift_timestamps, Ecn, SegmentHeader, TcpFlags, TcpOptions,
-    MAX_WINDOW_SCALE,
-};
+use super::segment::{Ecn, SegmentHeader, TcpFlags, TcpOptions, MAX_WINDOW_SCALE};
 use super::seq::SeqNumber;
-use crate::wire::Malformed;
 
 /// NOP NOP and the 10-byte timestamps option, on every segment once negotiated.
 const TIMESTAMPS_LEN: usize = 12;
@@ -302,72 +299,6 @@ pub enum ProxyEvent {
     PassThrough,
     /// Both legs are closed and gone.
     Closed,
-}
-
-/// How to rewrite the segments going one way once a flow is pass-through, so that each endpoint
-/// sees the numbers it negotiated with the proxy's leg (the Linux seqadj approach). Every delta is
-/// a wrapping addition; [`Translation::apply`] does it all on a segment's TCP bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Translation {
-    /// Added to SEG.SEQ.
-    pub seq_delta: u32,
-    /// Added to SEG.ACK and to the SACK block edges: the other direction's `seq_delta`, negated.
-    pub ack_delta: u32,
-    /// Added to TSval: the receiver's PAWS check compares it with what the proxy's leg sent.
-    pub tsval_delta: u32,
-    /// Added to TSecr: the other direction's `tsval_delta`, negated, so echoes come home.
-    pub tsecr_delta: u32,
-    /// `(sender's shift, receiver's shift)` when they differ (only after a SYN cookie).
-    pub window_scale: Option<(u8, u8)>,
-}
-
-impl Translation {
-    /// Nothing to change: the worker may forward segments untouched.
-    pub fn is_identity(&self) -> bool {
-        *self == Translation::default()
-    }
-
-    /// Rewrites a whole TCP segment (header and payload, for the checksum) in place, fixing the
-    /// checksum incrementally. A segment whose header cannot be read is left untouched and the
-    /// reason returned (the shifts validate the options before changing anything, the same way).
-    pub fn apply(&self, tcp_bytes: &mut [u8]) -> Result<(), Malformed> {
-        if self.seq_delta != 0 || self.ack_delta != 0 {
-            shift_seq(tcp_bytes, self.seq_delta, self.ack_delta)?;
-        }
-        if self.tsval_delta != 0 || self.tsecr_delta != 0 {
-            shift_timestamps(tcp_bytes, self.tsval_delta, self.tsecr_delta)?;
-        }
-        if let Some((from, to)) = self.window_scale {
-            rescale_window(tcp_bytes, from, to)?;
-        }
-        Ok(())
-    }
-}
-
-/// What the worker must do to carry on a flow as pass-through: forward every segment of the flow
-/// with [`Handover::translation`] of its direction applied, after showing it to
-/// [`TcpProxy::on_passthrough`], and keep driving the proxy (`poll_transmit`, `poll_at`,
-/// `on_timer`) while [`TcpProxy::owes`] says it still has bytes to deliver.
-///
-/// Those are what the proxy owes the endpoints: data one side has been acknowledged for and the
-/// other has not acknowledged yet (each leg's send queue and what was received but not yet
-/// relayed), a FIN likewise, and the out-of-order data held above a hole. Their sender was told
-/// they arrived and will not send them again, so the proxy keeps them, sends them within the
-/// receiver's window and retransmits them until the receiver acknowledges them
-/// ([`OwedStream`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Handover {
-    pub client_to_server: Translation,
-    pub server_to_client: Translation,
-}
-
-impl Handover {
-    pub fn translation(&self, direction: Direction) -> &Translation {
-        match direction {
-            Direction::ClientToServer => &self.client_to_server,
-            Direction::ServerToClient => &self.server_to_client,
-        }
-    }
 }
 
 /// Why a flow cannot be handed over now.

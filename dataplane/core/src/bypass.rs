@@ -208,7 +208,7 @@ fn find_options(tcp_bytes: &[u8], kind: u8) -> Result<(usize, Found), Malformed>
     Ok((header_len, found))
 }
 
-pub(crate) fn read_u16(bytes: &[u8], at: usize) -> u16 {
+fn read_u16(bytes: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([bytes[at], bytes[at + 1]])
 }
 
@@ -236,5 +236,236 @@ fn add_to_u32(bytes: &mut [u8], at: usize, delta: u32, checksum: u16) -> u16 {
             checksum::fold(u64::from(value >> 16) + u64::from(value & 0xffff)).swap_bytes()
         };
         checksum::update_u16(checksum, swapped(old), swapped(new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::tcp::segment::{fill_checksum_v4, TcpFlags};
+    use crate::tcp::seq::SeqNumber;
+    use crate::tcp::testkit::{
+        header, parse_bytes, same_checksum, segment_bytes as emit_vec,
+        segment_with_options as tcp_with_options, stored_checksum,
+    };
+    use crate::test_rng::TestRng as Rng;
+
+    const SRC4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+    const DST4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+
+    fn sack_edges(bytes: &[u8]) -> Vec<(u32, u32)> {
+        parse_bytes(bytes)
+            .unwrap()
+            .options
+            .sack
+            .iter()
+            .map(|(l, r)| (l.0, r.0))
+            .collect()
+    }
+
+    #[test]
+    fn shift_seq_wraps_and_moves_sack_blocks() {
+        let mut ack = header();
+        ack.flags = TcpFlags::ACK;
+        ack.seq = SeqNumber(0xffff_fff0);
+        ack.ack = SeqNumber(0xffff_ff00);
+        ack.options.timestamps = Some((5, 6));
+        ack.options
+            .sack
+            .push(SeqNumber(0xffff_ff80), SeqNumber(0x0000_0040));
+        ack.options
+            .sack
+            .push(SeqNumber(0xffff_fe00), SeqNumber(0xffff_fe10));
+        let mut bytes = emit_vec(&ack, b"payload");
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+
+        shift_seq(&mut bytes, 0x20, 0x100).unwrap();
+        let shifted = parse_bytes(&bytes).unwrap();
+        assert_eq!(shifted.seq, SeqNumber(0x10));
+        assert_eq!(shifted.ack, SeqNumber(0));
+        assert_eq!(
+            sack_edges(&bytes),
+            [(0x80, 0x140), (0xffff_ff00, 0xffff_ff10)]
+        );
+        assert_eq!(shifted.options.timestamps, Some((5, 6)));
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+        let incremental = stored_checksum(&bytes);
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+        assert!(same_checksum(incremental, stored_checksum(&bytes)));
+
+        // Shifting back by the negated deltas restores the original numbers.
+        shift_seq(&mut bytes, 0x20u32.wrapping_neg(), 0x100u32.wrapping_neg()).unwrap();
+        let restored = parse_bytes(&bytes).unwrap();
+        assert_eq!(restored, ack);
+    }
+
+    #[test]
+    fn shift_seq_leaves_ack_alone_without_the_ack_flag() {
+        let mut syn = header();
+        syn.ack = SeqNumber(1234);
+        let mut bytes = emit_vec(&syn, &[]);
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+        shift_seq(&mut bytes, 1, 1).unwrap();
+        let shifted = parse_bytes(&bytes).unwrap();
+        assert_eq!(shifted.seq, SeqNumber(0x0102_0305));
+        assert_eq!(shifted.ack, SeqNumber(1234));
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+    }
+
+    #[test]
+    fn shift_seq_handles_unaligned_and_repeated_sack_options() {
+        // NOP, SACK(1 block), SACK(1 block), padding: edges at odd offsets, two SACK options.
+        let mut options = vec![1, 5, 10, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0];
+        options.extend_from_slice(&[5, 10, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, 0, 0, 0]);
+        let mut bytes = tcp_with_options(&options);
+        bytes[13] = flags::ACK;
+        bytes.extend_from_slice(b"odd payload");
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+        let mut rng = Rng::new(99);
+        for _ in 0..200 {
+            let (seq_delta, ack_delta) = (rng.u32(), rng.u32());
+            let before = bytes.clone();
+            shift_seq(&mut bytes, seq_delta, ack_delta).unwrap();
+            let read = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+            for at in [23, 27, 33, 37] {
+                assert_eq!(read(&bytes, at), read(&before, at).wrapping_add(ack_delta));
+            }
+            let incremental = stored_checksum(&bytes);
+            let segment = TcpSegment::new_checked(&bytes[..]).unwrap();
+            assert!(segment.verify_checksum_v4(SRC4, DST4));
+            let mut recomputed = bytes.clone();
+            fill_checksum_v4(&mut recomputed, SRC4, DST4).unwrap();
+            assert!(same_checksum(incremental, stored_checksum(&recomputed)));
+        }
+    }
+
+    #[test]
+    fn shift_timestamps_moves_both_clocks() {
+        let mut ack = header();
+        ack.flags = TcpFlags::ACK;
+        ack.options.timestamps = Some((0xffff_fffe, 10));
+        ack.options.sack.push(SeqNumber(1), SeqNumber(2));
+        let mut bytes = emit_vec(&ack, b"x");
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+        shift_timestamps(&mut bytes, 3, 0u32.wrapping_sub(11)).unwrap();
+        let shifted = parse_bytes(&bytes).unwrap();
+        assert_eq!(shifted.options.timestamps, Some((1, u32::MAX)));
+        assert_eq!(shifted.seq, ack.seq);
+        assert_eq!(shifted.options.sack, ack.options.sack);
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+
+        // No timestamps: nothing to do, and nothing changes.
+        let mut bytes = emit_vec(&header(), &[]);
+        let before = bytes.clone();
+        shift_timestamps(&mut bytes, 1, 1).unwrap();
+        assert_eq!(bytes, before);
+    }
+
+    #[test]
+    fn rescale_window_converts_units_and_keeps_the_checksum() {
+        let mut ack = header();
+        ack.flags = TcpFlags::ACK;
+        ack.window = 1000;
+        let mut bytes = emit_vec(&ack, b"data");
+        fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+        // 1000 units of 2^7 bytes are 500 units of 2^8.
+        rescale_window(&mut bytes, 7, 8).unwrap();
+        assert_eq!(parse_bytes(&bytes).unwrap().window, 500);
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+        // Towards a smaller shift the value grows, capped at the field's maximum.
+        rescale_window(&mut bytes, 8, 0).unwrap();
+        assert_eq!(parse_bytes(&bytes).unwrap().window, u16::MAX);
+        assert!(TcpSegment::new_checked(&bytes[..])
+            .unwrap()
+            .verify_checksum_v4(SRC4, DST4));
+        // Rounded down, never up: 3 units of 2^1 are 0 units of 2^4.
+        ack.window = 3;
+        let mut bytes = emit_vec(&ack, &[]);
+        rescale_window(&mut bytes, 1, 4).unwrap();
+        assert_eq!(parse_bytes(&bytes).unwrap().window, 0);
+        // A SYN's window is not scaled, so it stays as it is.
+        let mut syn = emit_vec(&header(), &[]);
+        let before = syn.clone();
+        rescale_window(&mut syn, 0, 7).unwrap();
+        assert_eq!(syn, before);
+        assert_eq!(
+            rescale_window(&mut [0u8; 19], 0, 1),
+            Err(Malformed::TcpTruncated)
+        );
+    }
+
+    #[test]
+    fn rewrites_refuse_malformed_segments_untouched() {
+        let cases: [&[u8]; 4] = [
+            &[2, 3, 0, 0],              // MSS of length 3
+            &[5, 10, 0, 0],             // SACK running past the header
+            &[1, 1, 1, 30],             // no length byte
+            &[8, 10, 0, 0, 0, 0, 0, 0], // timestamps cut short
+        ];
+        for options in cases {
+            let mut bytes = tcp_with_options(options);
+            bytes[13] = flags::ACK;
+            let before = bytes.clone();
+            assert_eq!(shift_seq(&mut bytes, 1, 1), Err(Malformed::TcpBadOption));
+            assert_eq!(
+                shift_timestamps(&mut bytes, 1, 1),
+                Err(Malformed::TcpBadOption)
+            );
+            assert_eq!(bytes, before, "{options:?}");
+        }
+        let mut short = [0u8; 12];
+        assert_eq!(shift_seq(&mut short, 1, 1), Err(Malformed::TcpTruncated));
+        let mut bad_offset = emit_vec(&header(), &[]);
+        bad_offset[12] = 0x60;
+        let before = bad_offset.clone();
+        assert_eq!(
+            shift_timestamps(&mut bad_offset, 1, 1),
+            Err(Malformed::TcpBadDataOffset)
+        );
+        assert_eq!(bad_offset, before);
+    }
+
+    #[test]
+    fn rewrites_never_panic_and_keep_checksums_valid() {
+        let mut rng = Rng::new(0xdead_beef);
+        for _ in 0..20_000 {
+            let len = rng.below(70) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.u32() as u8).collect();
+            if len >= 20 {
+                // Mostly plausible data offsets, with options drawn from real kinds.
+                if rng.chance(80) {
+                    let words = 5 + rng.below(((len - 20) / 4 + 1) as u64) as u8;
+                    bytes[12] = words << 4;
+                }
+                for byte in bytes.iter_mut().skip(20).take(40) {
+                    if rng.chance(50) {
+                        *byte = [0, 1, 2, 3, 4, 5, 8, 10, 18][rng.below(9) as usize];
+                    }
+                }
+                fill_checksum_v4(&mut bytes, SRC4, DST4).unwrap();
+            }
+            let before = bytes.clone();
+            let result = if rng.chance(50) {
+                shift_seq(&mut bytes, rng.u32(), rng.u32())
+            } else {
+                shift_timestamps(&mut bytes, rng.u32(), rng.u32())
+            };
+            match result {
+                Ok(()) => assert!(TcpSegment::new_checked(&bytes[..])
+                    .unwrap()
+                    .verify_checksum_v4(SRC4, DST4)),
+                Err(_) => assert_eq!(bytes, before),
+            }
+        }
     }
 }

@@ -2,7 +2,11 @@
 //! and duplicates what it carries, driven by the tests' deterministic generator so that a
 //! failing case replays from its seed.
 
+use crate::tcp::segment::{Ecn, SegmentHeader, TcpFlags, TcpOptions};
+use crate::tcp::seq::SeqNumber;
 use crate::test_rng::TestRng;
+use crate::wire::tcp::HEADER_LEN;
+use crate::wire::{Malformed, TcpSegment};
 
 /// Something on its way across a [`LossyLink`], due at `at`.
 pub struct InFlight<T> {
@@ -83,6 +87,54 @@ impl<T: Clone> LossyLink<T> {
             .map(|(i, _)| i)?;
         Some(self.queue.swap_remove(index))
     }
+}
+
+// Segment builders.
+
+/// A SYN from 40000 to 443 with no options: the header builders start from.
+pub fn header() -> SegmentHeader {
+    SegmentHeader {
+        src_port: 40000,
+        dst_port: 443,
+        seq: SeqNumber(0x0102_0304),
+        ack: SeqNumber(0),
+        flags: TcpFlags::SYN,
+        window: 64240,
+        urgent: 0,
+        options: TcpOptions::default(),
+        ecn: Ecn::NotEct,
+    }
+}
+
+/// `header` emitted, then `payload`.
+pub fn segment_bytes(header: &SegmentHeader, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0u8; header.header_len() + payload.len()];
+    let len = header.emit(&mut bytes).unwrap();
+    assert_eq!(len, header.header_len());
+    bytes[len..].copy_from_slice(payload);
+    bytes
+}
+
+pub fn parse_bytes(bytes: &[u8]) -> Result<SegmentHeader, Malformed> {
+    SegmentHeader::parse(&TcpSegment::new_checked(bytes)?)
+}
+
+/// [`header`]'s segment with these raw option bytes (whole words) after it.
+pub fn segment_with_options(options: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let mut bytes = segment_bytes(&header(), &[]);
+    bytes.extend_from_slice(options);
+    bytes[12] = (((HEADER_LEN + options.len()) / 4) as u8) << 4;
+    bytes
+}
+
+/// One's complement has two zeros; incremental updates may produce either.
+pub fn same_checksum(a: u16, b: u16) -> bool {
+    u32::from(a) % 0xffff == u32::from(b) % 0xffff
+}
+
+pub fn stored_checksum(bytes: &[u8]) -> u16 {
+    u16::from_be_bytes([bytes[16], bytes[17]])
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ use tollgate_core::proxy::{FrameSink, MidstreamAction, ProxySettings, ProxyTable
 use tollgate_core::shard::{Dispatch, Shard};
 use tollgate_core::tcp::inspect::SignatureInspector;
 use tollgate_core::tcp::payload::TestBytes;
+use tollgate_core::wire::ethernet::parse_mac;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,14 +164,6 @@ fn shard(case: &Case) -> Shard<TestBytes> {
     Shard::new(pipeline, proxies)
 }
 
-fn mac(text: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap_or_else(|_| panic!("MAC {text}")))
-        .collect();
-    bytes.try_into().unwrap_or_else(|_| panic!("MAC {text}"))
-}
-
 /// Replays one case; returns what differs from its expectations, in words.
 fn replay(dir: &Path) -> Vec<String> {
     let text = fs::read_to_string(dir.join("case.toml")).expect("case.toml");
@@ -178,7 +171,11 @@ fn replay(dir: &Path) -> Vec<String> {
     assert!(!case.description.is_empty());
     let capture = fs::read(dir.join("input.pcap")).expect("input.pcap");
     let records = pcap::read(&capture).unwrap_or_else(|e| panic!("input.pcap: {e}"));
-    let inside: Vec<[u8; 6]> = case.inside_macs.iter().map(|m| mac(m)).collect();
+    let inside: Vec<[u8; 6]> = case
+        .inside_macs
+        .iter()
+        .map(|m| parse_mac(m).unwrap_or_else(|e| panic!("inside_macs: {e}")))
+        .collect();
 
     let mut shard = shard(&case);
     let mut sent = Sent::default();

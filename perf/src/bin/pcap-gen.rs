@@ -24,6 +24,7 @@ use anyhow::{bail, ensure, Context};
 use clap::{Parser, ValueEnum};
 use tollgate_core::pcap::PcapWriter;
 use tollgate_core::synth::{self, Addressing, TcpHeader};
+use tollgate_core::wire::ethernet::parse_mac;
 use tollgate_core::wire::tcp::flags;
 use tollgate_perf::ipsec_over_tcp::{self as ipsec, IkeHeader, Mode, Outgoing};
 
@@ -171,19 +172,7 @@ impl FromStr for Mac {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Mac, String> {
-        let bytes: Vec<u8> = s
-            .split(':')
-            .map(|b| {
-                (b.len() == 2)
-                    .then(|| u8::from_str_radix(b, 16).ok())
-                    .flatten()
-            })
-            .collect::<Option<_>>()
-            .ok_or_else(|| format!("'{s}' is not a MAC address like 02:00:00:00:00:01"))?;
-        bytes
-            .try_into()
-            .map(Mac)
-            .map_err(|_| format!("'{s}' is not a MAC address like 02:00:00:00:00:01"))
+        parse_mac(s).map(Mac)
     }
 }
 

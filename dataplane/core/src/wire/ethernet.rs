@@ -165,6 +165,21 @@ impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
     }
 }
 
+/// A MAC address written as six colon-separated pairs of hex digits, e.g. 02:00:00:00:00:01.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("'{s}' is not a MAC address like 02:00:00:00:00:01");
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| {
+            (b.len() == 2)
+                .then(|| u8::from_str_radix(b, 16).ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    bytes.try_into().map_err(|_| bad())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +271,22 @@ mod tests {
         let frame = EthernetFrame::new_checked(ethernet(&[], ETHERTYPE_LLDP, &[])).unwrap();
         assert_eq!(frame.ethertype(), ETHERTYPE_LLDP);
         assert_eq!(frame.into_inner().len(), 14);
+    }
+
+    #[test]
+    fn mac_addresses_parse_as_six_hex_pairs() {
+        assert_eq!(parse_mac("02:00:0a:FF:00:01"), Ok([2, 0, 0x0a, 0xff, 0, 1]));
+        for bad in [
+            "02:00:00:00:00",
+            "02:00:00:00:00:01:02",
+            "2:00:00:00:00:01",
+            "02:00:00:00:00:0g",
+            "",
+        ] {
+            assert!(
+                parse_mac(bad).unwrap_err().contains("is not a MAC address"),
+                "{bad}"
+            );
+        }
     }
 }

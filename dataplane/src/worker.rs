@@ -279,28 +279,31 @@ impl<'a> TxSink<'a> {
     /// Once per forwarded frame: inlined, like the rest of the burst's last stage.
     #[inline(always)]
     fn forward(&mut self, m: Mbuf, egress: PortSide) {
-        let burst = &mut self.bursts[egress.index()];
-        if burst.is_full() {
-            let (sent, refused) =
-                Worker::transmit(&mut self.queues[egress.index()], burst, self.retries);
-            self.sent += sent;
-            self.refused += refused;
+        if self.bursts[egress.index()].is_full() {
+            self.send(egress);
         }
         // Cannot fail: the burst was just emptied if it was full.
-        let _ = burst.push(m);
+        let _ = self.bursts[egress.index()].push(m);
     }
 
     /// Sends what the bursts hold.
     fn flush(&mut self) {
         for side in PortSide::BOTH {
-            let burst = &mut self.bursts[side.index()];
-            if !burst.is_empty() {
-                let (sent, refused) =
-                    Worker::transmit(&mut self.queues[side.index()], burst, self.retries);
-                self.sent += sent;
-                self.refused += refused;
+            if !self.bursts[side.index()].is_empty() {
+                self.send(side);
             }
         }
+    }
+
+    /// Offers `side`'s burst to its queue, counting what went and what the driver refused.
+    fn send(&mut self, side: PortSide) {
+        let (sent, refused) = Worker::transmit(
+            &mut self.queues[side.index()],
+            &mut self.bursts[side.index()],
+            self.retries,
+        );
+        self.sent += sent;
+        self.refused += refused;
     }
 
     /// Adds what was sent and what the driver refused to the worker's counters.
@@ -494,13 +497,7 @@ impl Worker {
                 if i + PREFETCH_AHEAD < n {
                     prefetch(data[i + PREFETCH_AHEAD]);
                 }
-                ingress[i] = match side {
-                    Some(s) => s,
-                    None if m.port() == self.port_ids[PortSide::Outside.index()] => {
-                        PortSide::Outside
-                    }
-                    None => PortSide::Inside,
-                };
+                ingress[i] = side.unwrap_or_else(|| self.ingress_of(m));
                 let nic_hash = if self.use_nic_hash {
                     m.rss_hash()
                 } else {

@@ -49,9 +49,8 @@ impl RxFrame for Vec<u8> {
         self
     }
 
-    fn into_payload(self, offset: usize, len: usize) -> Option<TestBytes> {
-        self.get(offset..offset.checked_add(len)?)
-            .map(TestBytes::from)
+    fn into_payload(mut self, offset: usize, len: usize) -> Option<TestBytes> {
+        self.as_mut_slice().into_payload(offset, len)
     }
 }
 
